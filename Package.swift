@@ -1,0 +1,36 @@
+// swift-tools-version: 6.0
+// Holdfast: ext4 in user space, inside a fixed memory budget.
+import PackageDescription
+
+let package = Package(
+    name: "Holdfast",
+    platforms: [.macOS(.v15)],
+    products: [
+        .library(name: "Holdfast", targets: ["Holdfast"]),
+        .executable(name: "holdfast", targets: ["holdfast"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+    ],
+    targets: [
+        // C only where Swift cannot reach: crc32c with SSE4.2 (chosen at run time).
+        .target(name: "CHoldfastShim"),
+        // Layer 1: on-disk structures as values, checksums, name hashes. No I/O.
+        .target(name: "HoldfastFormat", dependencies: ["CHoldfastShim"]),
+        // Layer 3: block devices over image files.
+        .target(name: "HoldfastDevice", dependencies: ["HoldfastFormat"]),
+        // Layer 4: the byte budget and the buffer cache.
+        .target(name: "HoldfastCache", dependencies: ["HoldfastDevice"]),
+        // Layer 5: jbd2 (read side: in-memory replay).
+        .target(name: "HoldfastJournal", dependencies: ["HoldfastFormat", "HoldfastCache"]),
+        // Layer 7: the filesystem operations and the public API.
+        .target(name: "Holdfast", dependencies: ["HoldfastFormat", "HoldfastDevice", "HoldfastCache", "HoldfastJournal"]),
+        // Front end: the command-line tool.
+        .executableTarget(name: "holdfast", dependencies: [
+            "Holdfast",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ]),
+        .testTarget(name: "HoldfastTests", dependencies: ["Holdfast", "HoldfastFormat", "HoldfastDevice", "HoldfastCache", "HoldfastJournal"]),
+    ],
+    swiftLanguageModes: [.v6]
+)

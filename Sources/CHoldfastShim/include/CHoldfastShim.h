@@ -1,0 +1,17 @@
+#ifndef CHOLDFAST_SHIM_H
+#define CHOLDFAST_SHIM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/// Raw crc32c (Castagnoli) update, as ext4 and jbd2 use it: no final inversion.
+/// `crc` is the running value (ext4 seeds with ~0). Uses SSE4.2 when the CPU has it.
+uint32_t hf_crc32c_update(uint32_t crc, const void *data, size_t length);
+
+/// 1 when the SSE4.2 path is in use, 0 for the portable table.
+int hf_crc32c_is_hardware(void);
+
+/// The portable path, always; for tests that compare both.
+uint32_t hf_crc32c_update_portable(uint32_t crc, const void *data, size_t length);
+
+#endif

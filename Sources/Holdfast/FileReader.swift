@@ -1,0 +1,118 @@
+import HoldfastFormat
+
+/// A piece of a file's contents, in order: bytes to use, or a range that reads as zeros.
+public enum DataPiece {
+    case data(offset: UInt64, bytes: UnsafeRawBufferPointer)
+    case hole(offset: UInt64, length: UInt64)
+}
+
+extension Filesystem {
+    /// The default size of the bounded read buffer (charged to the budget while a read runs).
+    public static let readChunk = 1 << 20
+
+    /// Streams bytes [from, min(to, size)) of a regular file or symlink in order, through one bounded buffer.
+    /// Holes and unwritten extents come as `.hole`; nothing is ever read past i_size.
+    public func streamData(_ inode: Inode, from: UInt64 = 0, to: UInt64 = .max, chunk: Int = Filesystem.readChunk,
+                           _ body: (DataPiece) throws -> Void) throws(HoldfastError) {
+        try guarded { try stream(inode, from: from, to: to, chunk: chunk, body) }
+    }
+
+    func stream(_ inode: Inode, from: UInt64, to: UInt64, chunk: Int, _ body: (DataPiece) throws -> Void) throws {
+        let end = min(to, inode.size)
+        guard from < end else { return }
+        if inode.hasInlineData {
+            let data = try inlineData(inode)
+            guard UInt64(data.count) >= end else {
+                throw CorruptionError(.inlineData, inode: inode.number, .impossible("i_size \(inode.size) exceeds the \(data.count) inline bytes"))
+            }
+            try data[Int(from)..<Int(end)].withUnsafeBytes { try body(.data(offset: from, bytes: $0)) }
+            return
+        }
+        let bs = UInt64(blockSize)
+        let maxLogical = (UInt64(1) << 32) * bs
+        guard inode.size <= maxLogical || !inode.usesExtents else {
+            throw CorruptionError(.inode, inode: inode.number, .outOfRange(field: "i_size", value: inode.size, limit: maxLogical))
+        }
+        let chunkBlocks = max(1, chunk / Int(bs))
+        let bufferBytes = chunkBlocks * Int(bs)
+        try cache.charge(bufferBytes, for: "read buffer")
+        defer { budget.uncharge(bufferBytes) }
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: bufferBytes, alignment: 4096)
+        defer { buffer.deallocate() }
+
+        var position = from
+        try forEachRun(inode, from: from / bs) { run in
+            let runStart = run.logical * bs
+            let runEnd = min((run.logical + run.length) * bs, end)
+            if runStart >= end { return false }
+            if runStart > position {
+                try body(.hole(offset: position, length: runStart - position))
+                position = runStart
+            }
+            guard runEnd > position else { return true }
+            if !run.hasData {
+                try body(.hole(offset: position, length: runEnd - position))
+                position = runEnd
+                return position < end
+            }
+            while position < runEnd {
+                let blockIndex = position / bs - run.logical
+                let skip = Int(position % bs)
+                let blocks = min(UInt64(chunkBlocks), (runEnd - position + UInt64(skip) + bs - 1) / bs)
+                let part = UnsafeMutableRawBufferPointer(rebasing: buffer[0..<Int(blocks * bs)])
+                try cache.read(blocks: run.physical! + blockIndex, into: part)
+                let usable = min(Int(blocks * bs) - skip, Int(runEnd - position))
+                try body(.data(offset: position, bytes: UnsafeRawBufferPointer(rebasing: part[skip..<(skip + usable)])))
+                position += UInt64(usable)
+            }
+            return position < end
+        }
+        if position < end { try body(.hole(offset: position, length: end - position)) }
+    }
+
+    /// Reads up to `count` bytes at `offset` into a new array (zeros for holes).
+    public func read(_ inode: Inode, offset: UInt64, count: Int) throws(HoldfastError) -> [UInt8] {
+        let end = min(inode.size, offset + UInt64(count))
+        guard offset < end else { return [] }
+        var out = [UInt8](repeating: 0, count: Int(end - offset))
+        try streamData(inode, from: offset, to: end) { piece in
+            if case .data(let at, let bytes) = piece {
+                let o = Int(at - offset)
+                out.withUnsafeMutableBytes { dst in
+                    UnsafeMutableRawBufferPointer(rebasing: dst[o..<(o + bytes.count)]).copyMemory(from: bytes)
+                }
+            }
+        }
+        return out
+    }
+
+    /// Inline data: the first 60 bytes in i_block, the rest in the system.data xattr.
+    func inlineData(_ inode: Inode) throws -> [UInt8] {
+        var data = inode.blockArea
+        if let region = inode.inlineXattrRegion {
+            for (entry, value) in try Xattr.inodeBody(region, inode: inode.number)
+            where entry.nameIndex == Xattr.systemIndex && entry.name == Array("data".utf8) {
+                data += value
+            }
+        }
+        return data
+    }
+
+    /// The target of a symbolic link: inline, fast (in i_block) or in a data block.
+    public func readLink(_ inode: Inode) throws(HoldfastError) -> [UInt8] {
+        try guarded {
+            guard inode.fileType == .symlink else {
+                throw HoldfastError.invalidArgument("inode \(inode.number) is not a symbolic link")
+            }
+            guard inode.size > 0, inode.size < UInt64(max(blockSize, 4096)) else {
+                throw CorruptionError(.symlink, inode: inode.number, .outOfRange(field: "i_size", value: inode.size, limit: UInt64(blockSize)))
+            }
+            if inode.hasInlineData { return Array(try inlineData(inode).prefix(Int(inode.size))) }
+            let eaSectors: UInt64 = inode.fileACL != 0 ? UInt64(superblock.clusterSize / 512) : 0
+            if inode.size < 60 && inode.sectors(superblock) <= eaSectors {
+                return Array(inode.blockArea.prefix(Int(inode.size)))
+            }
+            return try read(inode, offset: 0, count: Int(inode.size))
+        }
+    }
+}

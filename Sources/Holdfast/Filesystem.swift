@@ -1,0 +1,172 @@
+import HoldfastCache
+import HoldfastDevice
+import HoldfastFormat
+import HoldfastJournal
+
+/// How to open an image.
+public struct OpenOptions: Sendable {
+    /// The memory budget in bytes for everything the engine caches.
+    public var memoryBudget: Int = 64 << 20
+
+    public init(memoryBudget: Int = 64 << 20) {
+        self.memoryBudget = memoryBudget
+    }
+}
+
+/// An open ext4 image. Read-only for now; safe to share between threads.
+public final class Filesystem: Sendable {
+    public let device: any BlockDevice
+    public let superblock: Superblock
+    public let geometry: Geometry
+    public let cache: BufferCache
+    public let budget: ByteBudget
+    /// Why the image is open read-only (features read but not maintained, recovery done in memory).
+    public let readOnlyReasons: [String]
+    /// Set when the journal needed recovery and was replayed in memory.
+    public let journalReplay: ReplaySummary?
+    /// The journal superblock, when the image has an internal journal that decodes.
+    public let journalSuperblock: Jbd2.Superblock?
+
+    public static let rootInode: UInt32 = 2
+    static let defaultJournalInode: UInt32 = 8
+
+    /// Opens the image at `path`: validates the superblock, refuses unreadable features by name,
+    /// and replays a journal that needs recovery into memory (the file is never written).
+    public static func open(path: String, options: OpenOptions = OpenOptions()) throws(HoldfastError) -> Filesystem {
+        try guarded {
+            let device = try ImageFile(path: path)
+            return try Filesystem(device: device, options: options)
+        }
+    }
+
+    public convenience init(device: any BlockDevice, options: OpenOptions = OpenOptions()) throws {
+        guard device.byteCount >= UInt64(Superblock.byteOffset + Superblock.size) else {
+            throw CorruptionError(.superblock, .truncated(needed: UInt64(Superblock.byteOffset + Superblock.size), available: device.byteCount))
+        }
+        let sbBytes = try device.read(count: Superblock.size, at: UInt64(Superblock.byteOffset))
+        let sb = try Superblock(sbBytes, imageBytes: device.byteCount)
+        let assessment = FeatureAssessment(sb)
+        guard assessment.refused.isEmpty else { throw HoldfastError.unsupportedFeatures(assessment.refused) }
+        let budget = ByteBudget(limit: options.memoryBudget)
+
+        // A first view straight from the image, to find and read the journal.
+        let raw = Filesystem(device: device, superblock: sb, budget: budget, redirects: BlockRedirects(),
+                             readOnlyReasons: [], replay: nil, journalSuperblock: nil)
+        var reasons = assessment.readOnlyBecause.map { "feature \($0) is read but not maintained" }
+        reasons.append("Holdfast's write path is not built yet")
+        var journalSB: Jbd2.Superblock?
+        var replay: ReplaySummary?
+        var redirects = BlockRedirects()
+        if sb.featureCompat.contains(.hasJournal) && sb.journalInode != 0 {
+            do {
+                let journalInode = try raw.inode(sb.journalInode)
+                let first = try raw.physicalBlock(of: journalInode, logical: 0)
+                guard let first else { throw CorruptionError(.journalSuperblock, inode: sb.journalInode, .impossible("journal inode has no block 0")) }
+                journalSB = try Jbd2.Superblock(try raw.cache.readBlock(first), fsBlockSize: sb.blockSize)
+                if sb.needsRecovery, let jsb = journalSB {
+                    (redirects, replay) = try JournalReplay.replay(
+                        journal: jsb,
+                        physical: { logical in
+                            guard let p = try raw.physicalBlock(of: journalInode, logical: logical) else {
+                                throw CorruptionError(.journal, inode: sb.journalInode, .impossible("journal block \(logical) is a hole"))
+                            }
+                            return p
+                        },
+                        read: { try raw.cache.readBlock($0) })
+                    reasons.append("the journal needed recovery and was replayed in memory only")
+                }
+            } catch let e as CorruptionError where !sb.needsRecovery {
+                // A damaged journal matters only when it has something to replay; note it and read on.
+                reasons.append("the journal is unreadable (\(e))")
+                journalSB = nil
+            }
+        } else if sb.needsRecovery {
+            throw HoldfastError.journal("the image needs recovery but has no internal journal to replay")
+        }
+        raw.cache.drain()
+
+        // The superblock itself may have been logged: read it again through the replay.
+        var finalSB = sb
+        if !redirects.isEmpty {
+            let bs = UInt64(sb.blockSize)
+            let sbBlock = UInt64(Superblock.byteOffset) / bs
+            if redirects.lookup(sbBlock) != nil {
+                let probe = BufferCache(device: device, blockSize: sb.blockSize, budget: budget, redirects: redirects)
+                let block = try probe.readBlock(sbBlock)
+                let start = Superblock.byteOffset % Int(bs)
+                finalSB = try Superblock(Array(block[start..<(start + Superblock.size)]), imageBytes: device.byteCount)
+            }
+        }
+        self.init(device: device, superblock: finalSB, budget: budget, redirects: redirects,
+                  readOnlyReasons: reasons, replay: replay, journalSuperblock: journalSB)
+    }
+
+    init(device: any BlockDevice, superblock: Superblock, budget: ByteBudget, redirects: BlockRedirects,
+         readOnlyReasons: [String], replay: ReplaySummary?, journalSuperblock: Jbd2.Superblock?) {
+        self.device = device
+        self.superblock = superblock
+        self.geometry = Geometry(superblock)
+        self.budget = budget
+        self.cache = BufferCache(device: device, blockSize: superblock.blockSize, budget: budget, redirects: redirects)
+        self.readOnlyReasons = readOnlyReasons
+        self.journalReplay = replay
+        self.journalSuperblock = journalSuperblock
+    }
+
+    public var blockSize: Int { superblock.blockSize }
+
+    /// Reads a metadata block through the cache, after checking it lies inside the filesystem.
+    func metadataBlock(_ block: UInt64, for structure: Structure, inode: UInt32? = nil) throws -> [UInt8] {
+        guard block >= UInt64(superblock.firstDataBlock), block < superblock.blocksCount else {
+            throw CorruptionError(structure, inode: inode, block: block, .outOfRange(field: "block number", value: block, limit: superblock.blocksCount))
+        }
+        return try cache.block(block)
+    }
+
+    /// Group descriptor `group`, read through the cache and checksum-verified.
+    public func groupDescriptor(_ group: UInt32) throws(HoldfastError) -> GroupDescriptor {
+        try guarded { try descriptor(group) }
+    }
+
+    func descriptor(_ group: UInt32) throws -> GroupDescriptor {
+        guard UInt64(group) < superblock.groupCount else {
+            throw CorruptionError(.groupDescriptor, .outOfRange(field: "group", value: UInt64(group), limit: superblock.groupCount))
+        }
+        let perBlock = geometry.descriptorsPerBlock
+        let block = geometry.descriptorBlock(UInt64(group) / UInt64(perBlock))
+        let bytes = try metadataBlock(block, for: .groupDescriptor)
+        let size = superblock.groupDescriptorSize
+        let start = Int(group) % perBlock * size
+        return try GroupDescriptor(Array(bytes[start..<(start + size)]), group: group, superblock: superblock)
+    }
+
+    /// Inode `number`, decoded and checksum-verified.
+    public func inode(_ number: UInt32) throws(HoldfastError) -> Inode {
+        try guarded { try readInode(number) }
+    }
+
+    func readInode(_ number: UInt32) throws -> Inode {
+        let sb = superblock
+        guard number >= 1, number <= sb.inodesCount else {
+            throw CorruptionError(.inode, inode: number, .outOfRange(field: "inode number", value: UInt64(number), limit: UInt64(sb.inodesCount)))
+        }
+        let group = (number - 1) / sb.inodesPerGroup
+        let index = Int((number - 1) % sb.inodesPerGroup)
+        let gd = try descriptor(group)
+        let size = Int(sb.inodeSize)
+        let offset = index * size
+        let block = gd.inodeTable + UInt64(offset / sb.blockSize)
+        let bytes = try metadataBlock(block, for: .inode, inode: number)
+        let start = offset % sb.blockSize
+        return try Inode(Array(bytes[start..<(start + size)]), number: number, superblock: sb)
+    }
+
+    /// Reads an inode that a directory entry names; a freed inode there is corruption.
+    func linkedInode(_ number: UInt32, from directory: UInt32) throws -> Inode {
+        let inode = try readInode(number)
+        if inode.linksCount == 0 || inode.mode == 0 {
+            throw CorruptionError(.directoryBlock, inode: directory, .impossible("entry refers to deleted inode \(number)"))
+        }
+        return inode
+    }
+}

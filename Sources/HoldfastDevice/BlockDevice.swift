@@ -1,0 +1,73 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// What the layers above need from storage: byte-addressed reads of a fixed-size image.
+public protocol BlockDevice: AnyObject, Sendable {
+    var byteCount: UInt64 { get }
+    var path: String { get }
+    /// Fills `buffer` from `offset`; a read past the end is an error, never a silent short read.
+    func read(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws(DeviceError)
+}
+
+extension BlockDevice {
+    /// Reads `count` bytes at `offset` into a new array.
+    public func read(count: Int, at offset: UInt64) throws(DeviceError) -> [UInt8] {
+        var out = [UInt8](repeating: 0, count: count)
+        var failure: DeviceError?
+        out.withUnsafeMutableBytes { buffer in
+            do throws(DeviceError) { try read(into: buffer, at: offset) } catch { failure = error }
+        }
+        if let failure { throw failure }
+        return out
+    }
+}
+
+/// An image file opened read-only and read with pread.
+public final class ImageFile: BlockDevice {
+    public let path: String
+    public let byteCount: UInt64
+    private let fd: Int32
+
+    public init(path: String) throws(DeviceError) {
+        let fd = Syscall.open(path, O_RDONLY)
+        guard fd >= 0 else { throw DeviceError(.open, path: path, errno: Syscall.errno) }
+        var st = stat()
+        guard fstat(fd, &st) == 0 else {
+            let e = Syscall.errno
+            Syscall.close(fd)
+            throw DeviceError(.stat, path: path, errno: e)
+        }
+        var size = UInt64(st.st_size)
+        if (st.st_mode & S_IFMT) == S_IFBLK {
+            // A block device reports size 0 through fstat; ask where its end is.
+            let end = lseek(fd, 0, SEEK_END)
+            if end > 0 { size = UInt64(end) }
+        } else if (st.st_mode & S_IFMT) != S_IFREG {
+            Syscall.close(fd)
+            throw DeviceError(.open, path: path, errno: EINVAL)
+        }
+        self.fd = fd
+        self.path = path
+        self.byteCount = size
+    }
+
+    deinit { Syscall.close(fd) }
+
+    public func read(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws(DeviceError) {
+        var done = 0
+        while done < buffer.count {
+            let part = UnsafeMutableRawBufferPointer(rebasing: buffer[done...])
+            let n = Syscall.pread(fd, part, offset + UInt64(done))
+            if n < 0 {
+                let e = Syscall.errno
+                if e == EINTR { continue }
+                throw DeviceError(.read, path: path, offset: offset + UInt64(done), errno: e)
+            }
+            if n == 0 {
+                throw DeviceError(.read, path: path, offset: offset, errno: 0, shortBy: buffer.count - done)
+            }
+            done += n
+        }
+    }
+}

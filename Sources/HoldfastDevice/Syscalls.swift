@@ -1,0 +1,24 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// The one place device code calls the C library, so tests and fault injection can stand in front of it.
+enum Syscall {
+    static func open(_ path: String, _ flags: Int32) -> Int32 {
+        path.withCString { Glibc.open($0, flags | O_CLOEXEC) }
+    }
+
+    static func pread(_ fd: Int32, _ buffer: UnsafeMutableRawBufferPointer, _ offset: UInt64) -> Int {
+        Glibc.pread(fd, buffer.baseAddress, buffer.count, off_t(offset))
+    }
+
+    static func close(_ fd: Int32) { _ = Glibc.close(fd) }
+
+    static var errno: Int32 { Glibc.errno }
+}
+
+public func errnoDescription(_ code: Int32) -> String {
+    String(cString: strerror(code))
+}

@@ -1,0 +1,152 @@
+/// Extended attributes (attributes.rst): a magic, then entries; values in-inode or in one block.
+public struct XattrEntry: Sendable, Equatable {
+    public let nameIndex: UInt8     // e_name_index
+    public let name: [UInt8]        // e_name (without the prefix)
+    public let valueOffset: UInt16  // e_value_offs
+    public let valueInode: UInt32   // e_value_inum (ea_inode feature)
+    public let valueSize: UInt32    // e_value_size
+
+    /// The full attribute name as userspace sees it, or nil for an index Holdfast does not know.
+    public var fullName: [UInt8]? {
+        guard let prefix = Xattr.prefixes[nameIndex] else { return nil }
+        return Array(prefix.utf8) + name
+    }
+}
+
+/// A decoded attribute: name and value bytes.
+public struct XattrValue: Sendable, Equatable {
+    public let name: [UInt8]
+    public var value: [UInt8]
+
+    public init(name: [UInt8], value: [UInt8]) {
+        self.name = name
+        self.value = value
+    }
+
+    public var nameString: String { String(decoding: name, as: UTF8.self) }
+}
+
+public enum Xattr {
+    public static let magic: UInt32 = 0xEA02_0000
+    public static let blockHeaderSize = 32
+    /// Index 7 ("system.") with name "data" holds inline data beyond i_block.
+    public static let systemIndex: UInt8 = 7
+
+    public static let prefixes: [UInt8: String] = [
+        0: "", 1: "user.", 2: "system.posix_acl_access", 3: "system.posix_acl_default", 4: "trusted.",
+        6: "security.", 7: "system.", 8: "system.richacl",
+    ]
+
+    /// Walks entries starting at `start` in `region`, until the 4-byte zero terminator.
+    static func parseEntries(_ region: ArraySlice<UInt8>, start: Int, structure: Structure, inode: UInt32, block: UInt64?) throws(CorruptionError) -> [XattrEntry] {
+        var result: [XattrEntry] = []
+        var o = start
+        let end = region.endIndex
+        while true {
+            guard o + 4 <= end else {
+                throw CorruptionError(structure, inode: inode, block: block, .impossible("entry list runs past the end without a terminator"))
+            }
+            let first = UInt32(region[o]) | UInt32(region[o + 1]) << 8 | UInt32(region[o + 2]) << 16 | UInt32(region[o + 3]) << 24
+            if first == 0 { break }
+            guard o + 16 <= end else {
+                throw CorruptionError(structure, inode: inode, block: block, .impossible("entry at offset \(o - region.startIndex) runs past the end"))
+            }
+            let nameLength = Int(region[o])
+            let index = region[o + 1]
+            let valueOffset = UInt16(region[o + 2]) | UInt16(region[o + 3]) << 8
+            func u32(_ p: Int) -> UInt32 { UInt32(region[p]) | UInt32(region[p + 1]) << 8 | UInt32(region[p + 2]) << 16 | UInt32(region[p + 3]) << 24 }
+            let valueInode = u32(o + 4)
+            let valueSize = u32(o + 8)
+            guard nameLength > 0, o + 16 + nameLength <= end else {
+                throw CorruptionError(structure, inode: inode, block: block, .outOfRange(field: "e_name_len", value: UInt64(nameLength), limit: UInt64(end - o - 16)))
+            }
+            result.append(XattrEntry(nameIndex: index, name: Array(region[(o + 16)..<(o + 16 + nameLength)]),
+                                     valueOffset: valueOffset, valueInode: valueInode, valueSize: valueSize))
+            o += (16 + nameLength + 3) & ~3
+        }
+        return result
+    }
+
+    /// Entries and inline values of the in-inode area (after i_extra_isize). Values in EA inodes come back with
+    /// `valueInode` set and an empty value; the caller reads them.
+    public static func inodeBody(_ region: ArraySlice<UInt8>, inode: UInt32) throws(CorruptionError) -> [(XattrEntry, [UInt8])] {
+        let s = region.startIndex
+        guard region.count >= 4 else { return [] }
+        let magicFound = UInt32(region[s]) | UInt32(region[s + 1]) << 8 | UInt32(region[s + 2]) << 16 | UInt32(region[s + 3]) << 24
+        guard magicFound == magic else { return [] }
+        let entries = try parseEntries(region, start: s + 4, structure: .xattrInInode, inode: inode, block: nil)
+        // Value offsets count from the first entry.
+        return try values(entries, base: s + 4, region: region, structure: .xattrInInode, inode: inode, block: nil)
+    }
+
+    /// Entries and values of an xattr block, with header and checksum verified.
+    public static func block(_ bytes: [UInt8], blockNumber: UInt64, inode: UInt32, superblock sb: Superblock) throws(CorruptionError) -> [(XattrEntry, [UInt8])] {
+        let m = bytes.le32(0)
+        guard m == magic else {
+            throw CorruptionError(.xattrBlock, inode: inode, block: blockNumber, .badMagic(found: UInt64(m), expected: UInt64(magic)))
+        }
+        guard bytes.le32(8) == 1 else {
+            throw CorruptionError(.xattrBlock, inode: inode, block: blockNumber, .outOfRange(field: "h_blocks", value: UInt64(bytes.le32(8)), limit: 1))
+        }
+        if sb.hasMetadataChecksums {
+            var copy = bytes
+            copy.setLE32(0x10, 0)
+            let computed = CRC32C.update(CRC32C.update(sb.checksumSeed, littleEndian: blockNumber), copy)
+            let stored = bytes.le32(0x10)
+            guard computed == stored else {
+                throw CorruptionError(.xattrBlock, inode: inode, block: blockNumber, .badChecksum(stored: stored, computed: computed))
+            }
+        }
+        let entries = try parseEntries(bytes[...], start: blockHeaderSize, structure: .xattrBlock, inode: inode, block: blockNumber)
+        return try values(entries, base: 0, region: bytes[...], structure: .xattrBlock, inode: inode, block: blockNumber)
+    }
+
+    static func values(_ entries: [XattrEntry], base: Int, region: ArraySlice<UInt8>, structure: Structure, inode: UInt32, block: UInt64?) throws(CorruptionError) -> [(XattrEntry, [UInt8])] {
+        var out: [(XattrEntry, [UInt8])] = []
+        for e in entries {
+            if e.valueInode != 0 {
+                out.append((e, []))
+                continue
+            }
+            let start = base + Int(e.valueOffset)
+            let end = start + Int(e.valueSize)
+            guard e.valueSize <= 65536, start >= region.startIndex, end <= region.endIndex else {
+                throw CorruptionError(structure, inode: inode, block: block, .outOfRange(field: "value of \(String(decoding: e.name, as: UTF8.self))", value: UInt64(end), limit: UInt64(region.endIndex)))
+            }
+            out.append((e, Array(region[start..<end])))
+        }
+        return out
+    }
+}
+
+/// POSIX ACLs: ext4 stores a compact form (version 1, short entries for the *_OBJ, MASK and OTHER tags);
+/// userspace (getfacl, setxattr) speaks the xattr form (version 2, every entry 8 bytes).
+public enum PosixACL {
+    static let userObj: UInt16 = 0x01, user: UInt16 = 0x02, groupObj: UInt16 = 0x04, group: UInt16 = 0x08
+    static let mask: UInt16 = 0x10, other: UInt16 = 0x20
+
+    /// Converts ext4's on-disk ACL to the userspace xattr format; nil when it does not parse.
+    public static func toXattr(_ disk: [UInt8]) -> [UInt8]? {
+        guard disk.count >= 4, disk.le32(0) == 1 else { return nil }
+        var out = UInt32(2).littleEndianBytes
+        var o = 4
+        while o < disk.count {
+            guard o + 4 <= disk.count else { return nil }
+            let tag = disk.le16(o)
+            let perm = disk.le16(o + 2)
+            var id: UInt32 = 0xFFFF_FFFF
+            switch tag {
+            case user, group:
+                guard o + 8 <= disk.count else { return nil }
+                id = disk.le32(o + 4)
+                o += 8
+            case userObj, groupObj, mask, other:
+                o += 4
+            default:
+                return nil
+            }
+            out += tag.littleEndianBytes + perm.littleEndianBytes + id.littleEndianBytes
+        }
+        return out
+    }
+}
