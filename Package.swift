@@ -24,13 +24,13 @@ let package = Package(
         // Layer 5: jbd2 (read side: in-memory replay).
         .target(name: "HoldfastJournal", dependencies: ["HoldfastFormat", "HoldfastCache"]),
         // Layer 7: the filesystem operations and the public API.
-        .target(name: "Holdfast", dependencies: ["HoldfastFormat", "HoldfastDevice", "HoldfastCache", "HoldfastJournal"]),
+        .target(name: "Holdfast", dependencies: ["CHoldfastShim", "HoldfastFormat", "HoldfastDevice", "HoldfastCache", "HoldfastJournal"]),
         // Front end: the command-line tool.
         .executableTarget(name: "holdfast", dependencies: [
             "Holdfast",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
-        .testTarget(name: "HoldfastTests", dependencies: ["Holdfast", "HoldfastFormat", "HoldfastDevice", "HoldfastCache", "HoldfastJournal"]),
+        .testTarget(name: "HoldfastTests", dependencies: ["holdfast", "Holdfast", "HoldfastFormat", "HoldfastDevice", "HoldfastCache", "HoldfastJournal"]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -52,7 +52,11 @@ extension Filesystem {
             // The dx root: '.' and '..' come first, then the index hidden in '..'s slack.
             let info = try DxRootInfo(block, inode: dir.number, blockNumber: physical, largeDir: superblock.featureIncompat.contains(.largeDir))
             _ = try DxNode(block, offset: 0x18 + Int(info.infoLength), inode: dir.number, blockNumber: physical, checksumSeed: csum ? seed : nil)
-            return try DirectoryBlock.entries(block[0..<24], blockSize: 24, inode: dir.number, blockNumber: physical)
+            guard block.u8(6) == 1, block.u8(8) == 0x2E, block.u8(18) == 2, block.u8(20) == 0x2E, block.u8(21) == 0x2E else {
+                throw CorruptionError(.htree, inode: dir.number, block: physical, .impossible("root block does not start with '.' and '..'"))
+            }
+            return [DirectoryEntry(inode: block.le32(0), name: [0x2E], fileType: block.u8(7)),
+                    DirectoryEntry(inode: block.le32(12), name: [0x2E, 0x2E], fileType: block.u8(19))]
         }
         if isIndexed(dir) && DirectoryBlock.isDxNode(block) {
             _ = try DxNode(block, offset: 8, inode: dir.number, blockNumber: physical, checksumSeed: csum ? seed : nil)

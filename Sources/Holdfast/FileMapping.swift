@@ -108,3 +108,27 @@ extension Filesystem {
         if keepGoing, let p = pending { _ = try body(p) }
     }
 }
+
+extension Filesystem {
+    /// The mapped runs of a file in logical order (holes left out), for `stat` and tests.
+    public func blockRuns(_ inode: Inode, _ body: (BlockRun) throws -> Void) throws(HoldfastError) {
+        try guarded { try forEachRun(inode) { try body($0); return true } }
+    }
+
+    /// Verifies every group descriptor and, with metadata_csum, every initialized bitmap; returns the problems.
+    public func checkGroups() -> [String] {
+        var problems: [String] = []
+        for g in 0..<UInt32(superblock.groupCount) {
+            do {
+                let gd = try descriptor(g)
+                if superblock.hasMetadataChecksums {
+                    try gd.verifyBlockBitmap(try metadataBlock(gd.blockBitmap, for: .blockBitmap), group: g, superblock: superblock)
+                    try gd.verifyInodeBitmap(try metadataBlock(gd.inodeBitmap, for: .inodeBitmap), group: g, superblock: superblock)
+                }
+            } catch {
+                problems.append("group \(g): \(HoldfastError.wrap(error))")
+            }
+        }
+        return problems
+    }
+}

@@ -141,7 +141,9 @@ public struct DxNode: Sendable {
             let tail = offset + 8 * Int(limit)
             let stored = block.le32(tail + 4)
             var c = CRC32C.update(seed, block[0..<(offset + 8 * Int(count))])
+            // The whole dx_tail counts, with its checksum field taken as zero.
             c = CRC32C.update(c, block[tail..<(tail + 4)])
+            c = CRC32C.update(c, littleEndian: UInt32(0))
             guard stored == c else {
                 throw CorruptionError(.htree, inode: inode, block: blockNumber, .badChecksum(stored: stored, computed: c))
             }

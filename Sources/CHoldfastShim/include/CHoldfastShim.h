@@ -15,3 +15,13 @@ int hf_crc32c_is_hardware(void);
 uint32_t hf_crc32c_update_portable(uint32_t crc, const void *data, size_t length);
 
 #endif
+
+#ifndef CHOLDFAST_SHIM_HOST
+#define CHOLDFAST_SHIM_HOST
+#include <sys/types.h>
+
+/// Linux calls the Swift Glibc module does not expose.
+int hf_fsetxattr(int fd, const char *name, const void *value, size_t size, int flags);
+int hf_lsetxattr(const char *path, const char *name, const void *value, size_t size, int flags);
+dev_t hf_makedev(unsigned int major, unsigned int minor);
+#endif
