@@ -5,6 +5,7 @@ set -euo pipefail
 usage() {
     cat <<'EOF'
 Usage: scripts/bench_extract.sh [--holdfast PATH] [--runs N] [--workdir DIR]
+                                [--out-fs tmpfs|disk]
 
 Benchmark (not a test) of extracting a whole ext4 image to a directory:
   holdfast:  HOLDFAST extract IMG DEST
@@ -19,7 +20,11 @@ Steps:
   2. One warm-up run of each tool (the page cache cannot be dropped
      reliably, so both tools are measured warm), then RUNS runs of each,
      alternating, each into a fresh empty DEST, timed with
-     /usr/bin/time -f '%e %M'.
+     /usr/bin/time -f '%e %M'. By default (as root) DEST lives on a tmpfs
+     mounted fresh for every run: on this VM's root ext4, creating files in
+     the wake of a big rm -rf is 10-40x slower than on a fresh fs, which
+     made disk runs swing between 4 s and 25 s. `sync` runs (untimed)
+     before every run.
   3. A table: tool, median/min/max seconds, peak RSS MiB, and the ratio
      debugfs/holdfast of the medians (> 1 means holdfast is faster).
   4. The holdfast output of the last run is checked against the tree with
@@ -31,7 +36,10 @@ Options:
                    repository that holds this script)
   --runs N         measured runs per tool (default: 3)
   --workdir DIR    cache and scratch directory (default: /tmp/holdfast-bench);
-                   needs about 3 GiB free
+                   needs about 2 GiB free (3.5 GiB with --out-fs disk)
+  --out-fs KIND    where DEST lives: tmpfs (default when root; a fresh 2 GiB
+                   tmpfs per run, ~1.5 GiB of RAM used at most) or disk
+                   (WORKDIR/out-TOOL on the work dir's filesystem)
   -h, --help       this text
 
 /usr/bin/time comes from the Debian package `time`; if it is missing the
@@ -53,6 +61,7 @@ HOLDFAST="$REPO/.build/release/holdfast"
 RUNS=3
 WORKDIR=/tmp/holdfast-bench
 SEED=1
+OUTFS=""
 
 while [[ $# -gt 0 ]]; do
     case "$1" in
@@ -60,6 +69,8 @@ while [[ $# -gt 0 ]]; do
         --holdfast) [[ $# -ge 2 ]] || usage_error "--holdfast needs a PATH"; HOLDFAST=$2; shift 2 ;;
         --runs) [[ $# -ge 2 ]] || usage_error "--runs needs a number"; RUNS=$2; shift 2 ;;
         --workdir) [[ $# -ge 2 ]] || usage_error "--workdir needs a DIR"; WORKDIR=$2; shift 2 ;;
+        --out-fs) [[ $# -ge 2 ]] || usage_error "--out-fs needs tmpfs or disk"; OUTFS=$2; shift 2 ;;
+        --out-fs=*) OUTFS=${1#*=}; shift ;;
         --holdfast=*) HOLDFAST=${1#*=}; shift ;;
         --runs=*) RUNS=${1#*=}; shift ;;
         --workdir=*) WORKDIR=${1#*=}; shift ;;
@@ -67,6 +78,14 @@ while [[ $# -gt 0 ]]; do
     esac
 done
 [[ "$RUNS" =~ ^[1-9][0-9]*$ ]] || usage_error "--runs must be a positive integer (got '$RUNS')"
+if [[ -z "$OUTFS" ]]; then
+    OUTFS=disk; [[ $EUID -eq 0 ]] && OUTFS=tmpfs
+fi
+case "$OUTFS" in
+    tmpfs) [[ $EUID -eq 0 ]] || usage_error "--out-fs tmpfs needs root (mount)" ;;
+    disk) ;;
+    *) usage_error "--out-fs must be tmpfs or disk (got '$OUTFS')" ;;
+esac
 
 for tool in python3 mkfs.ext4 debugfs; do
     command -v "$tool" >/dev/null || die "required tool '$tool' not found (Debian: e2fsprogs, python3)"
@@ -98,13 +117,31 @@ TREE_STAMP="$WORKDIR/tree.stamp"
 IMG_STAMP="$WORKDIR/image.stamp"
 TREE_ID="make_tree profile=bench seed=$SEED v1"
 BIND=""
-cleanup() {
+unmount_bind() {
     if [[ -n "$BIND" ]]; then
-        mountpoint -q "$BIND" && { umount "$BIND" || echo "bench: warning: could not unmount $BIND" >&2; }
+        if mountpoint -q "$BIND"; then umount "$BIND" || echo "bench: warning: could not unmount $BIND" >&2; fi
         rmdir "$BIND" 2>/dev/null || true
+        BIND=""
     fi
 }
+# out_dir TOOL: the directory that holds DEST for TOOL.
+out_dir() { echo "$WORKDIR/out-$1"; }
+# clear_out TOOL: remove TOOL's previous output (unmount its tmpfs).
+clear_out() {
+    local d; d=$(out_dir "$1")
+    if mountpoint -q "$d"; then umount "$d" || die "cannot unmount $d"; fi
+    rm -rf -- "$d"
+}
+cleanup() {
+    unmount_bind
+    for t in holdfast debugfs; do
+        local d="$WORKDIR/out-$t"
+        if mountpoint -q "$d" 2>/dev/null; then umount "$d" || echo "bench: warning: could not unmount $d" >&2; fi
+    done
+}
 trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
 
 # -- 1. cached tree and image ---------------------------------------------------
 if [[ ! -f "$TREE_STAMP" || "$(cat "$TREE_STAMP")" != "$TREE_ID" ]]; then
@@ -115,10 +152,6 @@ if [[ ! -f "$TREE_STAMP" || "$(cat "$TREE_STAMP")" != "$TREE_ID" ]]; then
     echo "$TREE_ID" > "$TREE_STAMP"
 fi
 if [[ ! -f "$IMG_STAMP" || ! -f "$IMG" ]]; then
-    TREE_KIB=$(du -s --apparent-size --block-size=1K -- "$TREE" | cut -f1)
-    # 25 % headroom for metadata and partial blocks, plus 256 MiB.
-    SIZE_KIB=$(( TREE_KIB * 5 / 4 + 256 * 1024 ))
-    echo "bench: making $IMG (${SIZE_KIB}K) with mkfs.ext4 -d (one time)" >&2
     SRC="$TREE"
     if [[ $EUID -eq 0 ]]; then
         BIND=$(mktemp -d "$WORKDIR/bind.XXXXXX")
@@ -129,9 +162,14 @@ if [[ ! -f "$IMG_STAMP" || ! -f "$IMG" ]]; then
         echo "bench: warning: not root, mkfs.ext4 -d will update the tree's atimes" \
              "and verification may report atime differences" >&2
     fi
+    # du reads directories, so it too must go through the noatime mount.
+    TREE_KIB=$(du -s --apparent-size --block-size=1K -- "$SRC" | cut -f1)
+    # 25 % headroom for metadata and partial blocks, plus 256 MiB.
+    SIZE_KIB=$(( TREE_KIB * 5 / 4 + 256 * 1024 ))
+    echo "bench: making $IMG (${SIZE_KIB}K) with mkfs.ext4 -d (one time)" >&2
     rm -f -- "$IMG"
-    mkfs.ext4 -q -F -d "$SRC" -b 4096 "$IMG" "${SIZE_KIB}k" || die "mkfs.ext4 -d failed"
-    cleanup; BIND=""
+    mkfs.ext4 -q -F -d "$SRC" -b 4096 "$IMG" "${SIZE_KIB}k" >&2 || die "mkfs.ext4 -d failed"
+    unmount_bind
     echo "$TREE_ID size=${SIZE_KIB}k" > "$IMG_STAMP"
 fi
 
@@ -141,11 +179,20 @@ RESULTS="$WORKDIR/results.tsv"
 TIMEFILE="$WORKDIR/time.out"
 FAILED=0
 
-# run_tool TOOL LABEL: extract into $WORKDIR/out-TOOL, append timing to RESULTS.
+# run_tool TOOL LABEL: extract into a fresh DEST, append timing to RESULTS.
 run_tool() {
-    local tool=$1 label=$2 dest="$WORKDIR/out-$1" log="$WORKDIR/$1.log" rc=0
-    rm -rf -- "$dest"
+    local tool=$1 label=$2 out dest log="$WORKDIR/$1.log" rc=0
+    out=$(out_dir "$tool")
+    clear_out "$tool"
+    mkdir -- "$out"
+    if [[ $OUTFS == tmpfs ]]; then
+        mount -t tmpfs -o size=2g,mode=0755 "holdfast-bench-$tool" "$out" \
+            || die "cannot mount a tmpfs at $out"
+    fi
+    dest="$out/dest"
     mkdir -- "$dest"
+    # Write back earlier runs' dirty pages now, so they do not slow this one.
+    sync
     if [[ $tool == holdfast ]]; then
         /usr/bin/time -f '%e %M' -o "$TIMEFILE" \
             "$HOLDFAST" extract "$IMG" "$dest" >"$log" 2>&1 || rc=$?
@@ -174,7 +221,7 @@ for ((i = 1; i <= RUNS; i++)); do
     for tool in "${TOOLS[@]}"; do
         run_tool "$tool" "run $i/$RUNS" || true
         # Keep the last holdfast output for verification, drop the rest.
-        if [[ ! ( $tool == holdfast && $i -eq $RUNS ) ]]; then rm -rf -- "$WORKDIR/out-$tool"; fi
+        if [[ ! ( $tool == holdfast && $i -eq $RUNS ) ]]; then clear_out "$tool"; fi
     done
 done
 
@@ -206,8 +253,9 @@ PY
 
 # -- 4. verification ---------------------------------------------------------------
 VERIFY=1
-if [[ $HOLDFAST_OK -eq 1 && -d "$WORKDIR/out-holdfast" ]]; then
-    OUT="$WORKDIR/out-holdfast"
+echo "(DEST on $OUTFS; $RUNS measured runs per tool after one warm-up each)"
+if [[ $HOLDFAST_OK -eq 1 && -d "$(out_dir holdfast)/dest" ]]; then
+    OUT="$(out_dir holdfast)/dest"
     if [[ -d "$OUT/lost+found" && ! -e "$TREE/lost+found" ]]; then
         rmdir -- "$OUT/lost+found" 2>/dev/null \
             || echo "bench: note: $OUT/lost+found is not empty, leaving it (will show as a difference)" >&2
@@ -221,7 +269,7 @@ if [[ $HOLDFAST_OK -eq 1 && -d "$WORKDIR/out-holdfast" ]]; then
         head -n 20 "$WORKDIR/treediff.txt"
         echo "(full list: $WORKDIR/treediff.txt)"
     fi
-    rm -rf -- "$OUT"
+    clear_out holdfast
 elif [[ $HOLDFAST_OK -eq 1 ]]; then
     VERIFY=0
     echo "verification: skipped, the last holdfast run failed"

@@ -72,6 +72,8 @@ cleanup() {
     fi
 }
 trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
 
 # -- mkfs -------------------------------------------------------------------
 MKFS_OPTS=(-q -F -b "$BS")

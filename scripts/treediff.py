@@ -206,7 +206,7 @@ class TreeDiff:
                 self.diff(rel, "atime",
                           f"{fmt_ns(sa.st_atime_ns)} != {fmt_ns(sb.st_atime_ns)}")
         if not is_dir:
-            for side, (p, st) in enumerate(((pa, sa), (pb, sb))):
+            for side, st in enumerate((sa, sb)):
                 self.inodes[side].setdefault((st.st_dev, st.st_ino), []).append(rel)
                 self.nlink[side][rel] = st.st_nlink
 

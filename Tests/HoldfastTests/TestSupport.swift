@@ -1,0 +1,141 @@
+import Foundation
+import Testing
+
+/// Helpers shared by the tests: running commands, scratch folders, loop mounts.
+enum Support {
+    /// The package root, found from this file's path.
+    static let root: String = {
+        var url = URL(fileURLWithPath: #filePath)
+        for _ in 0..<3 { url.deleteLastPathComponent() }
+        return url.path
+    }()
+
+    static var scripts: String { root + "/scripts" }
+
+    /// The CLI built alongside the tests.
+    static let holdfast: String = {
+        let candidates = [".build/debug/holdfast", ".build/release/holdfast"].map { root + "/" + $0 }
+        if let exe = ProcessInfo.processInfo.environment["HOLDFAST_BIN"] { return exe }
+        let testBundle = Bundle.main.bundleURL.deletingLastPathComponent().appendingPathComponent("holdfast").path
+        if FileManager.default.isExecutableFile(atPath: testBundle) { return testBundle }
+        return candidates.first { FileManager.default.isExecutableFile(atPath: $0) } ?? candidates[0]
+    }()
+
+    struct Result {
+        let status: Int32
+        let signaled: Bool
+        let stdout: Data
+        let stderr: String
+        var out: String { String(decoding: stdout, as: UTF8.self) }
+    }
+
+    /// Runs a command to completion; `timeout` kills it (reported as signaled).
+    @discardableResult
+    static func run(_ args: [String], timeout: TimeInterval = 600, environment: [String: String]? = nil) throws -> Result {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: args[0].hasPrefix("/") ? args[0] : "/usr/bin/env")
+        p.arguments = args[0].hasPrefix("/") ? Array(args.dropFirst()) : args
+        if let environment { p.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 } }
+        let outPipe = Pipe(), errPipe = Pipe()
+        p.standardOutput = outPipe
+        p.standardError = errPipe
+        p.standardInput = FileHandle.nullDevice
+        try p.run()
+        // Drain both pipes while waiting so a chatty command cannot block.
+        nonisolated(unsafe) var outData = Data(), errData = Data()
+        let group = DispatchGroup()
+        group.enter()
+        DispatchQueue.global().async { outData = outPipe.fileHandleForReading.readDataToEndOfFile(); group.leave() }
+        group.enter()
+        DispatchQueue.global().async { errData = errPipe.fileHandleForReading.readDataToEndOfFile(); group.leave() }
+        let deadline = Date().addingTimeInterval(timeout)
+        while p.isRunning && Date() < deadline { usleep(2000) }
+        if p.isRunning { p.terminate(); usleep(100_000); if p.isRunning { kill(p.processIdentifier, SIGKILL) } }
+        p.waitUntilExit()
+        group.wait()
+        return Result(status: p.terminationStatus, signaled: p.terminationReason == .uncaughtSignal,
+                      stdout: outData, stderr: String(decoding: errData, as: UTF8.self))
+    }
+
+    /// Runs a command that must succeed, returning its standard output.
+    @discardableResult
+    static func sh(_ args: [String], timeout: TimeInterval = 600) throws -> String {
+        let r = try run(args, timeout: timeout)
+        guard r.status == 0 && !r.signaled else {
+            throw Failure("\(args.joined(separator: " ")) exited \(r.status): \(r.stderr.suffix(2000))")
+        }
+        return r.out
+    }
+
+    struct Failure: Error, CustomStringConvertible {
+        let description: String
+        init(_ d: String) { description = d }
+    }
+
+    /// Can this process loop-mount images? Tests that need it are skipped with a message when not.
+    static let canLoopMount: Bool = {
+        guard geteuid() == 0, let scratch = try? Scratch() else { return false }
+        let img = scratch.path("probe.img")
+        guard (try? sh(["truncate", "-s", "4M", img])) != nil, (try? sh(["mkfs.ext4", "-q", img])) != nil else { return false }
+        let mnt = scratch.path("mnt")
+        try? FileManager.default.createDirectory(atPath: mnt, withIntermediateDirectories: true)
+        guard (try? sh(["mount", "-o", "ro,loop", img, mnt])) != nil else { return false }
+        _ = try? run(["umount", mnt])
+        return true
+    }()
+
+    /// Mounts `image` read-only through the kernel's ext4 for the duration of `body`.
+    static func withLoopMount<T>(_ image: String, options: String = "ro,loop,noatime", _ body: (String) throws -> T) throws -> T {
+        let mnt = try Scratch()
+        let point = mnt.path("mnt")
+        try FileManager.default.createDirectory(atPath: point, withIntermediateDirectories: true)
+        try sh(["mount", "-o", options, image, point])
+        defer {
+            for _ in 0..<20 {
+                if (try? run(["umount", point]))?.status == 0 { break }
+                usleep(200_000)
+            }
+        }
+        return try body(point)
+    }
+
+    /// Compares two trees with scripts/treediff.py; returns its report when they differ.
+    static func treeDifferences(_ a: String, _ b: String, extra: [String] = []) throws -> String? {
+        let r = try run(["python3", scripts + "/treediff.py", a, b] + extra)
+        if r.status == 0 { return nil }
+        return r.out + r.stderr
+    }
+
+    static func sha256(_ path: String) throws -> String {
+        try sh(["sha256sum", path]).split(separator: " ").first.map(String.init) ?? ""
+    }
+}
+
+/// A temporary directory removed when the value goes away.
+final class Scratch: @unchecked Sendable {
+    let root: String
+
+    init() throws {
+        var template = Array((NSTemporaryDirectory() + "holdfast-test-XXXXXX").utf8CString)
+        guard let p = mkdtemp(&template) else { throw Support.Failure("mkdtemp failed") }
+        root = String(cString: p)
+    }
+
+    func path(_ name: String) -> String { root + "/" + name }
+
+    deinit { _ = try? Support.run(["rm", "-rf", root]) }
+}
+
+/// The generated test trees, built once per test run.
+enum Trees {
+    /// scripts/make_tree.py --profile small, shared by the image tests.
+    static let small: String = {
+        let dir = NSTemporaryDirectory() + "holdfast-tree-small-\(getpid())"
+        _ = try? Support.run(["rm", "-rf", dir])
+        do { try Support.sh(["python3", Support.scripts + "/make_tree.py", dir, "--profile", "small", "--seed", "7"]) } catch {
+            Issue.record("make_tree.py failed: \(error)")
+        }
+        atexit { _ = try? Support.run(["rm", "-rf", NSTemporaryDirectory() + "holdfast-tree-small-\(getpid())"]) }
+        return dir
+    }()
+}
