@@ -26,6 +26,8 @@ public final class Filesystem: Sendable {
     public let journalReplay: ReplaySummary?
     /// The journal superblock, when the image has an internal journal that decodes.
     public let journalSuperblock: Jbd2.Superblock?
+    /// Damage found at open that does not stop reading (front ends show these to the user).
+    public let warnings: [String]
 
     public static let rootInode: UInt32 = 2
     static let defaultJournalInode: UInt32 = 8
@@ -51,10 +53,11 @@ public final class Filesystem: Sendable {
 
         // A first view straight from the image, to find and read the journal.
         let raw = Filesystem(device: device, superblock: sb, budget: budget, redirects: BlockRedirects(),
-                             readOnlyReasons: [], replay: nil, journalSuperblock: nil)
+                             readOnlyReasons: [], replay: nil, journalSuperblock: nil, warnings: [])
         var reasons = assessment.readOnlyBecause.map { "feature \($0) is read but not maintained" }
         reasons.append("Holdfast's write path is not built yet")
         var journalSB: Jbd2.Superblock?
+        var warnings: [String] = []
         var replay: ReplaySummary?
         var redirects = BlockRedirects()
         if sb.featureCompat.contains(.hasJournal) && sb.journalInode != 0 {
@@ -76,8 +79,8 @@ public final class Filesystem: Sendable {
                     reasons.append("the journal needed recovery and was replayed in memory only")
                 }
             } catch let e as CorruptionError where !sb.needsRecovery {
-                // A damaged journal matters only when it has something to replay; note it and read on.
-                reasons.append("the journal is unreadable (\(e))")
+                // A damaged journal matters only when it has something to replay; warn and read on.
+                warnings.append("the journal is unreadable (\(e)); the kernel would refuse to mount this image")
                 journalSB = nil
             }
         } else if sb.needsRecovery {
@@ -98,11 +101,11 @@ public final class Filesystem: Sendable {
             }
         }
         self.init(device: device, superblock: finalSB, budget: budget, redirects: redirects,
-                  readOnlyReasons: reasons, replay: replay, journalSuperblock: journalSB)
+                  readOnlyReasons: reasons, replay: replay, journalSuperblock: journalSB, warnings: warnings)
     }
 
     init(device: any BlockDevice, superblock: Superblock, budget: ByteBudget, redirects: BlockRedirects,
-         readOnlyReasons: [String], replay: ReplaySummary?, journalSuperblock: Jbd2.Superblock?) {
+         readOnlyReasons: [String], replay: ReplaySummary?, journalSuperblock: Jbd2.Superblock?, warnings: [String]) {
         self.device = device
         self.superblock = superblock
         self.geometry = Geometry(superblock)
@@ -111,6 +114,7 @@ public final class Filesystem: Sendable {
         self.readOnlyReasons = readOnlyReasons
         self.journalReplay = replay
         self.journalSuperblock = journalSuperblock
+        self.warnings = warnings
     }
 
     public var blockSize: Int { superblock.blockSize }

@@ -13,7 +13,9 @@ struct ImageOptions: ParsableArguments {
         guard let bytes = parseSize(memory), bytes >= 1 << 20 else {
             throw .invalidArgument("--memory \(memory): give a size of at least 1M, like 8M or 1G")
         }
-        return try Filesystem.open(path: image, options: OpenOptions(memoryBudget: bytes))
+        let fs = try Filesystem.open(path: image, options: OpenOptions(memoryBudget: bytes))
+        for w in fs.warnings { Output.error("holdfast: warning: \(w)") }
+        return fs
     }
 }
 
