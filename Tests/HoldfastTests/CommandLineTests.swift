@@ -1,0 +1,143 @@
+import Foundation
+import Testing
+
+/// The `holdfast` tool as a user meets it: output, errors, exit codes, extraction safety, memory.
+@Suite("holdfast command line", .serialized)
+struct CommandLineTests {
+    static func image(_ scratch: Scratch, _ setup: String, mkfs: [String] = [], size: String = "16M") throws -> String {
+        let tree = scratch.path("tree")
+        try Support.sh(["mkdir", "-p", tree])
+        try Support.sh(["bash", "-c", "cd \(tree) && " + setup])
+        let img = scratch.path("img")
+        try Support.sh(["mkfs.ext4", "-q", "-F", "-d", tree] + mkfs + [img, size])
+        return img
+    }
+
+    @Test("every command explains itself with an example")
+    func help() throws {
+        for command in ["info", "ls", "stat", "cat", "tree", "extract"] {
+            let r = try Support.run([Support.holdfast, command, "--help"])
+            #expect(r.status == 0)
+            #expect(r.out.contains("Example"), "\(command) --help lacks an example")
+        }
+    }
+
+    @Test("ls, stat, cat and tree show the image's contents")
+    func reading() throws {
+        let s = try Scratch()
+        let img = try Self.image(s, "mkdir -p etc/deep && printf 'root:x:0:0\\n' > etc/passwd && ln -s passwd etc/pw && mkfifo etc/fifo && chmod 4755 etc/passwd && head -c 200000 /dev/urandom > etc/deep/blob")
+        #expect(try Support.sh([Support.holdfast, "ls", img, "/etc"]) == "deep\nfifo\npasswd\npw\n")
+        let long = try Support.sh([Support.holdfast, "ls", "-l", img, "/etc"])
+        #expect(long.contains("-rwsr-xr-x"))
+        #expect(long.contains("pw -> passwd"))
+        #expect(long.contains("prw-"))
+        #expect(try Support.sh([Support.holdfast, "cat", img, "/etc/pw"]) == "root:x:0:0\n")
+        let blob = try Support.run([Support.holdfast, "cat", img, "/etc/deep/blob"]).stdout
+        #expect(blob == (try Data(contentsOf: URL(fileURLWithPath: s.path("tree/etc/deep/blob")))))
+        let stat = try Support.sh([Support.holdfast, "stat", img, "/etc/passwd"])
+        #expect(stat.contains("Mode:       04755"))
+        #expect(stat.contains("Size:       11"))
+        let tree = try Support.sh([Support.holdfast, "tree", img, "/etc"])
+        #expect(tree.contains("└── deep") || tree.contains("├── deep"))
+        #expect(tree.contains("1 directories, 4 files"))
+        let info = try Support.sh([Support.holdfast, "info", img])
+        #expect(info.contains("metadata_csum"))
+        #expect(info.contains("State:                  clean"))
+    }
+
+    @Test("errors are named, on stderr, with distinct exit codes")
+    func errors() throws {
+        let s = try Scratch()
+        let img = try Self.image(s, "echo hi > f")
+        var r = try Support.run([Support.holdfast, "cat", img, "/nope"])
+        #expect(r.status == 1 && r.stderr.contains("/nope: no such file or directory in the image"))
+        r = try Support.run([Support.holdfast, "cat", img, "/"])
+        #expect(r.status == 1 && r.stderr.contains("is a directory"))
+        r = try Support.run([Support.holdfast, "ls", img, "/f/x"])
+        #expect(r.status == 1 && r.stderr.contains("not a directory"))
+        r = try Support.run([Support.holdfast, "info", s.path("missing.img")])
+        #expect(r.status == 1 && r.stderr.contains("No such file"))
+        try Support.sh(["bash", "-c", "head -c 1048576 /dev/urandom > \(s.path("noise"))"])
+        r = try Support.run([Support.holdfast, "info", s.path("noise")])
+        #expect(r.status == 3 && r.stderr.contains("corrupt superblock: bad magic"))
+        r = try Support.run([Support.holdfast, "info", "--memory", "lots", img])
+        #expect(r.status == 1 && r.stderr.contains("--memory lots"))
+        r = try Support.run([Support.holdfast, "frobnicate"])
+        #expect(r.status == 64 || r.status == 2 || r.status == 1)
+    }
+
+    @Test("features Holdfast cannot read are refused by name", arguments: ["encrypt", "casefold"])
+    func unsupported(feature: String) throws {
+        let s = try Scratch()
+        let img = try Self.image(s, "echo hi > f", mkfs: ["-O", feature])
+        let r = try Support.run([Support.holdfast, "ls", img])
+        #expect(r.status == 4)
+        #expect(r.stderr.contains("unsupported ext4 feature: \(feature)"), "\(r.stderr)")
+    }
+
+    @Test("extract refuses a non-empty destination unless --force")
+    func nonEmptyDestination() throws {
+        let s = try Scratch()
+        let img = try Self.image(s, "echo hi > f")
+        let dest = s.path("dest")
+        try Support.sh(["mkdir", "-p", dest])
+        try "keep".write(toFile: dest + "/mine", atomically: true, encoding: .utf8)
+        let r = try Support.run([Support.holdfast, "extract", img, dest])
+        #expect(r.status == 1 && r.stderr.contains("not empty"))
+        #expect(!FileManager.default.fileExists(atPath: dest + "/f"))
+        try Support.sh([Support.holdfast, "extract", "--force", img, dest])
+        #expect(try String(contentsOfFile: dest + "/f", encoding: .utf8) == "hi\n")
+        #expect(try String(contentsOfFile: dest + "/mine", encoding: .utf8) == "keep")
+    }
+
+    @Test("extract never writes outside DEST: planted symlinks and hostile names")
+    func staysInside() throws {
+        let s = try Scratch()
+        let outside = s.path("outside")
+        try Support.sh(["mkdir", "-p", outside])
+        // A destination prepared by someone else, with a symlink where the image has a directory.
+        let img = try Self.image(s, "mkdir -p sub && echo secret > sub/file && mkdir d && echo x > d/ab && echo y > d/cd",
+                                 mkfs: ["-O", "^metadata_csum", "-b", "1024"])
+        let dest = s.path("dest")
+        try Support.sh(["mkdir", "-p", dest])
+        try Support.sh(["ln", "-s", outside, dest + "/sub"])
+        var r = try Support.run([Support.holdfast, "extract", "--force", img, dest])
+        // --force replaces the symlink with a real directory; nothing lands where it pointed.
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(try FileManager.default.contentsOfDirectory(atPath: outside).isEmpty)
+        var isDir: ObjCBool = false
+        #expect(FileManager.default.fileExists(atPath: dest + "/sub/file", isDirectory: &isDir))
+        #expect((try FileManager.default.attributesOfItem(atPath: dest + "/sub")[.type] as? FileAttributeType) == .typeDirectory)
+
+        // Names rewritten in the image to '..' and 'c/': refused, nothing outside.
+        let block = Int(try Support.sh(["debugfs", "-R", "bmap /d 0", img]).trimmingCharacters(in: .whitespacesAndNewlines))!
+        var bytes = try Data(contentsOf: URL(fileURLWithPath: img))
+        let start = block * 1024
+        let dir = bytes[start..<(start + 1024)]
+        let ab = try #require(dir.firstRange(of: Data("ab".utf8)))
+        bytes.replaceSubrange(ab, with: Data("..".utf8))
+        let cd = try #require(bytes[start..<(start + 1024)].firstRange(of: Data("cd".utf8)))
+        bytes.replaceSubrange(cd, with: Data("c/".utf8))
+        try bytes.write(to: URL(fileURLWithPath: img))
+        let dest2 = s.path("dest2/inner")
+        r = try Support.run([Support.holdfast, "extract", img, dest2])
+        #expect(r.status == 1)
+        #expect(r.stderr.contains("refusing unsafe name"), "\(r.stderr)")
+        #expect(try FileManager.default.contentsOfDirectory(atPath: s.path("dest2")) == ["inner"])
+        #expect(try FileManager.default.contentsOfDirectory(atPath: outside).isEmpty)
+    }
+
+    @Test("reading 1 GiB from a 10 GiB image stays within the budget")
+    func memoryBound() throws {
+        let s = try Scratch()
+        let img = try Self.image(s, "head -c 1G /dev/urandom > big && echo small > small", size: "10G")
+        for budget in [8, 64] {
+            let r = try Support.run(["/usr/bin/time", "-f", "%M", Support.holdfast, "cat", "--memory", "\(budget)M", img, "/big"], timeout: 300)
+            #expect(r.status == 0)
+            #expect(r.stdout.count == 1 << 30)
+            let kib = Int(r.stderr.split(separator: "\n").last.map(String.init)?.trimmingCharacters(in: .whitespaces) ?? "") ?? .max
+            // The budget plus the Swift runtime, the binary and stdio: 24 MiB of fixed overhead at most.
+            #expect(kib <= (budget + 24) * 1024, "peak RSS \(kib) KiB with --memory \(budget)M")
+        }
+    }
+}
