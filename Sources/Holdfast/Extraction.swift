@@ -77,7 +77,7 @@ public final class Extractor {
             if created { applyMetadata(top, dirFD: -1, name: [], fd: fd, display: destination) }
         } else {
             let name = Array(source.utf8.split(separator: UInt8(ascii: "/")).last ?? [])
-            extractEntry(DirectoryEntry(inode: top.number, name: name, fileType: 0), preloaded: top, in: fd, relative: [])
+            extractEntry(DirectoryEntry(inode: top.number, name: name, fileType: 0), preloaded: top, parent: top.number, in: fd, relative: [])
         }
         onProgress(progress)
         return progress
@@ -120,11 +120,11 @@ public final class Extractor {
             return
         }
         for entry in entries where !entry.isDotOrDotDot {
-            extractEntry(entry, preloaded: nil, in: fd, relative: relative)
+            extractEntry(entry, preloaded: nil, parent: dir.number, in: fd, relative: relative)
         }
     }
 
-    private func extractEntry(_ entry: DirectoryEntry, preloaded: Inode?, in dirFD: Int32, relative: [UInt8]) {
+    private func extractEntry(_ entry: DirectoryEntry, preloaded: Inode?, parent: UInt32, in dirFD: Int32, relative: [UInt8]) {
         let name = entry.name
         let shown = display(relative, name)
         // A name that could address anything but a new child of dirFD is refused.
@@ -134,7 +134,7 @@ public final class Extractor {
             return
         }
         let inode: Inode
-        do { inode = try preloaded ?? fs.linkedInode(entry.inode, from: 0) } catch {
+        do { inode = try preloaded ?? fs.linkedInode(entry.inode, from: parent) } catch {
             problem("\(shown): \(HoldfastError.wrap(error))")
             return
         }
@@ -221,18 +221,14 @@ public final class Extractor {
         let fd = name.withCString { openat(dirFD, $0, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600) }
         guard fd >= 0 else { throw HoldfastError.hostFile(path: shown, operation: "create", errno: errno) }
         defer { close(fd) }
-        try fs.streamData(inode) { piece in
-            guard case .data(let offset, let bytes) = piece else { return }  // holes stay holes
-            var done = 0
-            while done < bytes.count {
-                let n = pwrite(fd, bytes.baseAddress! + done, bytes.count - done, off_t(offset) + off_t(done))
-                if n < 0 {
-                    if errno == EINTR { continue }
-                    throw HoldfastError.hostFile(path: shown, operation: "write", errno: errno)
-                }
-                done += n
+        do {
+            progress.bytes += try fs.copyData(inode, to: fd)
+        } catch {
+            // A failed write is about the destination; name it by its path there.
+            if case .io(let e) = error, e.operation == .write {
+                throw HoldfastError.hostFile(path: shown, operation: "write", errno: e.errno)
             }
-            progress.bytes += UInt64(bytes.count)
+            throw error
         }
         guard ftruncate(fd, off_t(inode.size)) == 0 else {
             throw HoldfastError.hostFile(path: shown, operation: "set size of", errno: errno)

@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import HoldfastFormat
 
 /// A piece of a file's contents, in order: bytes to use, or a range that reads as zeros.
@@ -71,6 +74,38 @@ extension Filesystem {
             return position < end
         }
         if position < end { try body(.hole(offset: position, length: end - position)) }
+    }
+
+    /// Copies a regular file's contents into the host file `fd` without a user-space buffer; holes stay
+    /// holes (the caller sets the size). Returns the bytes copied.
+    @discardableResult
+    public func copyData(_ inode: Inode, to fd: Int32) throws(HoldfastError) -> UInt64 {
+        try guarded {
+            if inode.hasInlineData {
+                var written: UInt64 = 0
+                try stream(inode, from: 0, to: .max, chunk: Self.readChunk) { piece in
+                    guard case .data(let offset, let bytes) = piece else { return }
+                    guard pwrite(fd, bytes.baseAddress, bytes.count, off_t(offset)) == bytes.count else {
+                        throw HoldfastError.hostFile(path: "output", operation: "write", errno: errno)
+                    }
+                    written += UInt64(bytes.count)
+                }
+                return written
+            }
+            let bs = UInt64(blockSize)
+            let end = inode.size
+            var copied: UInt64 = 0
+            try forEachRun(inode) { run in
+                let runStart = run.logical * bs
+                guard runStart < end else { return false }
+                guard run.hasData else { return true }
+                let length = min((run.logical + run.length) * bs, end) - runStart
+                try cache.copy(blocks: run.physical!, skip: 0, length: Int(length), to: fd, at: runStart)
+                copied += length
+                return true
+            }
+            return copied
+        }
     }
 
     /// Reads up to `count` bytes at `offset` into a new array (zeros for holes).

@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import HoldfastDevice
 import HoldfastFormat
 import Synchronization
@@ -112,6 +115,43 @@ public final class BufferCache: Sendable {
         }
         if evicted { budget.uncharge(blockSize + Self.overheadPerBlock) }
         return evicted
+    }
+
+    /// Copies bytes [skip, skip+length) of the consecutive blocks starting at `first` into the host file `fd`
+    /// at `destination`: straight runs go device-to-file; redirected (journal-replayed) blocks are read and written.
+    public func copy(blocks first: UInt64, skip: Int, length: Int, to fd: Int32, at destination: UInt64) throws {
+        let bs = UInt64(blockSize)
+        var position = first * bs + UInt64(skip)   // device byte address of the next byte
+        let end = position + UInt64(length)
+        var out = destination
+        var i = redirects.firstIndex(atOrAfter: position / bs)
+        while position < end {
+            let nextRedirect = i < redirects.entries.count ? redirects.entries[i].target * bs : .max
+            if position < nextRedirect {
+                let stop = min(end, nextRedirect)
+                try device.copy(from: position, count: Int(stop - position), to: fd, at: out)
+                out += stop - position
+                position = stop
+                continue
+            }
+            let data = try readBlock(position / bs)
+            let from = Int(position % bs)
+            let n = min(Int(bs) - from, Int(end - position))
+            try data[from..<(from + n)].withUnsafeBytes { bytes in
+                var done = 0
+                while done < n {
+                    let w = pwrite(fd, bytes.baseAddress! + done, n - done, off_t(out) + off_t(done))
+                    if w < 0 {
+                        if errno == EINTR { continue }
+                        throw DeviceError(.write, path: "output", offset: out, errno: errno)
+                    }
+                    done += w
+                }
+            }
+            out += UInt64(n)
+            position += UInt64(n)
+            i += 1
+        }
     }
 
     private func insert(_ block: UInt64, _ data: [UInt8]) throws {

@@ -8,6 +8,9 @@ public protocol BlockDevice: AnyObject, Sendable {
     var path: String { get }
     /// Fills `buffer` from `offset`; a read past the end is an error, never a silent short read.
     func read(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws(DeviceError)
+    /// Copies `count` bytes at `offset` into the host file `fd` at `destination`, without passing
+    /// through a user-space buffer where the device can (extraction's bulk path).
+    func copy(from offset: UInt64, count: Int, to fd: Int32, at destination: UInt64) throws(DeviceError)
 }
 
 extension BlockDevice {
@@ -53,6 +56,25 @@ public final class ImageFile: BlockDevice {
     }
 
     deinit { Syscall.close(fd) }
+
+    public func copy(from offset: UInt64, count: Int, to out: Int32, at destination: UInt64) throws(DeviceError) {
+        guard offset + UInt64(count) <= byteCount else {
+            throw DeviceError(.read, path: path, offset: offset, errno: 0, shortBy: Int(offset + UInt64(count) - byteCount))
+        }
+        guard Syscall.seek(out, destination) else { throw DeviceError(.write, path: "output", offset: destination, errno: Syscall.errno) }
+        var done = 0
+        while done < count {
+            var from = off_t(offset) + off_t(done)
+            let n = Syscall.sendfile(out, fd, &from, count - done)
+            if n < 0 {
+                let e = Syscall.errno
+                if e == EINTR { continue }
+                throw DeviceError(.read, path: path, offset: offset + UInt64(done), errno: e)
+            }
+            if n == 0 { throw DeviceError(.read, path: path, offset: offset, errno: 0, shortBy: count - done) }
+            done += n
+        }
+    }
 
     public func read(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws(DeviceError) {
         var done = 0

@@ -16,6 +16,12 @@ enum Syscall {
 
     static func close(_ fd: Int32) { _ = Glibc.close(fd) }
 
+    static func seek(_ fd: Int32, _ offset: UInt64) -> Bool { lseek(fd, off_t(offset), SEEK_SET) >= 0 }
+
+    static func sendfile(_ out: Int32, _ input: Int32, _ offset: inout off_t, _ count: Int) -> Int {
+        Glibc.sendfile(out, input, &offset, count)
+    }
+
     static var errno: Int32 { Glibc.errno }
 }
 

@@ -96,6 +96,19 @@ struct CorruptionTests {
         }
     }
 
+    @Test("info checks every bitmap checksum", arguments: ["Block bitmap at ", "Inode bitmap at "])
+    func bitmaps(label: String) throws {
+        let fx = try Self.fixture.get()
+        let groups = try Support.sh(["dumpe2fs", fx.image])
+        let r = try #require(groups.range(of: label))
+        let block = Int(groups[r.upperBound...].prefix { $0.isNumber })!
+        let bad = try flipped(fx, at: block * fx.blockSize + 1)
+        let out = try Support.run([Support.holdfast, "info", bad], timeout: 60)
+        #expect(!out.signaled)
+        #expect(out.status == 3)
+        #expect(out.stderr.contains(label.hasPrefix("Block") ? "corrupt block bitmap" : "corrupt inode bitmap"), "\(out.stderr)")
+    }
+
     @Test("a truncated image is named as truncated")
     func truncated() throws {
         let fx = try Self.fixture.get()
