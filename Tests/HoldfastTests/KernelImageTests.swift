@@ -19,14 +19,7 @@ struct KernelImageTests {
         try Support.sh([Support.scripts + "/kernel_image.sh", image, String(blockSize)] + (csum ? [] : ["--no-csum"]))
 
         let fs = try Filesystem.open(path: image, options: OpenOptions(memoryBudget: 8 << 20))
-        let dest = scratch.path("out")
-        var problems: [String] = []
-        _ = try Extractor(fs, onProblem: { problems.append($0) }).run(destination: dest)
-        #expect(problems.isEmpty, "\(problems)")
-        try Support.withLoopMount(image) { mnt in
-            let diff = try Support.treeDifferences(dest, mnt, extra: ["--ignore-root-times"])
-            #expect(diff == nil, "\(diff ?? "")")
-        }
+        try Support.expectExtractMatchesKernel(fs, into: scratch.path("out"), judge: image)
 
         // Hashed lookups: every name in /big through the index, none by scanning.
         let big = try fs.resolve("/big")

@@ -1,4 +1,5 @@
 import Foundation
+import Holdfast
 import Testing
 
 /// Helpers shared by the tests: running commands, scratch folders, loop mounts.
@@ -104,6 +105,20 @@ enum Support {
         let r = try run(["python3", scripts + "/treediff.py", a, b] + extra)
         if r.status == 0 { return nil }
         return r.out + r.stderr
+    }
+
+    /// Extracts the whole of `fs` through the library into `dest`, expecting no problems and a tree equal to
+    /// what the kernel's ext4 shows when it mounts `judge` (the same image, or a copy it may replay).
+    static func expectExtractMatchesKernel(_ fs: Filesystem, into dest: String, judge: String,
+                                           mountOptions: String = "ro,loop,noatime",
+                                           sourceLocation: SourceLocation = #_sourceLocation) throws {
+        var problems: [String] = []
+        _ = try Extractor(fs, onProblem: { problems.append($0) }).run(destination: dest)
+        #expect(problems.isEmpty, "\(problems)", sourceLocation: sourceLocation)
+        try withLoopMount(judge, options: mountOptions) { mnt in
+            let diff = try treeDifferences(dest, mnt, extra: ["--ignore-root-times"])
+            #expect(diff == nil, "\(diff ?? "")", sourceLocation: sourceLocation)
+        }
     }
 
     static func sha256(_ path: String) throws -> String {
