@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import HoldfastDevice
 import HoldfastFormat
 
 /// A piece of a file's contents, in order: bytes to use, or a range that reads as zeros.
@@ -85,9 +86,7 @@ extension Filesystem {
                 var written: UInt64 = 0
                 try stream(inode, from: 0, to: .max, chunk: Self.readChunk) { piece in
                     guard case .data(let offset, let bytes) = piece else { return }
-                    guard pwrite(fd, bytes.baseAddress, bytes.count, off_t(offset)) == bytes.count else {
-                        throw HoldfastError.hostFile(path: "output", operation: "write", errno: errno)
-                    }
+                    try writeAll(fd, bytes, at: offset)
                     written += UInt64(bytes.count)
                 }
                 return written

@@ -137,17 +137,8 @@ public final class BufferCache: Sendable {
             let data = try readBlock(position / bs)
             let from = Int(position % bs)
             let n = min(Int(bs) - from, Int(end - position))
-            try data[from..<(from + n)].withUnsafeBytes { bytes in
-                var done = 0
-                while done < n {
-                    let w = pwrite(fd, bytes.baseAddress! + done, n - done, off_t(out) + off_t(done))
-                    if w < 0 {
-                        if errno == EINTR { continue }
-                        throw DeviceError(.write, path: "output", offset: out, errno: errno)
-                    }
-                    done += w
-                }
-            }
+            let at = out
+            try data[from..<(from + n)].withUnsafeBytes { try writeAll(fd, $0, at: at) }
             out += UInt64(n)
             position += UInt64(n)
             i += 1

@@ -28,3 +28,16 @@ enum Syscall {
 public func errnoDescription(_ code: Int32) -> String {
     String(cString: strerror(code))
 }
+
+/// Writes all of `bytes` to the host file `fd` at `offset`, retrying short writes and EINTR.
+public func writeAll(_ fd: Int32, _ bytes: UnsafeRawBufferPointer, at offset: UInt64) throws(DeviceError) {
+    var done = 0
+    while done < bytes.count {
+        let n = pwrite(fd, bytes.baseAddress! + done, bytes.count - done, off_t(offset) + off_t(done))
+        if n < 0 {
+            if Syscall.errno == EINTR { continue }
+            throw DeviceError(.write, path: "output", offset: offset + UInt64(done), errno: Syscall.errno)
+        }
+        done += n
+    }
+}
