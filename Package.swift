@@ -17,20 +17,23 @@ let package = Package(
         .target(name: "CHoldfastShim"),
         // Layer 1: on-disk structures as values, checksums, name hashes. No I/O.
         .target(name: "HoldfastFormat", dependencies: ["CHoldfastShim"]),
+        // Layer 2: the memory budget, allocation sites and policies, reserves, reclaim, fault injection.
+        .target(name: "HoldfastMemory"),
         // Layer 3: block devices over image files.
         .target(name: "HoldfastDevice", dependencies: ["HoldfastFormat"]),
-        // Layer 4: the byte budget and the buffer cache.
-        .target(name: "HoldfastCache", dependencies: ["HoldfastDevice"]),
+        // Layer 4: the buffer cache, on the memory layer.
+        .target(name: "HoldfastCache", dependencies: ["HoldfastDevice", "HoldfastMemory"]),
         // Layer 5: jbd2 (read side: in-memory replay).
         .target(name: "HoldfastJournal", dependencies: ["HoldfastFormat", "HoldfastCache"]),
         // Layer 7: the filesystem operations and the public API.
-        .target(name: "Holdfast", dependencies: ["CHoldfastShim", "HoldfastFormat", "HoldfastDevice", "HoldfastCache", "HoldfastJournal"]),
+        .target(name: "Holdfast", dependencies: ["CHoldfastShim", "HoldfastFormat", "HoldfastMemory", "HoldfastDevice", "HoldfastCache", "HoldfastJournal"]),
         // Front end: the command-line tool.
         .executableTarget(name: "holdfast", dependencies: [
             "Holdfast",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
-        .testTarget(name: "HoldfastTests", dependencies: ["holdfast", "Holdfast", "HoldfastFormat", "HoldfastDevice", "HoldfastCache", "HoldfastJournal"]),
+        .testTarget(name: "HoldfastMemoryTests", dependencies: ["HoldfastMemory"]),
+        .testTarget(name: "HoldfastTests", dependencies: ["holdfast", "Holdfast", "HoldfastFormat", "HoldfastDevice", "HoldfastCache", "HoldfastJournal", "HoldfastMemory"]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -1,23 +1,40 @@
 import HoldfastFormat
+import HoldfastMemory
 import Synchronization
 
 /// Directory reading: linear scans for listing, the htree index for lookups.
 extension Filesystem {
     /// All entries of a directory, '.' and '..' included, in on-disk order.
+    /// The listing is charged to the budget while it is read; the returned array is the caller's.
     public func directoryEntries(_ dir: Inode) throws(HoldfastError) -> [DirectoryEntry] {
-        try guarded { try readDirectory(dir) }
+        try guarded { try withDirectory(dir) { $0 } }
     }
 
-    func readDirectory(_ dir: Inode) throws -> [DirectoryEntry] {
+    /// Calls `body` with the directory's entries, charged at `.directoryListing` while held.
+    func withDirectory<R>(_ dir: Inode, _ body: ([DirectoryEntry]) throws -> R) throws -> R {
         guard dir.fileType == .directory else { throw HoldfastError.notADirectory("inode \(dir.number)") }
-        if dir.hasInlineData { return try inlineDirectory(dir) }
-        var result: [DirectoryEntry] = []
-        try forEachDirectoryBlock(dir) { logical, physical, block in
-            result += try leafEntries(dir, block: block, logical: logical, physical: physical)
-            return true
+        var charged = 0
+        defer { if charged > 0 { budget.uncharge(charged, for: .directoryListing) } }
+        func take(_ entries: [DirectoryEntry]) throws -> [DirectoryEntry] {
+            let bytes = entries.reduce(0) { $0 + Self.listingCost($1) }
+            try budget.chargeOrThrow(bytes, at: .directoryListing)
+            charged += bytes
+            return entries
         }
-        return result
+        var result: [DirectoryEntry] = []
+        if dir.hasInlineData {
+            result = try take(try inlineDirectory(dir))
+        } else {
+            try forEachDirectoryBlock(dir) { logical, physical, block in
+                result += try take(try leafEntries(dir, block: block, logical: logical, physical: physical))
+                return true
+            }
+        }
+        return try body(result)
     }
+
+    /// What one listed entry holds: the value, its name's storage and the array slot.
+    static func listingCost(_ e: DirectoryEntry) -> Int { MemoryLayout<DirectoryEntry>.stride + 32 + e.name.count }
 
     /// Calls `body` with every block of the directory (holes skipped), verifying sizes.
     private func forEachDirectoryBlock(_ dir: Inode, _ body: (UInt64, UInt64, [UInt8]) throws -> Bool) throws {

@@ -3,6 +3,7 @@ import Glibc
 #endif
 import CHoldfastShim
 import HoldfastFormat
+import HoldfastMemory
 
 /// Options for copying a tree out of the image.
 public struct ExtractOptions: Sendable {
@@ -38,7 +39,11 @@ public final class Extractor {
     let onProblem: (String) -> Void
     /// Inodes with more than one link: where the first copy went (path relative to the destination).
     var firstLinks: [UInt32: [UInt8]] = [:]
+    /// Bytes charged at `.extractHardLink` for `firstLinks`.
+    var firstLinksBytes = 0
     var rootFD: Int32 = -1
+    /// Running out of memory ends the walk: it is reported as the run's error, not per entry.
+    var fatal: HoldfastError?
 
     public init(_ fs: Filesystem, options: ExtractOptions = ExtractOptions(),
                 onProgress: @escaping (ExtractProgress) -> Void = { _ in },
@@ -52,7 +57,13 @@ public final class Extractor {
 
     /// Extracts `source` (a directory or a single entry in the image) into `destination`.
     /// Per-entry failures are reported through `onProblem` and counted; the walk goes on.
+    /// Running out of memory stops the walk and is thrown (what was extracted so far stays).
     public func run(source: String = "/", destination: String) throws(HoldfastError) -> ExtractProgress {
+        defer {
+            firstLinks = [:]
+            if firstLinksBytes > 0 { fs.budget.uncharge(firstLinksBytes, for: .extractHardLink) }
+            firstLinksBytes = 0
+        }
         let top = try fs.resolve(source, followFinal: true)
         var created = false
         if mkdir(destination, 0o700) == 0 {
@@ -79,6 +90,7 @@ public final class Extractor {
             let name = Array(source.utf8.split(separator: UInt8(ascii: "/")).last ?? [])
             extractEntry(DirectoryEntry(inode: top.number, name: name, fileType: 0), preloaded: top, parent: top.number, in: fd, relative: [])
         }
+        if let fatal { throw fatal }
         onProgress(progress)
         return progress
     }
@@ -113,14 +125,26 @@ public final class Extractor {
         onProblem(message)
     }
 
-    private func extractChildren(of dir: Inode, into fd: Int32, relative: [UInt8]) {
-        let entries: [DirectoryEntry]
-        do { entries = try fs.readDirectory(dir) } catch {
-            problem("\(relative.isEmpty ? "/" : display([], relative)): \(HoldfastError.wrap(error))")
+    /// A failure at one entry: out of memory ends the walk, anything else is counted and skipped.
+    private func failed(_ shown: String, _ error: any Error) {
+        let e = HoldfastError.wrap(error)
+        if case .outOfMemory = e {
+            if fatal == nil { fatal = e }
             return
         }
-        for entry in entries where !entry.isDotOrDotDot {
-            extractEntry(entry, preloaded: nil, parent: dir.number, in: fd, relative: relative)
+        problem("\(shown): \(e)")
+    }
+
+    private func extractChildren(of dir: Inode, into fd: Int32, relative: [UInt8]) {
+        do {
+            try fs.withDirectory(dir) { entries in
+                for entry in entries where !entry.isDotOrDotDot {
+                    if fatal != nil { return }
+                    extractEntry(entry, preloaded: nil, parent: dir.number, in: fd, relative: relative)
+                }
+            }
+        } catch {
+            failed(relative.isEmpty ? "/" : display([], relative), error)
         }
     }
 
@@ -135,7 +159,7 @@ public final class Extractor {
         }
         let inode: Inode
         do { inode = try preloaded ?? fs.linkedInode(entry.inode, from: parent) } catch {
-            problem("\(shown): \(HoldfastError.wrap(error))")
+            failed(shown, error)
             return
         }
         let childRelative = relative.isEmpty ? name : relative + [UInt8(ascii: "/")] + name
@@ -146,6 +170,12 @@ public final class Extractor {
                 if !ok { problem("\(shown): hard link to /\(String(decoding: first, as: UTF8.self)): \(errnoText())") }
                 return
             }
+            let cost = childRelative.count + 64
+            do { try fs.budget.chargeOrThrow(cost, at: .extractHardLink) } catch {
+                failed(shown, error)
+                return
+            }
+            firstLinksBytes += cost
             firstLinks[inode.number] = childRelative
         }
         do {
@@ -191,7 +221,7 @@ public final class Extractor {
                 problem("\(shown): inode \(inode.number) has unknown file type (mode 0o\(String(inode.mode, radix: 8)))")
             }
         } catch {
-            problem("\(shown): \(HoldfastError.wrap(error))")
+            failed(shown, error)
         }
         onProgress(progress)
     }
@@ -254,7 +284,7 @@ public final class Extractor {
                 if rc != 0 { problem("\(shown): set xattr \(x.nameString): \(errnoText())") }
             }
         } catch {
-            problem("\(shown): \(error)")
+            failed(shown, error)
         }
         if restoreOwners {
             let rc = fd >= 0 ? fchown(fd, inode.uid, inode.gid)

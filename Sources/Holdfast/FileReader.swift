@@ -3,6 +3,7 @@ import Glibc
 #endif
 import HoldfastDevice
 import HoldfastFormat
+import HoldfastMemory
 
 /// A piece of a file's contents, in order: bytes to use, or a range that reads as zeros.
 public enum DataPiece {
@@ -40,10 +41,11 @@ extension Filesystem {
         guard inode.size <= maxLogical || !inode.usesExtents else {
             throw CorruptionError(.inode, inode: inode.number, .outOfRange(field: "i_size", value: inode.size, limit: maxLogical))
         }
-        let chunkBlocks = max(1, chunk / Int(bs))
+        // At most an eighth of the budget, so small budgets still read, in smaller pieces.
+        let chunkBlocks = max(1, min(chunk, budget.limit / 8) / Int(bs))
         let bufferBytes = chunkBlocks * Int(bs)
-        try cache.charge(bufferBytes, for: "read buffer")
-        defer { budget.uncharge(bufferBytes) }
+        try budget.chargeOrThrow(bufferBytes, at: .readBuffer)
+        defer { budget.uncharge(bufferBytes, for: .readBuffer) }
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: bufferBytes, alignment: 4096)
         defer { buffer.deallocate() }
 

@@ -2,14 +2,23 @@ import HoldfastCache
 import HoldfastDevice
 import HoldfastFormat
 import HoldfastJournal
+import HoldfastMemory
 
 /// How to open an image.
 public struct OpenOptions: Sendable {
     /// The memory budget in bytes for everything the engine caches.
     public var memoryBudget: Int = 64 << 20
+    /// Allocation hits to fail on purpose (`--inject`), for fault-injection testing.
+    public var faultPlan: FaultPlan?
+    /// Where the budget's warnings go (long waits, stalls); standard error by default.
+    public var memoryEvents: (@Sendable (MemoryEvent) -> Void)?
+    /// Called with the budget as soon as it exists, before anything is charged, so a front end
+    /// can report its statistics even when opening fails.
+    public var onBudget: (@Sendable (MemoryBudget) -> Void)?
 
-    public init(memoryBudget: Int = 64 << 20) {
+    public init(memoryBudget: Int = 64 << 20, faultPlan: FaultPlan? = nil) {
         self.memoryBudget = memoryBudget
+        self.faultPlan = faultPlan
     }
 }
 
@@ -19,7 +28,9 @@ public final class Filesystem: Sendable {
     public let superblock: Superblock
     public let geometry: Geometry
     public let cache: BufferCache
-    public let budget: ByteBudget
+    public let budget: MemoryBudget
+    /// Bytes charged at `.journalRedirects` for the replay's redirect table, given back at close.
+    private let redirectBytes: Int
     /// Why the image is open read-only (features read but not maintained, recovery done in memory).
     public let readOnlyReasons: [String]
     /// Set when the journal needed recovery and was replayed in memory.
@@ -49,7 +60,13 @@ public final class Filesystem: Sendable {
         let sb = try Superblock(sbBytes, imageBytes: device.byteCount)
         let assessment = FeatureAssessment(sb)
         guard assessment.refused.isEmpty else { throw HoldfastError.unsupportedFeatures(assessment.refused) }
-        let budget = ByteBudget(limit: options.memoryBudget)
+        guard options.memoryBudget >= 16 * sb.blockSize else {
+            throw HoldfastError.invalidArgument("a memory budget of \(options.memoryBudget) bytes is too small: give at least 16 blocks (\(16 * sb.blockSize) bytes)")
+        }
+        var configuration = MemoryBudget.Configuration()
+        if let events = options.memoryEvents { configuration.events = events }
+        let budget = MemoryBudget(limit: options.memoryBudget, pageSize: sb.blockSize, faultPlan: options.faultPlan, configuration: configuration)
+        options.onBudget?(budget)
 
         // A first view straight from the image, to find and read the journal.
         let raw = Filesystem(device: device, superblock: sb, budget: budget, redirects: BlockRedirects(),
@@ -76,6 +93,7 @@ public final class Filesystem: Sendable {
                             return p
                         },
                         read: { try raw.cache.readBlock($0) })
+                    try budget.chargeOrThrow(redirects.count * MemoryLayout<BlockRedirects.Entry>.stride, at: .journalRedirects)
                     reasons.append("the journal needed recovery and was replayed in memory only")
                 }
             } catch let e as CorruptionError where !sb.needsRecovery {
@@ -101,11 +119,14 @@ public final class Filesystem: Sendable {
             }
         }
         self.init(device: device, superblock: finalSB, budget: budget, redirects: redirects,
-                  readOnlyReasons: reasons, replay: replay, journalSuperblock: journalSB, warnings: warnings)
+                  readOnlyReasons: reasons, replay: replay, journalSuperblock: journalSB, warnings: warnings,
+                  redirectBytes: replay == nil ? 0 : redirects.count * MemoryLayout<BlockRedirects.Entry>.stride)
     }
 
-    init(device: any BlockDevice, superblock: Superblock, budget: ByteBudget, redirects: BlockRedirects,
-         readOnlyReasons: [String], replay: ReplaySummary?, journalSuperblock: Jbd2.Superblock?, warnings: [String]) {
+    init(device: any BlockDevice, superblock: Superblock, budget: MemoryBudget, redirects: BlockRedirects,
+         readOnlyReasons: [String], replay: ReplaySummary?, journalSuperblock: Jbd2.Superblock?, warnings: [String],
+         redirectBytes: Int = 0) {
+        self.redirectBytes = redirectBytes
         self.device = device
         self.superblock = superblock
         self.geometry = Geometry(superblock)
@@ -117,7 +138,15 @@ public final class Filesystem: Sendable {
         self.warnings = warnings
     }
 
+    deinit {
+        cache.drain()
+        if redirectBytes > 0 { budget.uncharge(redirectBytes, for: .journalRedirects) }
+    }
+
     public var blockSize: Int { superblock.blockSize }
+
+    /// Every allocation site the engine has, layer by layer (`holdfast sites`).
+    public static var allocationSites: [AllocationSite] { AllocationSite.cacheSites + AllocationSite.filesystemSites }
 
     /// Reads a metadata block through the cache, after checking it lies inside the filesystem.
     func metadataBlock(_ block: UInt64, for structure: Structure, inode: UInt32? = nil) throws -> [UInt8] {

@@ -2,6 +2,7 @@ import HoldfastCache
 import HoldfastDevice
 import HoldfastFormat
 import HoldfastJournal
+import HoldfastMemory
 
 /// Every error the public API throws: each names what failed.
 public enum HoldfastError: Error, Sendable, CustomStringConvertible {

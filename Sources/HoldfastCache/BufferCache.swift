@@ -3,21 +3,24 @@ import Glibc
 #endif
 import HoldfastDevice
 import HoldfastFormat
-import Synchronization
+import HoldfastMemory
 
-/// Metadata blocks by block number, least recently used dropped first, every byte charged to the budget.
-/// Thread-safe; device reads happen outside the lock.
+/// Metadata blocks by block number, least recently used dropped first. Block data lives in
+/// arena pages charged at `.bufferBlock`, the index entry at `.bufferIndex`; a shrinker gives
+/// clean blocks back under memory pressure. Thread-safe: device reads and allocations happen
+/// outside the lock, so reclaim can always take it.
 public final class BufferCache: Sendable {
     public let device: any BlockDevice
     public let blockSize: Int
-    public let budget: ByteBudget
+    public let budget: MemoryBudget
     public let redirects: BlockRedirects
-    /// Bookkeeping per cached block beyond its data (dictionary slot, list links, array header).
-    static let overheadPerBlock = 96
+    /// Bookkeeping per cached block beyond its page (dictionary slot, list links).
+    static let indexEntryBytes = 64
+    private var cost: Int { blockSize + Self.indexEntryBytes }
 
     private struct Slot {
         var block: UInt64
-        var data: [UInt8]
+        var page: Page
         var prev: Int
         var next: Int
     }
@@ -32,32 +35,60 @@ public final class BufferCache: Sendable {
         var misses = 0
     }
 
-    private let state = Mutex(State())
+    private let state = Locked(State())
+    private let shrinkerToken = Locked<ShrinkerToken?>(nil)
 
-    public init(device: any BlockDevice, blockSize: Int, budget: ByteBudget, redirects: BlockRedirects = BlockRedirects()) {
+    public init(device: any BlockDevice, blockSize: Int, budget: MemoryBudget, redirects: BlockRedirects = BlockRedirects()) {
+        precondition(budget.pageSize == blockSize, "the budget's arena pages must be filesystem blocks")
         self.device = device
         self.blockSize = blockSize
         self.budget = budget
         self.redirects = redirects
+        let token = budget.register(Shrinker(
+            name: "buffer cache",
+            count: { [weak self] in self.map { c in c.state.withLock { $0.index.count } * c.cost } ?? 0 },
+            scan: { [weak self] request in self?.evict(bytes: request.bytes) ?? 0 }))
+        shrinkerToken.withLock { $0 = token }
     }
 
     deinit {
-        let held = state.withLock { s in s.index.count }
-        budget.uncharge(held * (blockSize + Self.overheadPerBlock))
+        if let token = shrinkerToken.withLock({ $0 }) { budget.unregister(token) }
+        drain()
     }
 
     /// The contents of `block`, from the cache or the device (honouring journal redirects).
+    /// The caller gets its own copy; the cached page stays in the arena.
     public func block(_ block: UInt64) throws -> [UInt8] {
         if let hit = state.withLock({ s -> [UInt8]? in
             guard let i = s.index[block] else { s.misses += 1; return nil }
             s.hits += 1
             Self.touch(&s, i)
-            return s.slots[i].data
+            return Array(UnsafeRawBufferPointer(budget.bytes(s.slots[i].page)))
         }) {
             return hit
         }
-        let data = try readBlock(block)
-        try insert(block, data)
+        let page = try budget.allocatePageOrThrow(at: .bufferBlock)
+        do {
+            try read(blocks: block, into: budget.bytes(page))
+            try budget.chargeOrThrow(Self.indexEntryBytes, at: .bufferIndex)
+        } catch {
+            budget.freePage(page, for: .bufferBlock)
+            throw error
+        }
+        let data = Array(UnsafeRawBufferPointer(budget.bytes(page)))
+        let duplicate = state.withLock { s -> Bool in
+            if s.index[block] != nil { return true }  // another thread read it meanwhile
+            let slot = Slot(block: block, page: page, prev: -1, next: -1)
+            let i: Int
+            if let f = s.free.popLast() { s.slots[f] = slot; i = f } else { s.slots.append(slot); i = s.slots.count - 1 }
+            s.index[block] = i
+            Self.pushFront(&s, i)
+            return false
+        }
+        if duplicate {
+            budget.uncharge(Self.indexEntryBytes, for: .bufferIndex)
+            budget.freePage(page, for: .bufferBlock)
+        }
         return data
     }
 
@@ -94,29 +125,6 @@ public final class BufferCache: Sendable {
         }
     }
 
-    /// Charges `bytes` to the budget, dropping least recently used blocks until they fit.
-    public func charge(_ bytes: Int, for what: String) throws {
-        while !budget.charge(bytes) {
-            guard evictOne() else { throw OutOfMemoryError(what: what, bytes: bytes, limit: budget.limit) }
-        }
-    }
-
-    /// Drops the least recently used block; false when the cache is empty.
-    @discardableResult
-    public func evictOne() -> Bool {
-        let evicted = state.withLock { s -> Bool in
-            guard s.tail >= 0 else { return false }
-            let victim = s.tail
-            Self.unlink(&s, victim)
-            s.index[s.slots[victim].block] = nil
-            s.slots[victim].data = []
-            s.free.append(victim)
-            return true
-        }
-        if evicted { budget.uncharge(blockSize + Self.overheadPerBlock) }
-        return evicted
-    }
-
     /// Copies bytes [skip, skip+length) of the consecutive blocks starting at `first` into the host file `fd`
     /// at `destination`: straight runs go device-to-file; redirected (journal-replayed) blocks are read and written.
     public func copy(blocks first: UInt64, skip: Int, length: Int, to fd: Int32, at destination: UInt64) throws {
@@ -145,29 +153,41 @@ public final class BufferCache: Sendable {
         }
     }
 
-    private func insert(_ block: UInt64, _ data: [UInt8]) throws {
-        let cost = blockSize + Self.overheadPerBlock
-        try charge(cost, for: "buffer cache block")
-        let duplicate = state.withLock { s -> Bool in
-            if s.index[block] != nil { return true }  // another thread read it meanwhile
-            let slot = Slot(block: block, data: data, prev: -1, next: -1)
-            let i: Int
-            if let f = s.free.popLast() { s.slots[f] = slot; i = f } else { s.slots.append(slot); i = s.slots.count - 1 }
-            s.index[block] = i
-            Self.pushFront(&s, i)
-            return false
+    /// Drops least recently used blocks until `bytes` are freed (the shrinker). Metadata here is
+    /// always clean, so dropping is all reclaim needs.
+    @discardableResult
+    public func evict(bytes: Int) -> Int {
+        let victims = state.withLock { s -> [Page] in
+            var out: [Page] = []
+            while out.count * cost < bytes, s.tail >= 0 {
+                let victim = s.tail
+                Self.unlink(&s, victim)
+                s.index[s.slots[victim].block] = nil
+                out.append(s.slots[victim].page)
+                s.free.append(victim)
+            }
+            return out
         }
-        if duplicate { budget.uncharge(cost) }
+        release(victims)
+        return victims.count * cost
     }
 
     /// Drops every cached block and gives its memory back.
     public func drain() {
-        let n = state.withLock { s -> Int in
-            let n = s.index.count
+        let pages = state.withLock { s -> [Page] in
+            let pages = s.index.values.map { s.slots[$0].page }
             s = State()
-            return n
+            return pages
         }
-        budget.uncharge(n * (blockSize + Self.overheadPerBlock))
+        release(pages)
+        budget.arena.trim()
+    }
+
+    private func release(_ pages: [Page]) {
+        for p in pages {
+            budget.freePage(p, for: .bufferBlock)
+            budget.uncharge(Self.indexEntryBytes, for: .bufferIndex)
+        }
     }
 
     public var statistics: (cached: Int, hits: Int, misses: Int) {

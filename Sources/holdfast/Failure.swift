@@ -6,7 +6,9 @@ import Glibc
 #endif
 
 /// Runs a command body; a HoldfastError becomes one line on stderr and a specific exit code.
+/// With `--stats`, the memory report follows, whatever the outcome.
 func reportingErrors(_ body: () throws -> Void) throws {
+    defer { for line in MemoryReport.shared.lines() { Output.error(line) } }
     do {
         try body()
     } catch let error as HoldfastError {

@@ -1,5 +1,10 @@
 import ArgumentParser
 import Holdfast
+import HoldfastMemory
+
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// Options every command takes.
 struct ImageOptions: ParsableArguments {
@@ -9,13 +14,56 @@ struct ImageOptions: ParsableArguments {
     @Option(name: .long, help: ArgumentHelp("Memory budget for caches and buffers, e.g. 8M, 64M, 1G.", valueName: "size"))
     var memory: String = "64M"
 
+    @Option(name: .long, help: ArgumentHelp(
+        "Fail allocations on purpose, for testing: a comma list of nth=N, site=NAME, category=NAME, persistent, probability=P, seed=S (also HOLDFAST_INJECT).",
+        valueName: "spec"))
+    var inject: String?
+
+    @Flag(name: .long, help: "At exit, print one line per allocation site that was hit, and the budget's used, peak and limit, on standard error.")
+    var stats = false
+
     func open() throws(HoldfastError) -> Filesystem {
         guard let bytes = parseSize(memory), bytes >= 1 << 20 else {
             throw .invalidArgument("--memory \(memory): give a size of at least 1M, like 8M or 1G")
         }
-        let fs = try Filesystem.open(path: image, options: OpenOptions(memoryBudget: bytes))
+        var options = OpenOptions(memoryBudget: bytes)
+        if let spec = inject ?? environmentInjectSpec() {
+            do { options.faultPlan = try FaultPlan(parsing: spec) } catch {
+                throw .invalidArgument("--inject \(spec): \(error)")
+            }
+        }
+        options.onBudget = { MemoryReport.shared.budget = $0 }
+        MemoryReport.shared.enabled = stats
+        let fs = try Filesystem.open(path: image, options: options)
         for w in fs.warnings { Output.error("holdfast: warning: \(w)") }
         return fs
+    }
+
+    private func environmentInjectSpec() -> String? {
+        guard let p = getenv("HOLDFAST_INJECT") else { return nil }
+        let s = String(cString: p)
+        return s.isEmpty ? nil : s
+    }
+}
+
+/// The open filesystem's budget, kept so `--stats` can print it after the command, even
+/// when the command failed. One command runs per process, so one report suffices.
+final class MemoryReport: @unchecked Sendable {
+    static let shared = MemoryReport()
+    var budget: MemoryBudget?
+    var enabled = false
+
+    /// The `--stats` lines: sites that were hit, then the budget.
+    func lines() -> [String] {
+        guard enabled, let b = budget else { return [] }
+        var out = b.hitSites.map(\.line)
+        out.append("budget used=\(b.used) peak=\(b.peak) limit=\(b.limit)")
+        for c in MemoryCategory.allCases where b.peak(c) > 0 {
+            out.append("category \(c) used=\(b.used(c)) peak=\(b.peak(c))")
+        }
+        out.append("reclaim passes=\(b.reclaimPasses) freed=\(b.reclaimedBytes) long-waits=\(b.longWaits) stalls=\(b.stalls)")
+        if let plan = b.faultPlan { out.append("inject plan=\(plan) fired=\(b.faultsFired)") }
+        return out
     }
 }
 

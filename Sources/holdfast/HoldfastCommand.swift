@@ -13,6 +13,6 @@ struct HoldfastCommand: ParsableCommand {
             Exit status: 0 success, 1 failure, 2 usage error, 3 corrupt image,
             4 unsupported ext4 feature, 5 memory budget exhausted.
             """,
-        subcommands: [InfoCommand.self, LsCommand.self, StatCommand.self, CatCommand.self, TreeCommand.self, ExtractCommand.self]
+        subcommands: [InfoCommand.self, LsCommand.self, StatCommand.self, CatCommand.self, TreeCommand.self, ExtractCommand.self, SitesCommand.self]
     )
 }
