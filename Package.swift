@@ -32,6 +32,8 @@ let package = Package(
             "Holdfast",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
+        // Benchmark of the memory layer's hot paths (make bench-memory).
+        .executableTarget(name: "holdfast-membench", dependencies: ["HoldfastMemory"]),
         .testTarget(name: "HoldfastMemoryTests", dependencies: ["HoldfastMemory"]),
         .testTarget(name: "HoldfastTests", dependencies: ["holdfast", "Holdfast", "HoldfastFormat", "HoldfastDevice", "HoldfastCache", "HoldfastJournal", "HoldfastMemory"]),
     ],

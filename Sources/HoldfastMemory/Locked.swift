@@ -11,7 +11,8 @@ import Darwin
 /// so every access it guards is reported as a race. pthread locks are intercepted and checked.
 public final class Locked<Value>: @unchecked Sendable {
     private let mutex: UnsafeMutablePointer<pthread_mutex_t>
-    private var value: Value
+    // The mutex makes access exclusive; the dynamic exclusivity check would only cost time.
+    @exclusivity(unchecked) private var value: Value
 
     public init(_ value: Value) {
         self.value = value

@@ -15,7 +15,7 @@ struct CommandLineTests {
 
     @Test("every command explains itself with an example")
     func help() throws {
-        for command in ["info", "ls", "stat", "cat", "tree", "extract"] {
+        for command in ["info", "ls", "stat", "cat", "tree", "extract", "sites"] {
             let r = try Support.run([Support.holdfast, command, "--help"])
             #expect(r.status == 0)
             #expect(r.out.contains("Example"), "\(command) --help lacks an example")
@@ -139,5 +139,22 @@ struct CommandLineTests {
             // The budget plus the Swift runtime, the binary and stdio: 24 MiB of fixed overhead at most.
             #expect(kib <= (budget + 24) * 1024, "peak RSS \(kib) KiB with --memory \(budget)M")
         }
+    }
+
+    @Test("extracting 20,000 entries and 200 MB with --memory 8M stays within the budget plus runtime overhead")
+    func extractMemoryBound() throws {
+        let s = try Scratch()
+        let img = try Self.image(s, """
+            mkdir many && for d in $(seq 1 40); do mkdir many/$d; for f in $(seq 1 500); do echo $d-$f > many/$d/file-$f; done; done
+            head -c 200M /dev/urandom > big
+            """, size: "400M")
+        let out = s.path("out")
+        let r = try Support.run(["/usr/bin/time", "-f", "%M", Support.holdfast, "extract", "--memory", "8M", "--stats", img, out], timeout: 600)
+        #expect(r.status == 0, "\(r.stderr.suffix(1000))")
+        let kib = Int(r.stderr.split(separator: "\n").last.map(String.init)?.trimmingCharacters(in: .whitespaces) ?? "") ?? .max
+        #expect(kib <= (8 + 24) * 1024, "peak RSS \(kib) KiB with --memory 8M")
+        #expect(r.stderr.contains("limit=8388608"))
+        #expect(r.stderr.contains("budget used=0 "))
+        #expect(try FileManager.default.contentsOfDirectory(atPath: out + "/many").count == 40)
     }
 }
