@@ -77,6 +77,10 @@ public final class Filesystem: Sendable {
         var warnings: [String] = []
         var replay: ReplaySummary?
         var redirects = BlockRedirects()
+        // The redirect table's charge passes to the filesystem at the end; until then a failure gives it back.
+        var redirectBytes = 0
+        var handedOver = false
+        defer { if !handedOver && redirectBytes > 0 { budget.uncharge(redirectBytes, for: .journalRedirects) } }
         if sb.featureCompat.contains(.hasJournal) && sb.journalInode != 0 {
             do {
                 let journalInode = try raw.inode(sb.journalInode)
@@ -93,7 +97,9 @@ public final class Filesystem: Sendable {
                             return p
                         },
                         read: { try raw.cache.readBlock($0) })
-                    try budget.chargeOrThrow(redirects.count * MemoryLayout<BlockRedirects.Entry>.stride, at: .journalRedirects)
+                    let bytes = redirects.count * MemoryLayout<BlockRedirects.Entry>.stride
+                    try budget.chargeOrThrow(bytes, at: .journalRedirects)
+                    redirectBytes = bytes
                     reasons.append("the journal needed recovery and was replayed in memory only")
                 }
             } catch let e as CorruptionError where !sb.needsRecovery {
@@ -120,7 +126,8 @@ public final class Filesystem: Sendable {
         }
         self.init(device: device, superblock: finalSB, budget: budget, redirects: redirects,
                   readOnlyReasons: reasons, replay: replay, journalSuperblock: journalSB, warnings: warnings,
-                  redirectBytes: replay == nil ? 0 : redirects.count * MemoryLayout<BlockRedirects.Entry>.stride)
+                  redirectBytes: redirectBytes)
+        handedOver = true
     }
 
     init(device: any BlockDevice, superblock: Superblock, budget: MemoryBudget, redirects: BlockRedirects,

@@ -1,6 +1,7 @@
 import Foundation
 import Holdfast
 import HoldfastFormat
+import HoldfastMemory
 import Testing
 
 /// An image copied from under a live kernel mount after a journal commit and before the checkpoint:
@@ -57,6 +58,21 @@ struct JournalReplayTests {
         try Support.sh(["bash", "-c", "printf 'jo\\njw -b \(block) \(scratch.path("new"))\\njc\\n' | debugfs -w -f - \(image)"])
         var fs = try Filesystem.open(path: image)
         #expect(fs.journalReplay?.blocksReplayed == 1)
+        #expect(fs.budget.used(.journal) > 0)  // the redirect table is charged while the image is open
+        // Failing the redirect table's charge fails the open cleanly, with nothing left charged.
+        let captured = Locked<MemoryBudget?>(nil)
+        var options = OpenOptions(faultPlan: FaultPlan(site: "journal.redirects"))
+        options.onBudget = { b in captured.withLock { $0 = b } }
+        do {
+            _ = try Filesystem.open(path: image, options: options)
+            Issue.record("open succeeded with journal.redirects failing")
+        } catch {
+            guard case .outOfMemory(let e) = error else { Issue.record("wrong error: \(error)"); return }
+            #expect(e.site == "journal.redirects" && e.injected)
+        }
+        let failedBudget = try #require(captured.withLock { $0 })
+        #expect(failedBudget.used == 0)
+        #expect(failedBudget.faultsFired == 1)
         #expect(try fs.read(try fs.resolve("/victim"), offset: 0, count: 8) == Array("REPLAYED".utf8))
 
         try Support.sh(["bash", "-c", "printf 'jo\\njw -r \(block)\\njc\\n' | debugfs -w -f - \(image)"])
