@@ -65,7 +65,12 @@ public final class Filesystem: Sendable {
         }
         var configuration = MemoryBudget.Configuration()
         if let events = options.memoryEvents { configuration.events = events }
-        let budget = MemoryBudget(limit: options.memoryBudget, pageSize: sb.blockSize, faultPlan: options.faultPlan, configuration: configuration)
+        let budget: MemoryBudget
+        do {
+            budget = try MemoryBudget.create(limit: options.memoryBudget, pageSize: sb.blockSize, faultPlan: options.faultPlan, configuration: configuration)
+        } catch {
+            throw HoldfastError.invalidArgument("\(error)")
+        }
         options.onBudget?(budget)
 
         // A first view straight from the image, to find and read the journal.

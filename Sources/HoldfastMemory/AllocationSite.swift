@@ -5,7 +5,7 @@ public enum AllocationPolicy: String, Sendable, CaseIterable {
     /// After reclaim (and while writeback that will free memory is in flight), returns nothing;
     /// the caller undoes what it started and reports ENOMEM. Only where a user call can carry an error.
     case mayFail
-    /// No reclaim, no waiting: a lock-free fast path only. For code that holds a lock; the caller
+    /// No reclaim, no waiting: the atomic fast path only. For code that holds a lock; the caller
     /// must have a fallback (drop the lock, allocate with a blocking policy, retake, revalidate).
     case noWait
     /// Never fails: reclaims, then waits for memory to be freed or writeback to finish, and retries.

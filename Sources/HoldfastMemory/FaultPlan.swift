@@ -112,12 +112,12 @@ final class FaultInjector: Sendable {
     var hits: Int { matchingHits.load(ordering: .relaxed) }
 }
 
-/// A small seeded generator (SplitMix64), so injected failures repeat for a seed.
-struct SplitMix64: Sendable {
+/// A small seeded generator (SplitMix64), so injected failures (and randomized tests) repeat for a seed.
+public struct SplitMix64: RandomNumberGenerator, Sendable {
     private var state: UInt64
-    init(seed: UInt64) { state = seed }
+    public init(seed: UInt64) { state = seed }
 
-    mutating func next() -> UInt64 {
+    public mutating func next() -> UInt64 {
         state &+= 0x9E37_79B9_7F4A_7C15
         var z = state
         z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
@@ -126,7 +126,7 @@ struct SplitMix64: Sendable {
     }
 
     /// Uniform in [0, 1).
-    mutating func nextUnit() -> Double { Double(next() >> 11) / Double(UInt64(1) << 53) }
+    public mutating func nextUnit() -> Double { Double(next() >> 11) / Double(UInt64(1) << 53) }
 }
 
 extension Substring {

@@ -12,7 +12,8 @@ import Synchronization
 /// decides what happens when the budget is spent:
 /// - `mayFail`: reclaim (shrinkers), retry; wait only while writeback that will free memory is in
 ///   flight; then fail.
-/// - `noWait`: one lock-free attempt; never reclaims, never sleeps.
+/// - `noWait`: one attempt on the atomic fast path; never reclaims, never sleeps (a page also
+///   takes the arena's free-list lock, a leaf lock held for a few instructions).
 /// - `noFail`: reclaim, then sleep on a condition variable until memory is freed or writeback
 ///   finishes, and retry, forever. Long waits are reported (rate-limited), and a stall where every
 ///   waiter is `noFail` and nothing is reclaimable is reported loudly, naming the sites.
@@ -43,18 +44,35 @@ public final class MemoryBudget: Sendable {
     private let injector: FaultInjector?
     private let shrinkers = Locked<[(token: Int, shrinker: Shrinker)]>([])
     private let nextShrinkerToken = Atomic<Int>(0)
-    private let waitQueue = WaitQueue()
+    /// Where every waiting allocation sleeps, reserves' included, so any free wakes them all
+    /// and the stall detector sees them all.
+    let waitQueue = WaitQueue()
     private let lastReport = Locked<[String: timespec]>([:])
 
     enum SiteCounter: Int, CaseIterable { case hits, failed, retries, waits, injected; static let count = allCases.count }
     enum EventCounter: Int, CaseIterable { case reclaimPasses, reclaimedBytes, longWaits, stalls, reserveWaits; static let count = allCases.count }
 
-    /// A budget of `limit` bytes whose arena hands out pages of `pageSize` bytes.
-    public init(limit: Int, pageSize: Int = 4096, faultPlan: FaultPlan? = nil, configuration: Configuration = Configuration()) {
+    /// A budget of `limit` bytes whose arena hands out pages of `pageSize` bytes. Throws when the
+    /// arena's address space cannot be reserved.
+    public static func create(limit: Int, pageSize: Int = 4096, faultPlan: FaultPlan? = nil,
+                              configuration: Configuration = Configuration()) throws(ArenaReservationError) -> MemoryBudget {
         precondition(limit >= pageSize, "a budget smaller than one page")
+        let arena = try PageArena(pageSize: pageSize, capacity: limit / pageSize)
+        return MemoryBudget(limit: limit, arena: arena, faultPlan: faultPlan, configuration: configuration)
+    }
+
+    /// `create`, for budgets small enough that failing to reserve them is a programming error (tests, tools).
+    public convenience init(limit: Int, pageSize: Int = 4096, faultPlan: FaultPlan? = nil, configuration: Configuration = Configuration()) {
+        precondition(limit >= pageSize, "a budget smaller than one page")
+        let arena: PageArena
+        do { arena = try PageArena(pageSize: pageSize, capacity: limit / pageSize) } catch { fatalError("\(error)") }
+        self.init(limit: limit, arena: arena, faultPlan: faultPlan, configuration: configuration)
+    }
+
+    private init(limit: Int, arena: PageArena, faultPlan: FaultPlan?, configuration: Configuration) {
         self.limit = limit
+        self.arena = arena
         self.configuration = configuration
-        arena = PageArena(pageSize: pageSize, capacity: limit / pageSize)
         injector = faultPlan.map(FaultInjector.init)
     }
 
@@ -74,6 +92,7 @@ public final class MemoryBudget: Sendable {
     @inline(__always)
     public func mustCharge(_ bytes: Int, at site: AllocationSite) {
         precondition(site.policy == .noFail, "mustCharge at \(site.name), which is \(site.policy)")
+        precondition(bytes <= limit, "mustCharge of \(bytes) bytes at \(site.name) can never fit a \(limit)-byte budget")
         _ = attempt(bytes, at: site)
     }
 
@@ -196,15 +215,14 @@ public final class MemoryBudget: Sendable {
             if !skipAttempt && tryCharge(bytes, site.category) { return }
             let ticket = waitQueue.enter(site)
             if !skipAttempt && tryCharge(bytes, site.category) { waitQueue.cancel(ticket); return }
-            if timedOut {
-                // Still registered as a waiter here, so the stall check sees this site too.
-                let waited = WaitQueue.nanosecondsSince(start)
-                if waited >= configuration.longWaitNanoseconds {
-                    events.add(EventCounter.longWaits.rawValue, 1)
-                    report(.longWait(site: site.name, seconds: Double(waited) / 1e9, used: used, limit: limit), key: "wait:\(site.name)")
-                }
-                detectStall()
+            // Checked on every pass: a waiter woken again and again by frees it then loses is still waiting.
+            let waited = WaitQueue.nanosecondsSince(start)
+            if !skipAttempt && waited >= configuration.longWaitNanoseconds {
+                events.add(EventCounter.longWaits.rawValue, 1)
+                report(.longWait(site: site.name, seconds: Double(waited) / 1e9, used: used, limit: limit), key: "wait:\(site.name)")
             }
+            // Still registered as a waiter here, so the stall check sees this site too.
+            if timedOut { detectStall() }
             count(site, .waits)
             let woken = waitQueue.sleep(ticket, timeoutNanoseconds: skipAttempt ? 1_000_000 : configuration.tickNanoseconds)
             count(site, .retries)
@@ -289,7 +307,8 @@ public final class MemoryBudget: Sendable {
         let freed = MemoryScope.reclaiming { () -> Int in
             var freed = 0
             for (shrinker, held) in zip(list, counts) where held > 0 {
-                let share = min(held, max(pageSize, (bytes * held + total - 1) / total))
+                let proportional = Int((Double(bytes) * Double(held) / Double(total)).rounded(.up))
+                let share = min(held, max(pageSize, proportional))
                 freed += shrinker.scan(ReclaimRequest(bytes: share, noFS: noFS))
             }
             return freed
@@ -304,7 +323,7 @@ public final class MemoryBudget: Sendable {
         shrinkers.withLock { $0 }.reduce(0) { $0 + max(0, $1.shrinker.count()) }
     }
 
-    private func detectStall() {
+    func detectStall() {
         let waiting = waitQueue.snapshot()
         guard !waiting.isEmpty, waiting.allSatisfy({ $0.site.policy == .noFail }),
               writebackInFlight.load(ordering: .sequentiallyConsistent) == 0, reclaimable == 0 else { return }

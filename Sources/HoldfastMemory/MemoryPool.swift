@@ -16,7 +16,6 @@ public final class MemoryPool<Element: Sendable>: Sendable {
     private let make: @Sendable () -> Element
     private let destroy: @Sendable (Element) -> Void
     private let reserve: Locked<[Element]>
-    private let waitQueue = WaitQueue()
     private let fromReserveCount = Atomic<Int>(0)
     private let waitCount = Atomic<Int>(0)
 
@@ -54,29 +53,32 @@ public final class MemoryPool<Element: Sendable>: Sendable {
         budget.uncharge(left.count * elementBytes, for: site)
     }
 
-    /// An element: from the budget if it has room, else from the reserve; a `noFail` pool waits
-    /// for one to be freed. Nil only when the site is not `noFail` and the reserve is empty.
+    /// An element: from the budget if it has room (one attempt, no reclaim), else from the reserve.
+    /// With the reserve empty, reclaim gets its chance; then a `noFail` pool waits for an element
+    /// or for memory to come back, and never fails. Others return nil.
     public func allocate() -> Element? {
-        let injected = budget.hit(site)
+        let injected = budget.hit(site)  // an injected hit takes the reserve path and stays on it
         if !injected && budget.chargeNow(elementBytes, site.category) { return make() }
         var warned = false
+        var timedOut = false
         while true {
-            if let e = reserve.withLock({ $0.popLast() }) {
-                fromReserveCount.add(1, ordering: .relaxed)
-                return e
+            if let e = takeFromReserve() { return e }
+            if !injected {
+                budget.reclaim(elementBytes)
+                if budget.chargeNow(elementBytes, site.category) { return make() }
             }
             guard site.policy == .noFail else {
                 budget.count(site, .failed)
                 return nil
             }
-            let ticket = waitQueue.enter(site)
-            if let e = reserve.withLock({ $0.popLast() }) {
-                waitQueue.cancel(ticket)
-                fromReserveCount.add(1, ordering: .relaxed)
+            // Waiters sleep on the budget's queue: any free (of an element or of budget) wakes them.
+            let ticket = budget.waitQueue.enter(site)
+            if let e = takeFromReserve() {
+                budget.waitQueue.cancel(ticket)
                 return e
             }
             if !injected && budget.chargeNow(elementBytes, site.category) {
-                waitQueue.cancel(ticket)
+                budget.waitQueue.cancel(ticket)
                 return make()
             }
             if !warned {
@@ -84,11 +86,18 @@ public final class MemoryPool<Element: Sendable>: Sendable {
                 budget.countEvent(.reserveWaits)
                 budget.report(.reserveExhausted(pool: name, minimum: minimum), key: "reserve:\(name)")
             }
+            if timedOut { budget.detectStall() }
             waitCount.add(1, ordering: .relaxed)
             budget.count(site, .waits)
-            _ = waitQueue.sleep(ticket, timeoutNanoseconds: budget.configuration.tickNanoseconds)
+            timedOut = !budget.waitQueue.sleep(ticket, timeoutNanoseconds: budget.configuration.tickNanoseconds)
             budget.count(site, .retries)
         }
+    }
+
+    private func takeFromReserve() -> Element? {
+        guard let e = reserve.withLock({ $0.popLast() }) else { return nil }
+        fromReserveCount.add(1, ordering: .relaxed)
+        return e
     }
 
     /// Returns an element: to the reserve while it is below its minimum, else to the budget.
@@ -100,9 +109,10 @@ public final class MemoryPool<Element: Sendable>: Sendable {
         }
         if !kept {
             destroy(element)
-            budget.uncharge(elementBytes, for: site)
+            budget.uncharge(elementBytes, for: site)  // wakes the waiters
+        } else if budget.waitQueue.hasWaiters {
+            budget.waitQueue.wakeAll()
         }
-        if waitQueue.hasWaiters { waitQueue.wakeAll() }
     }
 
     /// Elements now in the reserve.

@@ -30,16 +30,20 @@ public final class PageArena: @unchecked Sendable {
     private let lists: Locked<FreeLists>
     private let warmLimit: Int
 
-    /// Reserves `capacity` pages of `pageSize` bytes (a power of two, at least 512).
-    public init(pageSize: Int, capacity: Int) {
+    /// Reserves `capacity` pages of `pageSize` bytes (a power of two, at least 512). Fails when the
+    /// address space cannot be reserved (a `ulimit -v` smaller than the budget, say).
+    public init(pageSize: Int, capacity: Int) throws(ArenaReservationError) {
         precondition(pageSize >= 512 && pageSize & (pageSize - 1) == 0, "page size must be a power of two")
-        precondition(capacity > 0 && capacity < Int(UInt32.max))
+        guard capacity > 0, capacity < Int(UInt32.max), capacity <= Int.max / pageSize else {
+            throw ArenaReservationError(bytes: capacity.multipliedReportingOverflow(by: pageSize).partialValue, errno: 0,
+                                        reason: "more than the arena can index (\(UInt32.max - 1) pages of \(pageSize) bytes)")
+        }
         self.pageSize = pageSize
         self.capacity = capacity
         mappedBytes = pageSize * capacity
         guard let p = mmap(nil, mappedBytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0),
               p != MAP_FAILED else {
-            fatalError("cannot reserve \(mappedBytes) bytes of address space for the page arena: errno \(errno)")
+            throw ArenaReservationError(bytes: mappedBytes, errno: errno, reason: String(cString: strerror(errno)))
         }
         base = p
         var l = FreeLists()
@@ -62,28 +66,27 @@ public final class PageArena: @unchecked Sendable {
         }
     }
 
-    /// Returns a page. Past the warm limit its memory goes back to the kernel.
+    /// Returns a page. Past the warm limit its memory goes back to the kernel, before the page
+    /// is listed again: once listed another thread may take it, and must not see it zeroed.
     func give(_ page: Page) {
-        let release = lists.withLock { l -> Bool in
-            if l.warm.count < warmLimit {
-                l.warm.append(page.index)
-                return false
-            }
-            l.cold.append(page.index)
+        let kept = lists.withLock { l -> Bool in
+            guard l.warm.count < warmLimit else { return false }
+            l.warm.append(page.index)
             return true
         }
-        if release { madvise(address(page), pageSize, MADV_DONTNEED) }
+        if kept { return }
+        madvise(address(page), pageSize, MADV_DONTNEED)
+        lists.withLock { $0.cold.append(page.index) }
     }
 
     /// Gives every warm page's memory back to the kernel (after a cache is drained).
     public func trim() {
         let pages = lists.withLock { l -> [UInt32] in
-            let w = l.warm
-            l.cold.append(contentsOf: w)
-            l.warm.removeAll(keepingCapacity: true)
-            return w
+            defer { l.warm.removeAll(keepingCapacity: true) }
+            return l.warm
         }
         for i in pages { madvise(address(Page(index: i)), pageSize, MADV_DONTNEED) }
+        lists.withLock { $0.cold.append(contentsOf: pages) }
     }
 
     /// The page's bytes. Valid until the page is freed; the holder of the page owns them.
@@ -98,6 +101,19 @@ public final class PageArena: @unchecked Sendable {
         base + Int(page.index) * pageSize
     }
 
-    /// Pages handed out at least once (an upper bound on the arena's resident memory).
+    /// Pages handed out at least once and not given back to the kernel (an upper bound on the
+    /// arena's resident memory; pages between `give`/`trim` and their listing count as resident).
     public var touchedPages: Int { lists.withLock { Int($0.untouched) - $0.cold.count } }
+}
+
+/// The page arena's address space could not be reserved.
+public struct ArenaReservationError: Error, Sendable, CustomStringConvertible {
+    public let bytes: Int
+    /// The mmap error, or 0 when the size itself is out of range.
+    public let errno: Int32
+    public let reason: String
+
+    public var description: String {
+        "cannot reserve \(bytes) bytes of address space for the memory budget's page arena: \(reason) (try a smaller --memory)"
+    }
 }

@@ -65,7 +65,12 @@ final class WaitQueue: @unchecked Sendable {
             leave(ticket.site)
             pthread_mutex_unlock(mutex)
         }
-        var deadline = Self.now()
+        #if canImport(Glibc)
+        var deadline = Self.now()  // the condition variable runs on CLOCK_MONOTONIC
+        #else
+        var deadline = timespec()  // Darwin's condition variables wait against the real-time clock
+        clock_gettime(CLOCK_REALTIME, &deadline)
+        #endif
         let total = deadline.tv_nsec + timeoutNanoseconds
         deadline.tv_sec += total / 1_000_000_000
         deadline.tv_nsec = total % 1_000_000_000

@@ -1,6 +1,7 @@
 import Foundation
 import Holdfast
 import HoldfastFormat
+import HoldfastMemory
 import Testing
 
 /// Bytes flipped in every kind of structure: a typed error naming the structure, never a crash,
@@ -150,7 +151,7 @@ struct CorruptionTests {
     @Test("random flips in metadata: clean errors, and a clean exit means the right tree", arguments: [1, 2])
     func randomFlips(seed: UInt64) throws {
         let fx = try Self.fixture.get()
-        var rng = SplitMix(seed: seed)
+        var rng = SplitMix64(seed: seed)
         let targets = try fx.targets().map(\.1)
         for i in 0..<25 {
             // Somewhere inside one of the structures' blocks.
@@ -168,18 +169,5 @@ struct CorruptionTests {
             }
             try? FileManager.default.removeItem(atPath: bad)
         }
-    }
-}
-
-/// A small seeded generator so failures reproduce.
-struct SplitMix: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
     }
 }

@@ -100,6 +100,8 @@ struct FaultInjectionTests {
         let bad = try Support.run([Support.holdfast, "ls", img, "/", "--inject", "nth=0"])
         #expect(bad.status == 1)
         #expect(bad.stderr.contains("--inject nth=0: nth=0: give a hit number from 1"))
+        let huge = try Support.run([Support.holdfast, "ls", img, "/", "--memory", "4T"])
+        #expect(huge.status == 1 && huge.stderr.contains("more than the arena can index"), "\(huge.stderr)")
         let sites = try Support.sh([Support.holdfast, "sites"])
         #expect(sites.contains("buffer.block") && sites.contains("mayFail") && sites.contains("extract.hard-link"))
     }
