@@ -19,8 +19,8 @@ let package = Package(
         .target(name: "HoldfastFormat", dependencies: ["CHoldfastShim"]),
         // Layer 2: the memory budget, allocation sites and policies, reserves, reclaim, fault injection.
         .target(name: "HoldfastMemory"),
-        // Layer 3: block devices over image files.
-        .target(name: "HoldfastDevice", dependencies: ["HoldfastFormat"]),
+        // Layer 3: block devices over image files, and the wrapper that injects I/O faults.
+        .target(name: "HoldfastDevice", dependencies: ["HoldfastFormat", "HoldfastMemory"]),
         // Layer 4: the buffer cache, on the memory layer.
         .target(name: "HoldfastCache", dependencies: ["HoldfastDevice", "HoldfastMemory"]),
         // Layer 5: jbd2 (read side: in-memory replay).

@@ -254,6 +254,8 @@ public final class Extractor {
         do {
             progress.bytes += try fs.copyData(inode, to: fd)
         } catch {
+            // A file whose contents could not be copied is not left behind half-written.
+            _ = name.withCString { unlinkat(dirFD, $0, 0) }
             // A failed write is about the destination; name it by its path there.
             if case .io(let e) = error, e.operation == .write {
                 throw HoldfastError.hostFile(path: shown, operation: "write", errno: e.errno)

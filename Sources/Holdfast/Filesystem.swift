@@ -72,9 +72,11 @@ public final class Filesystem: Sendable {
             throw HoldfastError.invalidArgument("\(error)")
         }
         options.onBudget?(budget)
+        // Every read from here on is a hit at an I/O site, which a fault plan may fail.
+        let io = FaultInjectingDevice(device, budget: budget)
 
         // A first view straight from the image, to find and read the journal.
-        let raw = Filesystem(device: device, superblock: sb, budget: budget, redirects: BlockRedirects(),
+        let raw = Filesystem(device: io, superblock: sb, budget: budget, redirects: BlockRedirects(),
                              readOnlyReasons: [], replay: nil, journalSuperblock: nil, warnings: [])
         var reasons = assessment.readOnlyBecause.map { "feature \($0) is read but not maintained" }
         reasons.append("Holdfast's write path is not built yet")
@@ -123,13 +125,13 @@ public final class Filesystem: Sendable {
             let bs = UInt64(sb.blockSize)
             let sbBlock = UInt64(Superblock.byteOffset) / bs
             if redirects.lookup(sbBlock) != nil {
-                let probe = BufferCache(device: device, blockSize: sb.blockSize, budget: budget, redirects: redirects)
+                let probe = BufferCache(device: io, blockSize: sb.blockSize, budget: budget, redirects: redirects)
                 let block = try probe.readBlock(sbBlock)
                 let start = Superblock.byteOffset % Int(bs)
-                finalSB = try Superblock(Array(block[start..<(start + Superblock.size)]), imageBytes: device.byteCount)
+                finalSB = try Superblock(Array(block[start..<(start + Superblock.size)]), imageBytes: io.byteCount)
             }
         }
-        self.init(device: device, superblock: finalSB, budget: budget, redirects: redirects,
+        self.init(device: io, superblock: finalSB, budget: budget, redirects: redirects,
                   readOnlyReasons: reasons, replay: replay, journalSuperblock: journalSB, warnings: warnings,
                   redirectBytes: redirectBytes)
         handedOver = true
@@ -158,7 +160,9 @@ public final class Filesystem: Sendable {
     public var blockSize: Int { superblock.blockSize }
 
     /// Every allocation site the engine has, layer by layer (`holdfast sites`).
-    public static var allocationSites: [AllocationSite] { AllocationSite.cacheSites + AllocationSite.filesystemSites }
+    public static var allocationSites: [AllocationSite] {
+        AllocationSite.deviceSites + AllocationSite.cacheSites + AllocationSite.filesystemSites
+    }
 
     /// Reads a metadata block through the cache, after checking it lies inside the filesystem.
     func metadataBlock(_ block: UInt64, for structure: Structure, inode: UInt32? = nil) throws -> [UInt8] {

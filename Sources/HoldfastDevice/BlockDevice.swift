@@ -2,15 +2,21 @@
 import Glibc
 #endif
 
-/// What the layers above need from storage: byte-addressed reads of a fixed-size image.
+/// What the layers above need from storage: byte-addressed reads and writes of a fixed-size image.
 public protocol BlockDevice: AnyObject, Sendable {
     var byteCount: UInt64 { get }
     var path: String { get }
+    /// False for a device opened read-only: `write` and `flush` then fail with EROFS.
+    var isWritable: Bool { get }
     /// Fills `buffer` from `offset`; a read past the end is an error, never a silent short read.
     func read(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws(DeviceError)
     /// Copies `count` bytes at `offset` into the host file `fd` at `destination`, without passing
     /// through a user-space buffer where the device can (extraction's bulk path).
     func copy(from offset: UInt64, count: Int, to fd: Int32, at destination: UInt64) throws(DeviceError)
+    /// Writes all of `bytes` at `offset`; the image never grows, so a write past its end is an error.
+    func write(_ bytes: UnsafeRawBufferPointer, at offset: UInt64) throws(DeviceError)
+    /// Makes every completed write durable (fdatasync).
+    func flush() throws(DeviceError)
 }
 
 extension BlockDevice {
@@ -26,14 +32,15 @@ extension BlockDevice {
     }
 }
 
-/// An image file opened read-only and read with pread.
+/// An image file read with pread and, when opened writable, written with pwrite.
 public final class ImageFile: BlockDevice {
     public let path: String
     public let byteCount: UInt64
+    public let isWritable: Bool
     private let fd: Int32
 
-    public init(path: String) throws(DeviceError) {
-        let fd = Syscall.open(path, O_RDONLY)
+    public init(path: String, writable: Bool = false) throws(DeviceError) {
+        let fd = Syscall.open(path, writable ? O_RDWR : O_RDONLY)
         guard fd >= 0 else { throw DeviceError(.open, path: path, errno: Syscall.errno) }
         var st = stat()
         guard fstat(fd, &st) == 0 else {
@@ -53,6 +60,7 @@ public final class ImageFile: BlockDevice {
         self.fd = fd
         self.path = path
         self.byteCount = size
+        self.isWritable = writable
     }
 
     deinit { Syscall.close(fd) }
@@ -90,6 +98,31 @@ public final class ImageFile: BlockDevice {
                 throw DeviceError(.read, path: path, offset: offset, errno: 0, shortBy: buffer.count - done)
             }
             done += n
+        }
+    }
+
+    public func write(_ bytes: UnsafeRawBufferPointer, at offset: UInt64) throws(DeviceError) {
+        guard isWritable else { throw DeviceError(.write, path: path, offset: offset, errno: EROFS) }
+        guard offset + UInt64(bytes.count) <= byteCount else {
+            throw DeviceError(.write, path: path, offset: offset, errno: ENOSPC)
+        }
+        var done = 0
+        while done < bytes.count {
+            let n = Syscall.pwrite(fd, UnsafeRawBufferPointer(rebasing: bytes[done...]), offset + UInt64(done))
+            if n < 0 {
+                let e = Syscall.errno
+                if e == EINTR { continue }
+                throw DeviceError(.write, path: path, offset: offset + UInt64(done), errno: e)
+            }
+            done += n
+        }
+    }
+
+    public func flush() throws(DeviceError) {
+        guard isWritable else { throw DeviceError(.sync, path: path, errno: EROFS) }
+        while Syscall.fdatasync(fd) != 0 {
+            let e = Syscall.errno
+            if e != EINTR { throw DeviceError(.sync, path: path, errno: e) }
         }
     }
 }

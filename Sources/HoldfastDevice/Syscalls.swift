@@ -14,6 +14,12 @@ enum Syscall {
         Glibc.pread(fd, buffer.baseAddress, buffer.count, off_t(offset))
     }
 
+    static func pwrite(_ fd: Int32, _ bytes: UnsafeRawBufferPointer, _ offset: UInt64) -> Int {
+        Glibc.pwrite(fd, bytes.baseAddress, bytes.count, off_t(offset))
+    }
+
+    static func fdatasync(_ fd: Int32) -> Int32 { Glibc.fdatasync(fd) }
+
     static func close(_ fd: Int32) { _ = Glibc.close(fd) }
 
     static func seek(_ fd: Int32, _ offset: UInt64) -> Bool { lseek(fd, off_t(offset), SEEK_SET) >= 0 }

@@ -139,6 +139,10 @@ public final class MemoryBudget: Sendable {
         return true
     }
 
+    /// Counts a hit at an I/O site (one that allocates nothing); true if the fault plan fails it,
+    /// and the caller then reports EIO.
+    public func failsIO(at site: AllocationSite) -> Bool { hit(site) }
+
     /// One lock-free attempt with no counting, for reserves.
     func chargeNow(_ bytes: Int, _ category: MemoryCategory) -> Bool { tryCharge(bytes, category) }
 

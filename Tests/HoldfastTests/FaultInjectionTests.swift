@@ -89,6 +89,44 @@ struct FaultInjectionTests {
         }
     }
 
+    @Test("extract with the Nth device read failing: the right tree, or the I/O error named and never a wrong file passed off as right")
+    func extractUnderEveryInjectedReadError() throws {
+        let s = try Scratch()
+        let img = try Self.makeTinyImage(s)
+        let reference = s.path("reference")
+        try Support.sh([Support.holdfast, "extract", img, reference])
+        var n = 1
+        var failedRuns = 0
+        while true {
+            let out = s.path("out")
+            let r = try Support.run([Support.holdfast, "extract", img, out, "--stats", "--inject", "category=io,nth=\(n)"], timeout: 120)
+            let label = "category=io,nth=\(n)"
+            #expect(!r.signaled, "\(label): killed by a signal")
+            let fired = Self.injectFired(r.stderr) ?? -1
+            if r.status == 0 {
+                #expect(fired == 0, "\(label): a fault fired and the run still exited 0: \(r.stderr.suffix(500))")
+                let diff = try Support.treeDifferences(reference, out)
+                #expect(diff == nil, "\(label): \(diff ?? "")")
+            } else {
+                failedRuns += 1
+                #expect(r.status == 1, "\(label): exit \(r.status)")
+                #expect(r.stderr.contains("injected at device.read"), "\(label): \(r.stderr.suffix(500))")
+                // Whatever did come out must be right: a file whose data could not be read is not
+                // left behind, so no file in the output differs from the reference in content.
+                let diff = try Support.treeDifferences(reference, out) ?? ""
+                let wrong = diff.split(separator: "\n").filter { $0.contains(": content:") || $0.contains(": size:") }
+                #expect(wrong.isEmpty, "\(label): files with wrong contents: \(wrong.prefix(3))")
+            }
+            #expect(r.stderr.contains("budget used=0 "), "\(label): \(r.stderr.suffix(500))")
+            try Support.sh(["rm", "-rf", out])
+            if fired == 0 { break }
+            n += 1
+            if n > 2_000 { Issue.record("the I/O sweep does not converge"); break }
+        }
+        print("I/O fault sweep: \(n) runs, \(failedRuns) failed with the injected EIO")
+        #expect(failedRuns >= 10)
+    }
+
     @Test("HOLDFAST_INJECT works like --inject; a bad spec is refused by name")
     func environmentAndBadSpecs() throws {
         let s = try Scratch()
