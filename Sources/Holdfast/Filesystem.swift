@@ -152,8 +152,8 @@ public final class Filesystem: Sendable {
         self.warnings = warnings
     }
 
+    // The cache gives its own pages back when it goes; only the redirect table is the filesystem's.
     deinit {
-        cache.drain()
         if redirectBytes > 0 { budget.uncharge(redirectBytes, for: .journalRedirects) }
     }
 
