@@ -23,8 +23,8 @@ let package = Package(
         .target(name: "HoldfastDevice", dependencies: ["HoldfastFormat", "HoldfastMemory"]),
         // Layer 4: the buffer cache, on the memory layer.
         .target(name: "HoldfastCache", dependencies: ["HoldfastDevice", "HoldfastMemory"]),
-        // Layer 5: jbd2 (read side: in-memory replay).
-        .target(name: "HoldfastJournal", dependencies: ["HoldfastFormat", "HoldfastCache"]),
+        // Layer 5: transactions and handles (commit in place for now), jbd2 replay in memory.
+        .target(name: "HoldfastJournal", dependencies: ["HoldfastFormat", "HoldfastMemory", "HoldfastDevice", "HoldfastCache"]),
         // Layer 7: the filesystem operations and the public API.
         .target(name: "Holdfast", dependencies: ["CHoldfastShim", "HoldfastFormat", "HoldfastMemory", "HoldfastDevice", "HoldfastCache", "HoldfastJournal"]),
         // Front end: the command-line tool.

@@ -16,13 +16,18 @@ public struct OpenOptions: Sendable {
     /// can report its statistics even when opening fails.
     public var onBudget: (@Sendable (MemoryBudget) -> Void)?
 
-    public init(memoryBudget: Int = 64 << 20, faultPlan: FaultPlan? = nil) {
+    /// Open for changes: the image file is opened read-write and the write path is enabled.
+    public var writable = false
+
+    public init(memoryBudget: Int = 64 << 20, faultPlan: FaultPlan? = nil, writable: Bool = false) {
         self.memoryBudget = memoryBudget
         self.faultPlan = faultPlan
+        self.writable = writable
     }
 }
 
-/// An open ext4 image. Read-only for now; safe to share between threads.
+/// An open ext4 image; safe to share between threads. Opened writable, every change runs under one
+/// write lock, inside a handle of the running transaction (see `Writer.swift`).
 public final class Filesystem: Sendable {
     public let device: any BlockDevice
     public let superblock: Superblock
@@ -47,7 +52,7 @@ public final class Filesystem: Sendable {
     /// and replays a journal that needs recovery into memory (the file is never written).
     public static func open(path: String, options: OpenOptions = OpenOptions()) throws(HoldfastError) -> Filesystem {
         try guarded {
-            let device = try ImageFile(path: path)
+            let device = try ImageFile(path: path, writable: options.writable)
             return try Filesystem(device: device, options: options)
         }
     }
@@ -79,7 +84,7 @@ public final class Filesystem: Sendable {
         let raw = Filesystem(device: io, superblock: sb, budget: budget, redirects: BlockRedirects(),
                              readOnlyReasons: [], replay: nil, journalSuperblock: nil, warnings: [])
         var reasons = assessment.readOnlyBecause.map { "feature \($0) is read but not maintained" }
-        reasons.append("Holdfast's write path is not built yet")
+        reasons += Self.writeRefusals(sb)
         var journalSB: Jbd2.Superblock?
         var warnings: [String] = []
         var replay: ReplaySummary?
@@ -131,29 +136,40 @@ public final class Filesystem: Sendable {
                 finalSB = try Superblock(Array(block[start..<(start + Superblock.size)]), imageBytes: io.byteCount)
             }
         }
+        if options.writable {
+            if !reasons.isEmpty { throw HoldfastError.readOnly(reasons) }
+            if !io.isWritable { throw HoldfastError.readOnly(["the device was opened read-only"]) }
+        }
         self.init(device: io, superblock: finalSB, budget: budget, redirects: redirects,
-                  readOnlyReasons: reasons, replay: replay, journalSuperblock: journalSB, warnings: warnings,
-                  redirectBytes: redirectBytes)
+                  readOnlyReasons: options.writable ? [] : reasons, replay: replay, journalSuperblock: journalSB, warnings: warnings,
+                  redirectBytes: redirectBytes, writable: options.writable)
         handedOver = true
+        if options.writable { try startWriting() }
     }
 
     init(device: any BlockDevice, superblock: Superblock, budget: MemoryBudget, redirects: BlockRedirects,
          readOnlyReasons: [String], replay: ReplaySummary?, journalSuperblock: Jbd2.Superblock?, warnings: [String],
-         redirectBytes: Int = 0) {
+         redirectBytes: Int = 0, writable: Bool = false) {
         self.redirectBytes = redirectBytes
         self.device = device
         self.superblock = superblock
         self.geometry = Geometry(superblock)
         self.budget = budget
-        self.cache = BufferCache(device: device, blockSize: superblock.blockSize, budget: budget, redirects: redirects)
+        let cache = BufferCache(device: device, blockSize: superblock.blockSize, budget: budget, redirects: redirects)
+        self.cache = cache
+        self.writer = writable ? Locked(WriteState(transaction: Transaction(cache: cache), superblock: superblock)) : nil
         self.readOnlyReasons = readOnlyReasons
         self.journalReplay = replay
         self.journalSuperblock = journalSuperblock
         self.warnings = warnings
     }
 
+    /// The write path's state, behind the write lock; nil when opened read-only.
+    let writer: Locked<WriteState>?
+
     // The cache gives its own pages back when it goes; only the redirect table is the filesystem's.
     deinit {
+        if writer != nil { finishWriting(reportingTo: nil) }
         if redirectBytes > 0 { budget.uncharge(redirectBytes, for: .journalRedirects) }
     }
 
@@ -161,7 +177,7 @@ public final class Filesystem: Sendable {
 
     /// Every allocation site the engine has, layer by layer (`holdfast sites`).
     public static var allocationSites: [AllocationSite] {
-        AllocationSite.deviceSites + AllocationSite.cacheSites + AllocationSite.filesystemSites
+        AllocationSite.deviceSites + AllocationSite.cacheSites + AllocationSite.journalSites + AllocationSite.filesystemSites
     }
 
     /// Reads a metadata block through the cache, after checking it lies inside the filesystem.

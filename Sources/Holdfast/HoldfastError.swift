@@ -23,6 +23,22 @@ public enum HoldfastError: Error, Sendable, CustomStringConvertible {
     case invalidArgument(String)
     /// A failure writing outside the image (extract destination, standard output).
     case hostFile(path: String, operation: String, errno: Int32)
+    /// The name is taken (EEXIST).
+    case exists(String)
+    /// rmdir or rename over a directory that still has entries (ENOTEMPTY).
+    case notEmpty(String)
+    /// No free blocks or inodes left, or a directory index is full (ENOSPC).
+    case noSpace(String)
+    /// A path component longer than 255 bytes (ENAMETOOLONG).
+    case nameTooLong(String)
+    /// The image cannot be changed: opened read-only, or it uses features Holdfast reads but does not maintain.
+    case readOnly([String])
+    /// A valid request the engine does not carry out yet, named.
+    case unsupported(String)
+    /// The link count would pass the limit (EMLINK).
+    case tooManyLinks(String)
+    /// Moving a directory under itself (EINVAL in rename).
+    case wouldLoop(String)
 
     public var description: String {
         switch self {
@@ -37,6 +53,14 @@ public enum HoldfastError: Error, Sendable, CustomStringConvertible {
         case .tooManySymlinks(let p): return "\(p): too many levels of symbolic links"
         case .invalidArgument(let why): return why
         case .hostFile(let path, let op, let e): return "\(op) \(path): \(errnoDescription(e))"
+        case .exists(let p): return "\(p): already exists"
+        case .notEmpty(let p): return "\(p): directory not empty"
+        case .noSpace(let why): return "no space left on the image: \(why)"
+        case .nameTooLong(let p): return "\(p): name longer than 255 bytes"
+        case .readOnly(let why): return "the image cannot be written: \(why.joined(separator: "; "))"
+        case .unsupported(let what): return "not supported yet: \(what)"
+        case .tooManyLinks(let p): return "\(p): too many links"
+        case .wouldLoop(let p): return "\(p): cannot move a directory into itself"
         }
     }
 

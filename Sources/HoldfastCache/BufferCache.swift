@@ -7,8 +7,9 @@ import HoldfastMemory
 
 /// Metadata blocks by block number, least recently used dropped first. Block data lives in
 /// arena pages charged at `.bufferBlock`, the index entry at `.bufferIndex`; a shrinker gives
-/// clean blocks back under memory pressure. Thread-safe: device reads and allocations happen
-/// outside the lock, so reclaim can always take it.
+/// clean blocks back under memory pressure. Dirty blocks (changed by a transaction, not yet
+/// written) are pinned: off the LRU list until `writeBack` has written them. Thread-safe: device
+/// reads and allocations happen outside the lock, so reclaim can always take it.
 public final class BufferCache: Sendable {
     public let device: any BlockDevice
     public let blockSize: Int
@@ -23,6 +24,8 @@ public final class BufferCache: Sendable {
         var page: Page
         var prev: Int
         var next: Int
+        /// Changed in memory and not yet written: off the LRU list, so reclaim never sees it.
+        var dirty = false
     }
 
     private struct State {
@@ -33,6 +36,7 @@ public final class BufferCache: Sendable {
         var tail = -1  // least recent
         var hits = 0
         var misses = 0
+        var dirtyCount = 0
     }
 
     private let state = Locked(State())
@@ -190,6 +194,129 @@ public final class BufferCache: Sendable {
         }
     }
 
+    // MARK: Dirty blocks (the write path)
+
+    /// Replaces the cached contents of `block` with `bytes` and pins it dirty. A block not cached
+    /// gets a page (allocated before the lock is taken); `bytes` must be one block.
+    public func storeDirty(_ block: UInt64, _ bytes: [UInt8]) throws {
+        precondition(bytes.count == blockSize)
+        if try storeIfCached(block, bytes, dirty: true) { return }
+        let page = try budget.allocatePageOrThrow(at: .bufferBlock)
+        do { try budget.chargeOrThrow(Self.indexEntryBytes, at: .bufferIndex) } catch {
+            budget.freePage(page, for: .bufferBlock)
+            throw error
+        }
+        let spare = state.withLock { s -> Page? in
+            if let i = s.index[block] {
+                Self.fill(budget, s.slots[i].page, bytes)
+                Self.markDirty(&s, i)
+                return page
+            }
+            Self.fill(budget, page, bytes)
+            let slot = Slot(block: block, page: page, prev: -1, next: -1)
+            let i: Int
+            if let f = s.free.popLast() { s.slots[f] = slot; i = f } else { s.slots.append(slot); i = s.slots.count - 1 }
+            s.index[block] = i
+            Self.pushFront(&s, i)
+            Self.markDirty(&s, i)
+            return nil
+        }
+        if let spare { release([spare]) }
+    }
+
+    /// Puts `bytes` back as the contents of a block the cache holds (a rolled-back change), dirty or
+    /// clean as it was before. Never allocates: the block is pinned by the change being undone.
+    public func restore(_ block: UInt64, _ bytes: [UInt8], dirty: Bool) {
+        let present = (try? storeIfCached(block, bytes, dirty: dirty)) ?? false
+        precondition(present, "restore of block \(block), which the cache no longer holds")
+    }
+
+    private func storeIfCached(_ block: UInt64, _ bytes: [UInt8], dirty: Bool) throws -> Bool {
+        state.withLock { s in
+            guard let i = s.index[block] else { return false }
+            Self.fill(budget, s.slots[i].page, bytes)
+            if dirty { Self.markDirty(&s, i) } else { Self.markClean(&s, i) }
+            return true
+        }
+    }
+
+    /// Is `block` cached with changes not yet written?
+    public func isDirty(_ block: UInt64) -> Bool {
+        state.withLock { s in s.index[block].map { s.slots[$0].dirty } ?? false }
+    }
+
+    /// Forgets `block`, dirty or not (a freed metadata block: its old contents must never be written).
+    public func discard(_ block: UInt64) {
+        let page = state.withLock { s -> Page? in
+            guard let i = s.index[block] else { return nil }
+            if s.slots[i].dirty { s.slots[i].dirty = false; s.dirtyCount -= 1 } else { Self.unlink(&s, i) }
+            s.index[block] = nil
+            s.free.append(i)
+            return s.slots[i].page
+        }
+        if let page { release([page]) }
+    }
+
+    /// Writes the given dirty blocks in block order, runs of neighbours in one call, and marks each
+    /// clean only after its write completed. A failed write leaves the rest dirty and throws.
+    public func writeBack(_ blocks: [UInt64]) throws {
+        let sorted = blocks.sorted()
+        var i = 0
+        let maxRun = max(1, (1 << 20) / blockSize)
+        while i < sorted.count {
+            var j = i + 1
+            while j < sorted.count, j - i < maxRun, sorted[j] == sorted[j - 1] + 1 { j += 1 }
+            let run = Array(sorted[i..<j])
+            var buffer = [UInt8](repeating: 0, count: run.count * blockSize)
+            let present = state.withLock { s -> [Bool] in
+                run.enumerated().map { k, b in
+                    guard let slot = s.index[b], s.slots[slot].dirty else { return false }
+                    let src = UnsafeRawBufferPointer(budget.bytes(s.slots[slot].page))
+                    buffer.withUnsafeMutableBytes { dst in
+                        UnsafeMutableRawBufferPointer(rebasing: dst[(k * blockSize)..<((k + 1) * blockSize)]).copyMemory(from: src)
+                    }
+                    return true
+                }
+            }
+            // Blocks discarded meanwhile split the run: write only what is still dirty.
+            var k = 0
+            while k < run.count {
+                guard present[k] else { k += 1; continue }
+                var e = k + 1
+                while e < run.count, present[e] { e += 1 }
+                try buffer.withUnsafeBytes { all in
+                    try device.write(UnsafeRawBufferPointer(rebasing: all[(k * blockSize)..<(e * blockSize)]), at: run[k] * UInt64(blockSize))
+                }
+                state.withLock { s in
+                    for b in run[k..<e] { if let slot = s.index[b] { Self.markClean(&s, slot) } }
+                }
+                k = e
+            }
+            i = j
+        }
+    }
+
+    /// How many blocks are pinned dirty.
+    public var dirtyCount: Int { state.withLock { $0.dirtyCount } }
+
+    private static func fill(_ budget: MemoryBudget, _ page: Page, _ bytes: [UInt8]) {
+        bytes.withUnsafeBytes { budget.bytes(page).copyMemory(from: $0) }
+    }
+
+    private static func markDirty(_ s: inout State, _ i: Int) {
+        guard !s.slots[i].dirty else { return }
+        unlink(&s, i)
+        s.slots[i].dirty = true
+        s.dirtyCount += 1
+    }
+
+    private static func markClean(_ s: inout State, _ i: Int) {
+        guard s.slots[i].dirty else { return }
+        s.slots[i].dirty = false
+        s.dirtyCount -= 1
+        pushFront(&s, i)
+    }
+
     public var statistics: (cached: Int, hits: Int, misses: Int) {
         state.withLock { ($0.index.count, $0.hits, $0.misses) }
     }
@@ -211,7 +338,7 @@ public final class BufferCache: Sendable {
     }
 
     private static func touch(_ s: inout State, _ i: Int) {
-        guard s.head != i else { return }
+        guard s.head != i, !s.slots[i].dirty else { return }
         unlink(&s, i)
         pushFront(&s, i)
     }

@@ -65,3 +65,30 @@ extension FixedWidthInteger {
         withUnsafeBytes(of: self.littleEndian) { Array($0) }
     }
 }
+
+extension Array where Element == UInt8 {
+    @inlinable public mutating func setU8(_ offset: Int, _ value: UInt8) { self[offset] = value }
+
+    @inlinable public mutating func setLE64(_ offset: Int, _ value: UInt64) {
+        withUnsafeMutableBytes { $0.storeBytes(of: value.littleEndian, toByteOffset: offset, as: UInt64.self) }
+    }
+
+    @inlinable public mutating func setBE16(_ offset: Int, _ value: UInt16) {
+        withUnsafeMutableBytes { $0.storeBytes(of: value.bigEndian, toByteOffset: offset, as: UInt16.self) }
+    }
+
+    @inlinable public mutating func setBE64(_ offset: Int, _ value: UInt64) {
+        withUnsafeMutableBytes { $0.storeBytes(of: value.bigEndian, toByteOffset: offset, as: UInt64.self) }
+    }
+
+    /// Copies `bytes` in at `offset`.
+    @inlinable public mutating func setBytes<C: Collection>(_ offset: Int, _ bytes: C) where C.Element == UInt8 {
+        replaceSubrange(offset..<(offset + bytes.count), with: bytes)
+    }
+
+    /// A NUL-padded fixed-width string field, truncated to fit.
+    public mutating func setCString(_ offset: Int, _ length: Int, _ value: String) {
+        let utf8 = Array(value.utf8.prefix(length))
+        for i in 0..<length { self[offset + i] = i < utf8.count ? utf8[i] : 0 }
+    }
+}

@@ -28,7 +28,7 @@ public enum DirectoryBlock {
     static let tailFileType: UInt8 = 0xDE
 
     /// rec_len as stored, with the 64 KiB-block encoding.
-    @inlinable static func recordLength(_ raw: UInt16, blockSize: Int) -> Int {
+    @inlinable public static func recordLength(_ raw: UInt16, blockSize: Int) -> Int {
         if blockSize < 65536 { return Int(raw) }
         if raw == 65535 || raw == 0 { return blockSize }
         return Int(raw & 65532) | Int(raw & 3) << 16

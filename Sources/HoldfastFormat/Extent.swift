@@ -60,6 +60,11 @@ public struct ExtentIndex: Sendable, Equatable {
     public let logical: UInt32  // ei_block
     public let child: UInt64    // ei_leaf_lo | ei_leaf_hi << 32
 
+    public init(logical: UInt32, child: UInt64) {
+        self.logical = logical
+        self.child = child
+    }
+
     init(_ b: [UInt8], at o: Int) {
         logical = b.le32(o)
         child = UInt64(b.le32(o + 4)) | UInt64(b.le16(o + 8)) << 32

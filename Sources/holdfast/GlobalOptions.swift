@@ -8,7 +8,7 @@ import Glibc
 
 /// Options every command takes.
 struct ImageOptions: ParsableArguments {
-    @Argument(help: "The ext4 image file (or block device) to read.")
+    @Argument(help: "The ext4 image file (or block device).")
     var image: String
 
     @Option(name: .long, help: ArgumentHelp("Memory budget for caches and buffers, e.g. 8M, 64M, 1G.", valueName: "size"))
@@ -22,11 +22,11 @@ struct ImageOptions: ParsableArguments {
     @Flag(name: .long, help: "At exit, print one line per allocation site that was hit, and the budget's used, peak and limit, on standard error.")
     var stats = false
 
-    func open() throws(HoldfastError) -> Filesystem {
+    func open(writable: Bool = false) throws(HoldfastError) -> Filesystem {
         guard let bytes = parseSize(memory), bytes >= 1 << 20 else {
             throw .invalidArgument("--memory \(memory): give a size of at least 1M, like 8M or 1G")
         }
-        var options = OpenOptions(memoryBudget: bytes)
+        var options = OpenOptions(memoryBudget: bytes, writable: writable)
         if let spec = inject ?? environmentInjectSpec() {
             do { options.faultPlan = try FaultPlan(parsing: spec) } catch {
                 throw .invalidArgument("--inject \(spec): \(error)")

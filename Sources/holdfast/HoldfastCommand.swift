@@ -4,11 +4,14 @@ import ArgumentParser
 struct HoldfastCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "holdfast",
-        abstract: "Read ext4 images in user space, inside a fixed memory budget.",
+        abstract: "Read and change ext4 images in user space, inside a fixed memory budget.",
         discussion: """
             Paths inside an image are written from its root, e.g. /etc/passwd.
-            The image file is never modified: an image whose journal needs recovery is
-            replayed in memory, so you see what the kernel would show after mounting it.
+            Reading commands never modify the image: an image whose journal needs recovery
+            is replayed in memory, so you see what the kernel would show after mounting it.
+            Changing commands (put, write, mkdir, rm, mv, ln, chmod, chown, truncate) open
+            the image read-write; each change completes or leaves the image as it was, and
+            everything is written and flushed before the command exits.
 
             Every command takes --memory (the budget), --stats (per-site allocation
             counts and the budget's peak, on stderr at exit) and --inject (fail
@@ -17,6 +20,8 @@ struct HoldfastCommand: ParsableCommand {
             Exit status: 0 success, 1 failure, 2 usage error, 3 corrupt image,
             4 unsupported ext4 feature, 5 out of memory (budget spent or --inject).
             """,
-        subcommands: [InfoCommand.self, LsCommand.self, StatCommand.self, CatCommand.self, TreeCommand.self, ExtractCommand.self, SitesCommand.self]
+        subcommands: [InfoCommand.self, LsCommand.self, StatCommand.self, CatCommand.self, TreeCommand.self, ExtractCommand.self,
+                      PutCommand.self, WriteCommand.self, MkdirCommand.self, RmCommand.self, MvCommand.self, LnCommand.self,
+                      ChmodCommand.self, ChownCommand.self, TruncateCommand.self, SitesCommand.self]
     )
 }

@@ -1,0 +1,152 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import HoldfastFormat
+
+// Linux's lseek whences for sparse files (not exported by Glibc's module map).
+private let seekData: Int32 = 3
+private let seekHole: Int32 = 4
+private let oNoAtime: Int32 = 0o1000000
+
+/// What an import copied.
+public struct ImportSummary: Sendable, Equatable {
+    public var files = 0
+    public var directories = 0
+    public var symlinks = 0
+    public var specialFiles = 0
+    public var hardLinks = 0
+    public var bytes: UInt64 = 0
+}
+
+/// Copying host files into the image like `cp -a`: every file type, owners, permission bits,
+/// nanosecond access and modification times, hard links within the copy, and sparse files with
+/// their holes (trailing holes included).
+extension Filesystem {
+    /// Copies the host file or directory `hostPath` to `name` in directory `parent`.
+    /// `progress` is called after each file with the running totals.
+    @discardableResult
+    public func importHost(_ hostPath: String, into parent: UInt32, name: [UInt8],
+                           progress: ((ImportSummary) -> Void)? = nil) throws(HoldfastError) -> ImportSummary {
+        var summary = ImportSummary()
+        var links: [HostFileID: UInt32] = [:]
+        try importNode(hostPath, into: parent, name: name, summary: &summary, links: &links, progress: progress)
+        return summary
+    }
+
+    private struct HostFileID: Hashable {
+        let device: UInt64
+        let inode: UInt64
+    }
+
+    private func hostError(_ path: String, _ operation: String) -> HoldfastError {
+        .hostFile(path: path, operation: operation, errno: errno)
+    }
+
+    private func importNode(_ path: String, into parent: UInt32, name: [UInt8], summary: inout ImportSummary,
+                            links: inout [HostFileID: UInt32], progress: ((ImportSummary) -> Void)?) throws(HoldfastError) {
+        var st = Glibc.stat()
+        guard lstat(path, &st) == 0 else { throw hostError(path, "stat") }
+        let type = st.st_mode & S_IFMT
+        let owner = Ownership(uid: st.st_uid, gid: st.st_gid, permissions: UInt16(st.st_mode & 0o7777))
+        let id = HostFileID(device: UInt64(st.st_dev), inode: UInt64(st.st_ino))
+        if type != S_IFDIR && st.st_nlink > 1, let first = links[id] {
+            do { try link(first, in: parent, name: name) } catch { throw error.naming(path) }
+            summary.hardLinks += 1
+            return
+        }
+        let number: UInt32
+        switch type {
+        case S_IFDIR:
+            number = try named(path) { () throws(HoldfastError) in try create(name, in: parent, kind: .directory, owner: owner) }
+            summary.directories += 1
+            guard let dir = opendir(path) else { throw hostError(path, "opendir") }
+            var names: [[UInt8]] = []
+            while let entry = readdir(dir) {
+                let n = withUnsafeBytes(of: entry.pointee.d_name) { raw in Array(raw.prefix { $0 != 0 }) }
+                if n != [0x2E] && n != [0x2E, 0x2E] { names.append(n) }
+            }
+            closedir(dir)
+            // Reading the directory moved its access time; copy the time it has now.
+            _ = lstat(path, &st)
+            for child in names.sorted(by: { $0.lexicographicallyPrecedes($1) }) {
+                let childPath = (path.hasSuffix("/") ? path : path + "/") + String(decoding: child, as: UTF8.self)
+                try importNode(childPath, into: number, name: child, summary: &summary, links: &links, progress: progress)
+            }
+        case S_IFREG:
+            number = try named(path) { () throws(HoldfastError) in try create(name, in: parent, kind: .regular, owner: owner) }
+            summary.bytes += try copyHostFile(path, size: UInt64(st.st_size), to: number)
+            summary.files += 1
+        case S_IFLNK:
+            var target = [UInt8](repeating: 0, count: Int(PATH_MAX) + 1)
+            let n = target.withUnsafeMutableBufferPointer { readlink(path, $0.baseAddress!, $0.count) }
+            guard n > 0 else { throw hostError(path, "readlink") }
+            number = try named(path) { () throws(HoldfastError) in
+                try create(name, in: parent, kind: .symlink(target: Array(target[0..<n])), owner: owner)
+            }
+            summary.symlinks += 1
+        case S_IFCHR, S_IFBLK:
+            let dev = UInt64(st.st_rdev)
+            let major = UInt32(truncatingIfNeeded: ((dev >> 8) & 0xFFF) | ((dev >> 32) & ~0xFFF))
+            let minor = UInt32(truncatingIfNeeded: (dev & 0xFF) | ((dev >> 12) & ~0xFF))
+            let kind: NodeKind = type == S_IFCHR ? .characterDevice(major: major, minor: minor) : .blockDevice(major: major, minor: minor)
+            number = try named(path) { () throws(HoldfastError) in try create(name, in: parent, kind: kind, owner: owner) }
+            summary.specialFiles += 1
+        case S_IFIFO, S_IFSOCK:
+            number = try named(path) { () throws(HoldfastError) in
+                try create(name, in: parent, kind: type == S_IFIFO ? .fifo : .socket, owner: owner)
+            }
+            summary.specialFiles += 1
+        default:
+            throw HoldfastError.invalidArgument("\(path): unknown file type")
+        }
+        if type != S_IFDIR && st.st_nlink > 1 { links[id] = number }
+        try setAttributes(number, AttributeChanges(
+            accessTime: Timestamp(seconds: Int64(st.st_atim.tv_sec), nanoseconds: UInt32(st.st_atim.tv_nsec)),
+            modificationTime: Timestamp(seconds: Int64(st.st_mtim.tv_sec), nanoseconds: UInt32(st.st_mtim.tv_nsec))))
+        progress?(summary)
+    }
+
+    private func named<T>(_ path: String, _ body: () throws(HoldfastError) -> T) throws(HoldfastError) -> T {
+        do { return try body() } catch { throw error.naming(path) }
+    }
+
+    /// Copies the data regions of a host file (seekData/seekHole), then sets the size so a
+    /// trailing hole stays a hole. Returns the bytes copied.
+    private func copyHostFile(_ path: String, size: UInt64, to inode: UInt32) throws(HoldfastError) -> UInt64 {
+        // O_NOATIME keeps the copy from touching the source's access time (allowed to its owner and root).
+        var fd = Glibc.open(path, O_RDONLY | oNoAtime)
+        if fd < 0 && errno == EPERM { fd = Glibc.open(path, O_RDONLY) }
+        guard fd >= 0 else { throw hostError(path, "open") }
+        defer { Glibc.close(fd) }
+        let chunk = max(blockSize, min(8 << 20, budget.limit / 8))
+        var buffer = [UInt8](repeating: 0, count: chunk)
+        var copied: UInt64 = 0
+        var position: off_t = 0
+        while UInt64(position) < size {
+            let dataStart = lseek(fd, position, seekData)
+            if dataStart < 0 {
+                if errno == ENXIO { break }  // no data past here: the rest is a hole
+                throw hostError(path, "seek")
+            }
+            var dataEnd = lseek(fd, dataStart, seekHole)
+            if dataEnd < 0 { dataEnd = off_t(size) }
+            var at = dataStart
+            while at < dataEnd {
+                let want = Int(Swift.min(off_t(chunk), dataEnd - at))
+                let n = buffer.withUnsafeMutableBytes { pread(fd, $0.baseAddress, want, at) }
+                if n < 0 {
+                    if errno == EINTR { continue }
+                    throw hostError(path, "read")
+                }
+                if n == 0 { break }
+                try write(inode, at: UInt64(at), Array(buffer[0..<n]))
+                at += off_t(n)
+                copied += UInt64(n)
+            }
+            position = dataEnd
+        }
+        if let node = try? self.inode(inode), node.size != size { try truncate(inode, to: size) }
+        return copied
+    }
+}
+

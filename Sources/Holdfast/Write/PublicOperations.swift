@@ -1,0 +1,220 @@
+import HoldfastFormat
+
+/// Attribute changes for `setAttributes` (chmod, chown, utimens); nil leaves a field alone.
+public struct AttributeChanges: Sendable {
+    public var permissions: UInt16?
+    public var uid: UInt32?
+    public var gid: UInt32?
+    public var accessTime: Timestamp?
+    public var modificationTime: Timestamp?
+
+    public init(permissions: UInt16? = nil, uid: UInt32? = nil, gid: UInt32? = nil,
+                accessTime: Timestamp? = nil, modificationTime: Timestamp? = nil) {
+        self.permissions = permissions
+        self.uid = uid
+        self.gid = gid
+        self.accessTime = accessTime
+        self.modificationTime = modificationTime
+    }
+}
+
+/// Credits for directory operations: inode and bitmap blocks, descriptors, the directory's leaf,
+/// index path and split blocks, and extent tree blocks on the way.
+let directoryCredits = 32
+
+/// Changing the image, by inode number. Every call is one operation: it completes, or it fails with
+/// a typed error and leaves the image as it was. Changes reach the disk at `sync` or `close`, or
+/// earlier when the running transaction grows past a quarter of the memory budget.
+extension Filesystem {
+    /// Creates a file, directory, symlink, device node, FIFO or socket named `name` in `parent`.
+    @discardableResult
+    public func create(_ name: [UInt8], in parent: UInt32, kind: NodeKind, owner: Ownership) throws(HoldfastError) -> UInt32 {
+        try guarded {
+            try mutate(credits: directoryCredits) { ctx in
+                try ctx.createNode(in: parent, name: name, kind: kind, owner: owner, display: String(decoding: name, as: UTF8.self))
+            }
+        }
+    }
+
+    /// Adds the hard link `name` in `parent` to the non-directory `inode`.
+    public func link(_ inode: UInt32, in parent: UInt32, name: [UInt8]) throws(HoldfastError) {
+        try guarded {
+            try mutate(credits: directoryCredits) { ctx in
+                try ctx.link(inode, in: parent, name: name, display: String(decoding: name, as: UTF8.self))
+            }
+        }
+    }
+
+    /// Removes a non-directory's name (unlink(2)); the last link frees the inode.
+    public func unlink(_ name: [UInt8], in parent: UInt32) throws(HoldfastError) {
+        try guarded {
+            try mutate(credits: directoryCredits) { ctx in
+                try ctx.remove(name, from: parent, directory: false, display: String(decoding: name, as: UTF8.self))
+            }
+        }
+    }
+
+    /// Removes an empty directory (rmdir(2)).
+    public func removeDirectory(_ name: [UInt8], in parent: UInt32) throws(HoldfastError) {
+        try guarded {
+            try mutate(credits: directoryCredits) { ctx in
+                try ctx.remove(name, from: parent, directory: true, display: String(decoding: name, as: UTF8.self))
+            }
+        }
+    }
+
+    /// Moves `oldName` in `oldParent` to `newName` in `newParent` (renameat2 semantics by `mode`).
+    public func rename(_ oldName: [UInt8], in oldParent: UInt32, to newName: [UInt8], in newParent: UInt32, mode: RenameMode = .replace) throws(HoldfastError) {
+        try guarded {
+            try mutate(credits: directoryCredits * 2) { ctx in
+                try ctx.rename(from: oldParent, oldName, to: newParent, newName, mode: mode, display: String(decoding: newName, as: UTF8.self))
+            }
+        }
+    }
+
+    /// Writes `data` at byte `offset` of a regular file, in steps of bounded size.
+    public func write(_ inode: UInt32, at offset: UInt64, _ data: UnsafeRawBufferPointer) throws(HoldfastError) {
+        try guarded {
+            let step = max(blockSize, min(16 << 20, budget.limit / 4))
+            var done = 0
+            repeat {
+                let n = min(step, data.count - done)
+                let part = UnsafeRawBufferPointer(rebasing: data[done..<(done + n)])
+                let credits = 16 + 2 * (n / blockSize / (blockSize * 8) + 1)
+                try mutate(credits: credits) { ctx in
+                    var rec = try ctx.inode(inode)
+                    guard FileType(mode: rec.mode) == .regular else {
+                        throw FileType(mode: rec.mode) == .directory ? HoldfastError.isADirectory("inode \(inode)") : HoldfastError.invalidArgument("inode \(inode) is not a regular file")
+                    }
+                    try ctx.writeData(&rec, offset: offset + UInt64(done), data: part)
+                    let now = WriteContext.now()
+                    rec.modificationTime = now
+                    rec.changeTime = now
+                    try ctx.store(rec)
+                }
+                done += n
+            } while done < data.count
+        }
+    }
+
+    /// Writes `data` at byte `offset` of a regular file.
+    public func write(_ inode: UInt32, at offset: UInt64, _ data: [UInt8]) throws(HoldfastError) {
+        var failure: HoldfastError?
+        data.withUnsafeBytes { buffer in
+            do throws(HoldfastError) { try write(inode, at: offset, buffer) } catch { failure = error }
+        }
+        if let failure { throw failure }
+    }
+
+    /// Sets a regular file's size: blocks past a smaller size are freed, a larger size leaves a hole.
+    public func truncate(_ inode: UInt32, to size: UInt64) throws(HoldfastError) {
+        try guarded {
+            try mutate(credits: 64) { ctx in
+                var rec = try ctx.inode(inode)
+                guard FileType(mode: rec.mode) == .regular else {
+                    throw HoldfastError.invalidArgument("inode \(inode) is not a regular file")
+                }
+                guard size <= UInt64(UInt32.max) * UInt64(blockSize) else { throw HoldfastError.invalidArgument("size \(size) is past the largest file size") }
+                try ctx.truncateData(&rec, to: size)
+                let now = WriteContext.now()
+                rec.modificationTime = now
+                rec.changeTime = now
+                try ctx.store(rec)
+            }
+        }
+    }
+
+    /// chmod, chown and utimens in one: the change time is always set to now.
+    public func setAttributes(_ inode: UInt32, _ changes: AttributeChanges) throws(HoldfastError) {
+        try guarded {
+            try mutate(credits: 4) { ctx in
+                var rec = try ctx.inode(inode)
+                if let p = changes.permissions { rec.mode = rec.mode & 0xF000 | p & 0o7777 }
+                if let u = changes.uid { rec.uid = u }
+                if let g = changes.gid { rec.gid = g }
+                if let a = changes.accessTime { rec.accessTime = a }
+                if let m = changes.modificationTime { rec.modificationTime = m }
+                rec.changeTime = WriteContext.now()
+                try ctx.store(rec)
+            }
+        }
+    }
+}
+
+/// The same operations by path inside the image (`/dir/name`).
+extension Filesystem {
+    /// The directory that holds the last component of `path`, and that component.
+    public func parentAndName(_ path: String) throws(HoldfastError) -> (parent: UInt32, name: [UInt8]) {
+        let parts = path.utf8.split(separator: UInt8(ascii: "/"), omittingEmptySubsequences: true).map(Array.init)
+        guard let name = parts.last else { throw HoldfastError.invalidArgument("\(path): the root has no parent") }
+        let parentPath = "/" + parts.dropLast().map { String(decoding: $0, as: UTF8.self) }.joined(separator: "/")
+        let parent = try resolve(parentPath, followFinal: true)
+        guard parent.fileType == .directory else { throw HoldfastError.notADirectory(parentPath) }
+        if name.count > 255 { throw HoldfastError.nameTooLong(path) }
+        return (parent.number, name)
+    }
+
+    @discardableResult
+    public func create(path: String, kind: NodeKind, owner: Ownership) throws(HoldfastError) -> UInt32 {
+        let (parent, name) = try parentAndName(path)
+        do { return try create(name, in: parent, kind: kind, owner: owner) } catch { throw error.naming(path) }
+    }
+
+    /// mkdir -p: creates every missing directory along `path`; existing directories are fine.
+    @discardableResult
+    public func makeDirectories(path: String, owner: Ownership) throws(HoldfastError) -> UInt32 {
+        var current = Filesystem.rootInode
+        var shown = ""
+        for part in path.utf8.split(separator: UInt8(ascii: "/"), omittingEmptySubsequences: true).map(Array.init) {
+            shown += "/" + String(decoding: part, as: UTF8.self)
+            let dir = try inode(current)
+            if let existing = try lookup(part, in: dir) {
+                let node = try inode(existing)
+                guard node.fileType == .directory else { throw HoldfastError.notADirectory(shown) }
+                current = existing
+            } else {
+                do { current = try create(part, in: current, kind: .directory, owner: owner) } catch { throw error.naming(shown) }
+            }
+        }
+        return current
+    }
+
+    public func unlink(path: String) throws(HoldfastError) {
+        let (parent, name) = try parentAndName(path)
+        do { try unlink(name, in: parent) } catch { throw error.naming(path) }
+    }
+
+    public func removeDirectory(path: String) throws(HoldfastError) {
+        let (parent, name) = try parentAndName(path)
+        do { try removeDirectory(name, in: parent) } catch { throw error.naming(path) }
+    }
+
+    public func rename(path: String, to newPath: String, mode: RenameMode = .replace) throws(HoldfastError) {
+        let (a, an) = try parentAndName(path)
+        let (b, bn) = try parentAndName(newPath)
+        do { try rename(an, in: a, to: bn, in: b, mode: mode) } catch { throw error.naming(newPath) }
+    }
+
+    public func link(existing: String, newPath: String) throws(HoldfastError) {
+        let target = try resolve(existing)
+        let (parent, name) = try parentAndName(newPath)
+        do { try link(target.number, in: parent, name: name) } catch { throw error.naming(newPath) }
+    }
+}
+
+extension HoldfastError {
+    /// Puts the user's path in place of the bare name an inode-level call reported.
+    func naming(_ path: String) -> HoldfastError {
+        switch self {
+        case .exists: .exists(path)
+        case .notEmpty: .notEmpty(path)
+        case .nameTooLong: .nameTooLong(path)
+        case .notFound: .notFound(path)
+        case .notADirectory: .notADirectory(path)
+        case .isADirectory: .isADirectory(path)
+        case .tooManyLinks: .tooManyLinks(path)
+        case .wouldLoop: .wouldLoop(path)
+        default: self
+        }
+    }
+}

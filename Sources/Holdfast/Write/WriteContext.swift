@@ -1,0 +1,111 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import HoldfastFormat
+import HoldfastJournal
+
+/// One operation's view of the image for changing it: metadata reads and writes go through the
+/// handle, so a failure anywhere rolls all of them back.
+struct WriteContext {
+    let fs: Filesystem
+    let handle: Handle
+    let state: WriteState
+
+    var sb: Superblock { fs.superblock }
+    var blockSize: Int { fs.blockSize }
+    var checksums: Bool { sb.hasMetadataChecksums }
+
+    /// The wall clock, for inode times.
+    static func now() -> Timestamp {
+        var t = timespec()
+        clock_gettime(CLOCK_REALTIME, &t)
+        return Timestamp(seconds: Int64(t.tv_sec), nanoseconds: UInt32(t.tv_nsec))
+    }
+
+    // MARK: Superblock
+
+    /// Puts the superblock, with free counts summed from the descriptors, into its block.
+    mutating func writeSuperblock() throws {
+        var freeBlocks: UInt64 = 0, freeInodes: UInt64 = 0
+        for g in 0..<UInt32(sb.groupCount) {
+            let gd = try descriptor(g)
+            freeBlocks += UInt64(gd.freeBlocksCount)
+            freeInodes += UInt64(gd.freeInodesCount)
+        }
+        state.superblock.freeBlocksCount = freeBlocks
+        state.superblock.freeInodesCount = UInt32(freeInodes)
+        state.superblock.setWriteTime(Self.now().seconds)
+        state.superblock.seal()
+        let bs = UInt64(blockSize)
+        let block = UInt64(Superblock.byteOffset) / bs
+        let start = Superblock.byteOffset % blockSize
+        let raw = state.superblock.raw
+        try handle.modify(block) { $0.setBytes(start, raw) }
+    }
+
+    // MARK: Group descriptors
+
+    private func descriptorLocation(_ g: UInt32) -> (block: UInt64, offset: Int) {
+        let perBlock = fs.geometry.descriptorsPerBlock
+        return (fs.geometry.descriptorBlock(UInt64(g) / UInt64(perBlock)), Int(g) % perBlock * sb.groupDescriptorSize)
+    }
+
+    func descriptor(_ g: UInt32) throws -> GroupDescriptorRecord {
+        let (block, offset) = descriptorLocation(g)
+        let bytes = try handle.read(block)
+        return GroupDescriptorRecord(Array(bytes[offset..<(offset + sb.groupDescriptorSize)]), group: g)
+    }
+
+    func store(_ gd: GroupDescriptorRecord) throws {
+        var gd = gd
+        gd.seal(sb)
+        let (block, offset) = descriptorLocation(gd.group)
+        let raw = gd.raw
+        try handle.modify(block) { $0.setBytes(offset, raw) }
+    }
+
+    // MARK: Inodes
+
+    private func inodeLocation(_ number: UInt32) throws -> (block: UInt64, offset: Int) {
+        guard number >= 1, number <= sb.inodesCount else {
+            throw CorruptionError(.inode, inode: number, .outOfRange(field: "inode number", value: UInt64(number), limit: UInt64(sb.inodesCount)))
+        }
+        let g = (number - 1) / sb.inodesPerGroup
+        let byteOffset = Int((number - 1) % sb.inodesPerGroup) * Int(sb.inodeSize)
+        let gd = try descriptor(g)
+        return (gd.inodeTable + UInt64(byteOffset / blockSize), byteOffset % blockSize)
+    }
+
+    /// The inode's slot, checksum-verified, ready to change.
+    func inode(_ number: UInt32) throws -> InodeRecord {
+        let (block, offset) = try inodeLocation(number)
+        let bytes = try handle.read(block)
+        let decoded = try Inode(Array(bytes[offset..<(offset + Int(sb.inodeSize))]), number: number, superblock: sb)
+        return InodeRecord(decoded)
+    }
+
+    /// Seals and writes an inode slot.
+    func store(_ record: InodeRecord) throws {
+        var r = record
+        r.seal(sb)
+        let (block, offset) = try inodeLocation(r.number)
+        let raw = r.raw
+        try handle.modify(block) { $0.setBytes(offset, raw) }
+    }
+
+    /// The decoded view of a record (for the read path's walkers), sealed first.
+    func decoded(_ record: InodeRecord) throws -> Inode {
+        var r = record
+        r.seal(sb)
+        return try r.decoded(sb)
+    }
+
+    /// The checksum seed of blocks an inode owns, or nil without metadata_csum.
+    func seed(_ record: InodeRecord) -> UInt32? {
+        guard checksums else { return nil }
+        return CRC32C.update(CRC32C.update(sb.checksumSeed, littleEndian: record.number), littleEndian: record.generation)
+    }
+
+    /// i_blocks change for `count` filesystem blocks.
+    func sectors(_ count: Int) -> UInt64 { UInt64(count * blockSize / 512) }
+}

@@ -1,0 +1,179 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import HoldfastCache
+import HoldfastFormat
+import HoldfastJournal
+import HoldfastMemory
+
+/// What the write path keeps between operations, guarded by the filesystem's write lock.
+final class WriteState {
+    let transaction: Transaction
+    /// The superblock as it will be written at the next commit (free counts are filled in then).
+    var superblock: SuperblockRecord
+    var random: SplitMix64
+    /// Where the next top-level directory goes, so they spread over the groups.
+    var nextDirectoryGroup: UInt32 = 0
+    var closed = false
+    /// The first commit error nobody has been told of yet (reported by sync and close).
+    var pendingError: HoldfastError?
+
+    init(transaction: Transaction, superblock: Superblock) {
+        self.transaction = transaction
+        self.superblock = SuperblockRecord(superblock)
+        var now = timespec()
+        clock_gettime(CLOCK_REALTIME, &now)
+        random = SplitMix64(seed: UInt64(now.tv_nsec) ^ UInt64(now.tv_sec) << 20 ^ UInt64(getpid()))
+    }
+}
+
+extension Filesystem {
+    /// Why an image that reads fine cannot be written by this engine.
+    static func writeRefusals(_ sb: Superblock) -> [String] {
+        var why: [String] = []
+        let notMaintained: [(Bool, String)] = [
+            (sb.featureIncompat.contains(.inlineData), "inline_data"),
+            (sb.featureIncompat.contains(.mmp), "mmp"),
+            (sb.featureIncompat.contains(.metaBG), "meta_bg"),
+            (sb.featureROCompat.contains(.bigalloc), "bigalloc"),
+            (sb.featureROCompat.contains(.quota), "quota"),
+            (sb.featureROCompat.contains(.verity), "verity"),
+            (sb.featureROCompat.contains(.sharedBlocks), "shared_blocks"),
+            (sb.featureROCompat.contains(.readonly), "read-only"),
+        ]
+        for (present, name) in notMaintained where present { why.append("feature \(name) is read but not maintained") }
+        if !sb.featureIncompat.contains(.extents) {
+            why.append("block-mapped (ext2/ext3) images without the extents feature are not writable yet")
+        }
+        if sb.needsRecovery { why.append("the journal needs recovery first (mount it with the kernel, or run e2fsck)") }
+        if sb.featureROCompat.contains(.orphanPresent) || sb.lastOrphan != 0 {
+            why.append("the image has orphan inodes to clean up first (run e2fsck)")
+        }
+        if sb.state & 0x2 != 0 { why.append("the image has errors recorded (run e2fsck)") }
+        if sb.blockSize > 65536 { why.append("block size \(sb.blockSize) is larger than 64 KiB") }
+        return why
+    }
+
+    /// Marks the image in use (s_state without VALID_FS) before the first change, as the kernel does
+    /// for an unjournalled mount: a crash before `close` leaves it marked for e2fsck.
+    func startWriting() throws {
+        try mutate(credits: 1) { ctx in
+            ctx.state.superblock.state &= ~SuperblockRecord.stateValid
+        }
+        try sync()
+    }
+
+    /// Runs one operation: a handle of `credits` blocks under the write lock. A thrown error rolls
+    /// every block back; success leaves the changes in the running transaction, which is committed
+    /// when it holds a quarter of the memory budget.
+    func mutate<R>(credits: Int, _ body: (inout WriteContext) throws -> R) throws -> R {
+        guard let writer else { throw HoldfastError.readOnly(readOnlyReasons.isEmpty ? ["opened read-only"] : readOnlyReasons) }
+        return try writer.withLock { state throws -> R in
+            guard !state.closed else { throw HoldfastError.invalidArgument("the filesystem is closed") }
+            let handle = state.transaction.begin(credits: credits)
+            var ctx = WriteContext(fs: self, handle: handle, state: state)
+            let result: R
+            do {
+                result = try body(&ctx)
+            } catch {
+                handle.abort()
+                throw error
+            }
+            handle.stop()
+            if state.transaction.dirtyBytes >= budget.limit / 4 { try commitLocked(state) }
+            return result
+        }
+    }
+
+    /// Writes the superblock's free counts and write time into its block, then commits.
+    private func commitLocked(_ state: WriteState) throws {
+        guard state.transaction.dirtyBlocks > 0 else { return }
+        let handle = state.transaction.begin(credits: 1)
+        var ctx = WriteContext(fs: self, handle: handle, state: state)
+        do {
+            try ctx.writeSuperblock()
+            handle.stop()
+        } catch {
+            handle.abort()
+            throw error
+        }
+        do {
+            try state.transaction.commit()
+        } catch {
+            let e = HoldfastError.wrap(error)
+            if state.pendingError == nil { state.pendingError = e }
+            throw e
+        }
+    }
+
+    /// Commits every change so far and makes it durable (fsync of the whole image).
+    public func sync() throws(HoldfastError) {
+        guard let writer else { return }
+        try guarded {
+            try writer.withLock { state in
+                try commitLocked(state)
+                if let e = state.pendingError { state.pendingError = nil; throw e }
+            }
+        }
+    }
+
+    /// Commits, marks the image cleanly unmounted and closes it for writing. Errors name what could
+    /// not be written; the image is then left marked for e2fsck.
+    public func close() throws(HoldfastError) {
+        guard let writer else { return }
+        try guarded {
+            try writer.withLock { state in
+                guard !state.closed else { return }
+                try commitLocked(state)
+                state.superblock.state |= SuperblockRecord.stateValid
+                let handle = state.transaction.begin(credits: 1)
+                var ctx = WriteContext(fs: self, handle: handle, state: state)
+                do { try ctx.writeSuperblock(); handle.stop() } catch { handle.abort(); throw error }
+                try state.transaction.commit()
+                state.closed = true
+                if let e = state.pendingError { state.pendingError = nil; throw e }
+            }
+        }
+    }
+
+    /// Last resort when a writable filesystem is dropped without `close`: commit, and say so if that fails.
+    func finishWriting(reportingTo report: ((String) -> Void)?) {
+        do { try close() } catch {
+            let line = "holdfast: changes to \(device.path) could not be written at close: \(error)\n"
+            if let report { report(line) } else { _ = line.withCString { Glibc.write(2, $0, strlen($0)) } }
+        }
+    }
+
+    /// Is this filesystem open for changes?
+    public var isWritable: Bool { writer != nil }
+}
+
+/// Free space and inodes (statfs).
+public struct FilesystemStatistics: Sendable, Equatable {
+    public var blockSize: Int
+    public var blocks: UInt64
+    public var freeBlocks: UInt64
+    public var availableBlocks: UInt64
+    public var inodes: UInt64
+    public var freeInodes: UInt64
+    public var maxNameLength: Int
+}
+
+extension Filesystem {
+    /// statfs: counts summed from the group descriptors, so they include uncommitted changes.
+    public func statistics() throws(HoldfastError) -> FilesystemStatistics {
+        try guarded {
+            var freeBlocks: UInt64 = 0, freeInodes: UInt64 = 0
+            for g in 0..<UInt32(superblock.groupCount) {
+                let gd = try descriptor(g)
+                freeBlocks += UInt64(gd.freeBlocksCount)
+                freeInodes += UInt64(gd.freeInodesCount)
+            }
+            let reserved = superblock.reservedBlocksCount
+            return FilesystemStatistics(
+                blockSize: blockSize, blocks: superblock.blocksCount, freeBlocks: freeBlocks,
+                availableBlocks: freeBlocks > reserved ? freeBlocks - reserved : 0,
+                inodes: UInt64(superblock.inodesCount), freeInodes: freeInodes, maxNameLength: 255)
+        }
+    }
+}
