@@ -25,6 +25,7 @@ raw bytes so non-UTF-8 names work):
 
 Options:
   --no-owner           do not compare uid/gid
+  --no-xattrs          do not compare xattrs
   --no-devices         skip character and block devices entirely (e.g. when
                        one side was extracted without the right to mknod)
   --ignore-root-times  do not compare atime/mtime of A and B themselves
@@ -160,7 +161,8 @@ def fmt_ns(ns):
 
 
 class TreeDiff:
-    def __init__(self, a, b, no_owner, no_devices, ignore_root_times):
+    def __init__(self, a, b, no_owner, no_devices, ignore_root_times, no_xattrs=False):
+        self.no_xattrs = no_xattrs
         self.a, self.b = a, b
         self.no_owner = no_owner
         self.no_devices = no_devices
@@ -231,19 +233,20 @@ class TreeDiff:
                           f"{os.major(sa.st_rdev)},{os.minor(sa.st_rdev)} != "
                           f"{os.major(sb.st_rdev)},{os.minor(sb.st_rdev)}")
 
-        xa, ea = read_xattrs(pa)
-        xb, eb = read_xattrs(pb)
-        for e in ea:
-            self.diff(rel, "xattr", f"in A: {e}")
-        for e in eb:
-            self.diff(rel, "xattr", f"in B: {e}")
-        for name in sorted(set(xa) | set(xb)):
-            if name not in xb:
-                self.diff(rel, "xattr", f"{name} only in A")
-            elif name not in xa:
-                self.diff(rel, "xattr", f"{name} only in B")
-            elif xa[name] != xb[name]:
-                self.diff(rel, "xattr", f"{name} value {short(xa[name])} != {short(xb[name])}")
+        if not self.no_xattrs:
+            xa, ea = read_xattrs(pa)
+            xb, eb = read_xattrs(pb)
+            for e in ea:
+                self.diff(rel, "xattr", f"in A: {e}")
+            for e in eb:
+                self.diff(rel, "xattr", f"in B: {e}")
+            for name in sorted(set(xa) | set(xb)):
+                if name not in xb:
+                    self.diff(rel, "xattr", f"{name} only in A")
+                elif name not in xa:
+                    self.diff(rel, "xattr", f"{name} only in B")
+                elif xa[name] != xb[name]:
+                    self.diff(rel, "xattr", f"{name} value {short(xa[name])} != {short(xb[name])}")
 
         if is_dir:
             self.compare_dir(rel, pa, pb)
@@ -298,6 +301,7 @@ def main():
     ap.add_argument("a", metavar="A", help="first tree")
     ap.add_argument("b", metavar="B", help="second tree")
     ap.add_argument("--no-owner", action="store_true", help="ignore uid/gid")
+    ap.add_argument("--no-xattrs", action="store_true", help="do not compare xattrs")
     ap.add_argument("--no-devices", action="store_true",
                     help="skip char/block devices")
     ap.add_argument("--ignore-root-times", action="store_true",
@@ -309,7 +313,7 @@ def main():
             ap.error(f"{p} is not a directory")
 
     td = TreeDiff(os.fsencode(args.a), os.fsencode(args.b),
-                  args.no_owner, args.no_devices, args.ignore_root_times)
+                  args.no_owner, args.no_devices, args.ignore_root_times, args.no_xattrs)
     try:
         diffs = td.run()
     except OSError as e:

@@ -240,6 +240,16 @@ public final class BufferCache: Sendable {
         }
     }
 
+    /// Overwrites bytes of a cached block in place, dirty state unchanged (the superblock, written
+    /// straight to the device at commit, keeps its cached block current this way). Never allocates.
+    public func patchIfCached(_ block: UInt64, at offset: Int, _ bytes: [UInt8]) {
+        state.withLock { s in
+            guard let i = s.index[block] else { return }
+            let page = budget.bytes(s.slots[i].page)
+            bytes.withUnsafeBytes { UnsafeMutableRawBufferPointer(rebasing: page[offset..<(offset + bytes.count)]).copyMemory(from: $0) }
+        }
+    }
+
     /// Is `block` cached with changes not yet written?
     public func isDirty(_ block: UInt64) -> Bool {
         state.withLock { s in s.index[block].map { s.slots[$0].dirty } ?? false }

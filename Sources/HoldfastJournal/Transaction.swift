@@ -28,9 +28,10 @@ public final class Transaction {
 
     /// Writes every changed block in place, then makes it durable. A failure leaves the blocks
     /// dirty and pinned, so a later commit retries them.
-    public func commit() throws {
-        guard !blocks.isEmpty else { return }
+    /// `afterBlocks` runs between the in-place writes and the flush (the superblock goes there).
+    public func commit(afterBlocks: () throws -> Void = {}) throws {
         try cache.writeBack(Array(blocks))
+        try afterBlocks()
         try cache.device.flush()
         blocks.removeAll(keepingCapacity: true)
         sequence += 1

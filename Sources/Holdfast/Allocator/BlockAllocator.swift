@@ -59,6 +59,7 @@ extension WriteContext {
             let run = Bitmap.clearRun(bitmap, from: start, maximum: min(count, Int(gd.freeBlocksCount)), limit: limit)
             for i in start..<(start + run) { Bitmap.set(&bitmap, i) }
             gd.freeBlocksCount -= UInt32(run)
+            counts.blocks -= Int64(run)
             gd.setBlockBitmapChecksum(bitmap[...], sb)
             try handle.write(gd.blockBitmap, bitmap)
             try store(gd)
@@ -88,6 +89,7 @@ extension WriteContext {
                 Bitmap.clear(&bitmap, i)
             }
             gd.freeBlocksCount += UInt32(n)
+            counts.blocks += Int64(n)
             gd.setBlockBitmapChecksum(bitmap[...], sb)
             try handle.write(gd.blockBitmap, bitmap)
             try store(gd)

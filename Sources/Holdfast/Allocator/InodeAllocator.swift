@@ -34,6 +34,7 @@ extension WriteContext {
             guard let index = Bitmap.firstClear(bitmap, from: from, limit: Int(sb.inodesPerGroup)) else { continue }
             Bitmap.set(&bitmap, index)
             gd.freeInodesCount -= 1
+            counts.inodes -= 1
             if directory { gd.usedDirsCount += 1 }
             let unused = sb.inodesPerGroup - UInt32(index) - 1
             if sb.hasGDTChecksums || checksums { gd.inodeTableUnused = min(gd.inodeTableUnused, unused) }
@@ -56,6 +57,7 @@ extension WriteContext {
         }
         Bitmap.clear(&bitmap, index)
         gd.freeInodesCount += 1
+        counts.inodes += 1
         if directory && gd.usedDirsCount > 0 { gd.usedDirsCount -= 1 }
         gd.setInodeBitmapChecksum(bitmap[...], sb)
         try handle.write(gd.inodeBitmap, bitmap)

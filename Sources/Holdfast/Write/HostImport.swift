@@ -29,7 +29,7 @@ extension Filesystem {
                            progress: ((ImportSummary) -> Void)? = nil) throws(HoldfastError) -> ImportSummary {
         var summary = ImportSummary()
         var links: [HostFileID: UInt32] = [:]
-        try importNode(hostPath, into: parent, name: name, summary: &summary, links: &links, progress: progress)
+        try importNode(Array(hostPath.utf8), into: parent, name: name, summary: &summary, links: &links, progress: progress)
         return summary
     }
 
@@ -38,19 +38,24 @@ extension Filesystem {
         let inode: UInt64
     }
 
-    private func hostError(_ path: String, _ operation: String) -> HoldfastError {
-        .hostFile(path: path, operation: operation, errno: errno)
+    private func hostError(_ path: [UInt8], _ operation: String) -> HoldfastError {
+        .hostFile(path: String(decoding: path, as: UTF8.self), operation: operation, errno: errno)
     }
 
-    private func importNode(_ path: String, into parent: UInt32, name: [UInt8], summary: inout ImportSummary,
+    /// Host paths stay bytes end to end, so names that are not UTF-8 copy exactly.
+    private func withCPath<R>(_ path: [UInt8], _ body: (UnsafePointer<CChar>) -> R) -> R {
+        (path.map { CChar(bitPattern: $0) } + [0]).withUnsafeBufferPointer { body($0.baseAddress!) }
+    }
+
+    private func importNode(_ path: [UInt8], into parent: UInt32, name: [UInt8], summary: inout ImportSummary,
                             links: inout [HostFileID: UInt32], progress: ((ImportSummary) -> Void)?) throws(HoldfastError) {
         var st = Glibc.stat()
-        guard lstat(path, &st) == 0 else { throw hostError(path, "stat") }
+        guard withCPath(path, { lstat($0, &st) }) == 0 else { throw hostError(path, "stat") }
         let type = st.st_mode & S_IFMT
         let owner = Ownership(uid: st.st_uid, gid: st.st_gid, permissions: UInt16(st.st_mode & 0o7777))
         let id = HostFileID(device: UInt64(st.st_dev), inode: UInt64(st.st_ino))
         if type != S_IFDIR && st.st_nlink > 1, let first = links[id] {
-            do { try link(first, in: parent, name: name) } catch { throw error.naming(path) }
+            do { try link(first, in: parent, name: name) } catch { throw error.naming(String(decoding: path, as: UTF8.self)) }
             summary.hardLinks += 1
             return
         }
@@ -59,7 +64,7 @@ extension Filesystem {
         case S_IFDIR:
             number = try named(path) { () throws(HoldfastError) in try create(name, in: parent, kind: .directory, owner: owner) }
             summary.directories += 1
-            guard let dir = opendir(path) else { throw hostError(path, "opendir") }
+            guard let dir = withCPath(path, { opendir($0) }) else { throw hostError(path, "opendir") }
             var names: [[UInt8]] = []
             while let entry = readdir(dir) {
                 let n = withUnsafeBytes(of: entry.pointee.d_name) { raw in Array(raw.prefix { $0 != 0 }) }
@@ -67,9 +72,9 @@ extension Filesystem {
             }
             closedir(dir)
             // Reading the directory moved its access time; copy the time it has now.
-            _ = lstat(path, &st)
+            _ = withCPath(path) { lstat($0, &st) }
             for child in names.sorted(by: { $0.lexicographicallyPrecedes($1) }) {
-                let childPath = (path.hasSuffix("/") ? path : path + "/") + String(decoding: child, as: UTF8.self)
+                let childPath = (path.last == 0x2F ? path : path + [0x2F]) + child
                 try importNode(childPath, into: number, name: child, summary: &summary, links: &links, progress: progress)
             }
         case S_IFREG:
@@ -78,7 +83,7 @@ extension Filesystem {
             summary.files += 1
         case S_IFLNK:
             var target = [UInt8](repeating: 0, count: Int(PATH_MAX) + 1)
-            let n = target.withUnsafeMutableBufferPointer { readlink(path, $0.baseAddress!, $0.count) }
+            let n = target.withUnsafeMutableBufferPointer { t in withCPath(path) { readlink($0, t.baseAddress!, t.count) } }
             guard n > 0 else { throw hostError(path, "readlink") }
             number = try named(path) { () throws(HoldfastError) in
                 try create(name, in: parent, kind: .symlink(target: Array(target[0..<n])), owner: owner)
@@ -97,7 +102,7 @@ extension Filesystem {
             }
             summary.specialFiles += 1
         default:
-            throw HoldfastError.invalidArgument("\(path): unknown file type")
+            throw HoldfastError.invalidArgument("\(String(decoding: path, as: UTF8.self)): unknown file type")
         }
         if type != S_IFDIR && st.st_nlink > 1 { links[id] = number }
         try setAttributes(number, AttributeChanges(
@@ -106,16 +111,16 @@ extension Filesystem {
         progress?(summary)
     }
 
-    private func named<T>(_ path: String, _ body: () throws(HoldfastError) -> T) throws(HoldfastError) -> T {
-        do { return try body() } catch { throw error.naming(path) }
+    private func named<T>(_ path: [UInt8], _ body: () throws(HoldfastError) -> T) throws(HoldfastError) -> T {
+        do { return try body() } catch { throw error.naming(String(decoding: path, as: UTF8.self)) }
     }
 
     /// Copies the data regions of a host file (seekData/seekHole), then sets the size so a
     /// trailing hole stays a hole. Returns the bytes copied.
-    private func copyHostFile(_ path: String, size: UInt64, to inode: UInt32) throws(HoldfastError) -> UInt64 {
+    private func copyHostFile(_ path: [UInt8], size: UInt64, to inode: UInt32) throws(HoldfastError) -> UInt64 {
         // O_NOATIME keeps the copy from touching the source's access time (allowed to its owner and root).
-        var fd = Glibc.open(path, O_RDONLY | oNoAtime)
-        if fd < 0 && errno == EPERM { fd = Glibc.open(path, O_RDONLY) }
+        var fd = withCPath(path) { Glibc.open($0, O_RDONLY | oNoAtime) }
+        if fd < 0 && errno == EPERM { fd = withCPath(path) { Glibc.open($0, O_RDONLY) } }
         guard fd >= 0 else { throw hostError(path, "open") }
         defer { Glibc.close(fd) }
         let chunk = max(blockSize, min(8 << 20, budget.limit / 8))

@@ -10,6 +10,8 @@ struct WriteContext {
     let fs: Filesystem
     let handle: Handle
     let state: WriteState
+    /// This operation's change to the free counts, applied to the state only if it succeeds.
+    let counts = CountChanges()
 
     var sb: Superblock { fs.superblock }
     var blockSize: Int { fs.blockSize }
@@ -22,26 +24,6 @@ struct WriteContext {
         return Timestamp(seconds: Int64(t.tv_sec), nanoseconds: UInt32(t.tv_nsec))
     }
 
-    // MARK: Superblock
-
-    /// Puts the superblock, with free counts summed from the descriptors, into its block.
-    mutating func writeSuperblock() throws {
-        var freeBlocks: UInt64 = 0, freeInodes: UInt64 = 0
-        for g in 0..<UInt32(sb.groupCount) {
-            let gd = try descriptor(g)
-            freeBlocks += UInt64(gd.freeBlocksCount)
-            freeInodes += UInt64(gd.freeInodesCount)
-        }
-        state.superblock.freeBlocksCount = freeBlocks
-        state.superblock.freeInodesCount = UInt32(freeInodes)
-        state.superblock.setWriteTime(Self.now().seconds)
-        state.superblock.seal()
-        let bs = UInt64(blockSize)
-        let block = UInt64(Superblock.byteOffset) / bs
-        let start = Superblock.byteOffset % blockSize
-        let raw = state.superblock.raw
-        try handle.modify(block) { $0.setBytes(start, raw) }
-    }
 
     // MARK: Group descriptors
 
@@ -108,4 +90,10 @@ struct WriteContext {
 
     /// i_blocks change for `count` filesystem blocks.
     func sectors(_ count: Int) -> UInt64 { UInt64(count * blockSize / 512) }
+}
+
+/// Free block and inode count changes of one operation.
+final class CountChanges {
+    var blocks: Int64 = 0
+    var inodes: Int64 = 0
 }

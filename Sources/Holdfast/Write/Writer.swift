@@ -17,6 +17,9 @@ final class WriteState {
     var closed = false
     /// The first commit error nobody has been told of yet (reported by sync and close).
     var pendingError: HoldfastError?
+    /// Free blocks and inodes, kept exact as operations end (summed from the descriptors at open).
+    var freeBlocks: UInt64 = 0
+    var freeInodes: UInt64 = 0
 
     init(transaction: Transaction, superblock: Superblock) {
         self.transaction = transaction
@@ -57,10 +60,18 @@ extension Filesystem {
     /// Marks the image in use (s_state without VALID_FS) before the first change, as the kernel does
     /// for an unjournalled mount: a crash before `close` leaves it marked for e2fsck.
     func startWriting() throws {
-        try mutate(credits: 1) { ctx in
-            ctx.state.superblock.state &= ~SuperblockRecord.stateValid
+        var freeBlocks: UInt64 = 0, freeInodes: UInt64 = 0
+        for g in 0..<UInt32(superblock.groupCount) {
+            let gd = try descriptor(g)
+            freeBlocks += UInt64(gd.freeBlocksCount)
+            freeInodes += UInt64(gd.freeInodesCount)
         }
-        try sync()
+        try writer!.withLock { state in
+            state.freeBlocks = freeBlocks
+            state.freeInodes = freeInodes
+            state.superblock.state &= ~SuperblockRecord.stateValid
+            try commitLocked(state, force: true)
+        }
     }
 
     /// Runs one operation: a handle of `credits` blocks under the write lock. A thrown error rolls
@@ -80,25 +91,29 @@ extension Filesystem {
                 throw error
             }
             handle.stop()
+            state.freeBlocks = UInt64(Int64(state.freeBlocks) + ctx.counts.blocks)
+            state.freeInodes = UInt64(Int64(state.freeInodes) + ctx.counts.inodes)
             if state.transaction.dirtyBytes >= budget.limit / 4 { try commitLocked(state) }
             return result
         }
     }
 
-    /// Writes the superblock's free counts and write time into its block, then commits.
-    private func commitLocked(_ state: WriteState) throws {
-        guard state.transaction.dirtyBlocks > 0 else { return }
-        let handle = state.transaction.begin(credits: 1)
-        var ctx = WriteContext(fs: self, handle: handle, state: state)
+    /// Commits the running transaction, then writes the superblock (free counts, write time) straight
+    /// to the device. Nothing here allocates from the budget: a commit cannot fail for want of memory.
+    private func commitLocked(_ state: WriteState, force: Bool = false) throws {
+        guard force || state.transaction.dirtyBlocks > 0 else { return }
         do {
-            try ctx.writeSuperblock()
-            handle.stop()
-        } catch {
-            handle.abort()
-            throw error
-        }
-        do {
-            try state.transaction.commit()
+            try state.transaction.commit {
+                state.superblock.freeBlocksCount = state.freeBlocks
+                state.superblock.freeInodesCount = UInt32(state.freeInodes)
+                state.superblock.setWriteTime(WriteContext.now().seconds)
+                state.superblock.seal()
+                let raw = state.superblock.raw
+                try raw.withUnsafeBytes { try device.write($0, at: UInt64(Superblock.byteOffset)) }
+                let bs = blockSize
+                let block = UInt64(Superblock.byteOffset / bs)
+                cache.patchIfCached(block, at: Superblock.byteOffset % bs, raw)
+            }
         } catch {
             let e = HoldfastError.wrap(error)
             if state.pendingError == nil { state.pendingError = e }
@@ -126,10 +141,7 @@ extension Filesystem {
                 guard !state.closed else { return }
                 try commitLocked(state)
                 state.superblock.state |= SuperblockRecord.stateValid
-                let handle = state.transaction.begin(credits: 1)
-                var ctx = WriteContext(fs: self, handle: handle, state: state)
-                do { try ctx.writeSuperblock(); handle.stop() } catch { handle.abort(); throw error }
-                try state.transaction.commit()
+                try commitLocked(state, force: true)
                 state.closed = true
                 if let e = state.pendingError { state.pendingError = nil; throw e }
             }

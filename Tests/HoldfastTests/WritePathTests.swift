@@ -1,0 +1,236 @@
+import Foundation
+import Holdfast
+import HoldfastFormat
+import HoldfastMemory
+import Testing
+
+/// The write path, judged from outside: `e2fsck -fn` after every workload and the kernel's ext4
+/// (loop mount) for what the tree must look like.
+@Suite("write path", .serialized)
+struct WritePathTests {
+    static func makeImage(_ path: String, blockSize: Int, megabytes: Int, extra: [String] = []) throws {
+        try Support.sh(["mkfs.ext4", "-q", "-F", "-b", String(blockSize)] + extra + [path, "\(megabytes)M"])
+    }
+
+    static func expectClean(_ image: String, sourceLocation: SourceLocation = #_sourceLocation) throws {
+        let r = try Support.run(["e2fsck", "-fn", image])
+        #expect(r.status == 0, "e2fsck -fn:\n\(r.out)\(r.stderr)", sourceLocation: sourceLocation)
+    }
+
+    static func open(_ image: String, memory: Int = 16 << 20, faults: FaultPlan? = nil) throws -> Filesystem {
+        var options = OpenOptions(memoryBudget: memory, writable: true)
+        options.faultPlan = faults
+        return try Filesystem.open(path: image, options: options)
+    }
+
+    @Test("put copies the small tree as the kernel shows it", arguments: [1024, 2048, 4096])
+    func putTree(blockSize: Int) throws {
+        try #require(Support.canLoopMount, "loop mounts are not permitted here: skipping the kernel comparison")
+        let scratch = try Scratch()
+        let image = scratch.path("w.img")
+        try Self.makeImage(image, blockSize: blockSize, megabytes: 64)
+        let fs = try Self.open(image)
+        let summary = try fs.importHost(Trees.small, into: Filesystem.rootInode, name: Array("tree".utf8))
+        #expect(summary.files > 3000)
+        try fs.close()
+        #expect(fs.budget.peak <= 16 << 20)
+        try Self.expectClean(image)
+        try Support.withLoopMount(image) { mnt in
+            // xattrs are not written yet (see the issue note); everything else must match.
+            let diff = try Support.treeDifferences(Trees.small, mnt + "/tree", extra: ["--no-xattrs", "--ignore-root-times"])
+            #expect(diff == nil, "\(diff ?? "")")
+        }
+    }
+
+    @Test("operations through the library API", arguments: [1024, 4096])
+    func operations(blockSize: Int) throws {
+        try #require(Support.canLoopMount, "loop mounts are not permitted here: skipping the kernel comparison")
+        let scratch = try Scratch()
+        let image = scratch.path("ops.img")
+        try Self.makeImage(image, blockSize: blockSize, megabytes: 128)
+        let fs = try Self.open(image)
+        let me = Ownership(uid: 1000, gid: 100, permissions: 0o640)
+        try fs.makeDirectories(path: "/a/b/c", owner: Ownership(permissions: 0o755))
+        let f = try fs.create(path: "/a/file", kind: .regular, owner: me)
+        // A hole, then data across a block boundary, then data far out.
+        try fs.write(f, at: 5000, Array(repeating: 0x41, count: 3000))
+        try fs.write(f, at: 10 << 20, Array("tail".utf8))
+        try fs.create(path: "/a/b/fast", kind: .symlink(target: Array("../file".utf8)), owner: Ownership(permissions: 0o777))
+        try fs.create(path: "/a/b/slow", kind: .symlink(target: Array(repeating: 0x78, count: 300)), owner: Ownership(permissions: 0o777))
+        try fs.create(path: "/a/dev", kind: .characterDevice(major: 1, minor: 3), owner: Ownership(permissions: 0o666))
+        try fs.link(existing: "/a/file", newPath: "/a/b/c/hard")
+        // Moving a directory rewrites its '..' and both parents' link counts.
+        try fs.rename(path: "/a/b/c", to: "/c-moved")
+        #expect(throws: HoldfastError.self) { try fs.rename(path: "/a/b", to: "/a/file", mode: .noReplace) }
+        #expect(throws: HoldfastError.self) { try fs.removeDirectory(path: "/a") }
+        #expect(throws: HoldfastError.self) { try fs.create(path: "/a/" + String(repeating: "n", count: 256), kind: .regular, owner: me) }
+        #expect(throws: HoldfastError.self) { try fs.rename(path: "/a", to: "/a/b/inside") }
+        let g = try fs.create(path: "/a/shrink", kind: .regular, owner: me)
+        try fs.write(g, at: 0, Array(repeating: 0x42, count: 200_000))
+        try fs.truncate(g, to: 1234)
+        try fs.truncate(g, to: 50_000)
+        try fs.write(g, at: 49_000, Array("end".utf8))
+        try fs.setAttributes(g, AttributeChanges(permissions: 0o4755, uid: 7, gid: 8,
+                                                 modificationTime: Timestamp(seconds: 1_000_000_000, nanoseconds: 123_456_789)))
+        let x = try fs.create(path: "/a/x", kind: .regular, owner: me)
+        let y = try fs.create(path: "/a/y", kind: .regular, owner: me)
+        try fs.write(x, at: 0, Array("x".utf8))
+        try fs.write(y, at: 0, Array("y".utf8))
+        try fs.rename(path: "/a/x", to: "/a/y", mode: .exchange)
+        try fs.unlink(path: "/a/b/slow")
+        // A big directory: an htree with a second level at 1 KiB blocks, then half of it removed.
+        let big = try fs.makeDirectories(path: "/big", owner: Ownership(permissions: 0o755))
+        for i in 0..<6000 { try fs.create(Array("entry-\(i)-with-some-length".utf8), in: big, kind: .regular, owner: me) }
+        for i in stride(from: 0, to: 6000, by: 2) { try fs.unlink(Array("entry-\(i)-with-some-length".utf8), in: big) }
+        let bigInode = try fs.resolve("/big")
+        #expect(bigInode.isHashIndexed)
+        for i in 0..<6000 {
+            #expect((try fs.lookup(Array("entry-\(i)-with-some-length".utf8), in: bigInode) != nil) == (i % 2 == 1))
+        }
+        let stats = try fs.statistics()
+        try fs.close()
+        try Self.expectClean(image)
+
+        try Support.withLoopMount(image) { mnt in
+            let fm = FileManager.default
+            let data = try #require(fm.contents(atPath: mnt + "/a/file"))
+            #expect(data.count == (10 << 20) + 4)
+            #expect(data[4999] == 0 && data[5000] == 0x41 && data[7999] == 0x41 && data[8000] == 0)
+            #expect(String(decoding: data.suffix(4), as: UTF8.self) == "tail")
+            #expect(try fm.destinationOfSymbolicLink(atPath: mnt + "/a/b/fast") == "../file")
+            #expect(!fm.fileExists(atPath: mnt + "/a/b/slow"))
+            let hard = try fm.attributesOfItem(atPath: mnt + "/c-moved/hard")
+            #expect((hard[.referenceCount] as? Int) == 2)
+            #expect((hard[.ownerAccountID] as? Int) == 1000)
+            let shrink = try #require(fm.contents(atPath: mnt + "/a/shrink"))
+            #expect(shrink.count == 50_000)
+            #expect(shrink.prefix(1234).allSatisfy { $0 == 0x42 })
+            #expect(shrink[1234..<49_000].allSatisfy { $0 == 0 }, "truncate must zero the rest of the last block")
+            var st = stat()
+            #expect(lstat(mnt + "/a/shrink", &st) == 0)
+            #expect(st.st_mode & 0o7777 == 0o4755 && st.st_uid == 7 && st.st_gid == 8)
+            #expect(st.st_mtim.tv_sec == 1_000_000_000 && st.st_mtim.tv_nsec == 123_456_789)
+            #expect(lstat(mnt + "/a/dev", &st) == 0 && st.st_mode & S_IFMT == S_IFCHR && st.st_rdev == 0x103)
+            #expect(String(decoding: try #require(fm.contents(atPath: mnt + "/a/x")), as: UTF8.self) == "y")
+            #expect(String(decoding: try #require(fm.contents(atPath: mnt + "/a/y")), as: UTF8.self) == "x")
+            #expect(try fm.contentsOfDirectory(atPath: mnt + "/big").count == 3000)
+            // '..' of the moved directory and the link counts the kernel reports.
+            #expect(lstat(mnt + "/c-moved/..", &st) == 0 && st.st_ino == 2)
+            var root = stat()
+            #expect(lstat(mnt, &root) == 0 && root.st_nlink == 6)  // ., .., lost+found, a, c-moved, big
+            var fsStats = statvfs()
+            #expect(statvfs(mnt, &fsStats) == 0)
+            #expect(UInt64(fsStats.f_bfree) == stats.freeBlocks && UInt64(fsStats.f_ffree) == stats.freeInodes)
+        }
+    }
+
+    @Test("the kernel and Holdfast take turns writing one image")
+    func roundTrip() throws {
+        try #require(Support.canLoopMount, "loop mounts are not permitted here: skipping the round trip")
+        let scratch = try Scratch()
+        let image = scratch.path("rt.img")
+        try Self.makeImage(image, blockSize: 4096, megabytes: 128)
+        var fs = try Self.open(image)
+        try fs.importHost(Trees.small, into: Filesystem.rootInode, name: Array("one".utf8))
+        try fs.close()
+        try Self.expectClean(image)
+        try Support.withLoopMount(image, options: "loop") { mnt in
+            try Support.sh(["cp", "-a", mnt + "/one", mnt + "/two"])
+            try Support.sh(["rm", "-rf", mnt + "/one/deep"])
+            try Support.sh(["sh", "-c", "for i in $(seq 1 2000); do echo $i > \(mnt)/two/k$i; done"])
+        }
+        try Self.expectClean(image)
+        fs = try Self.open(image)
+        for i in stride(from: 1, through: 2000, by: 3) { try fs.unlink(path: "/two/k\(i)") }
+        try fs.rename(path: "/two", to: "/one/two")
+        try fs.importHost(Trees.small, into: Filesystem.rootInode, name: Array("three".utf8))
+        try fs.close()
+        try Self.expectClean(image)
+        try Support.withLoopMount(image) { mnt in
+            let diff = try Support.treeDifferences(Trees.small, mnt + "/three", extra: ["--no-xattrs", "--ignore-root-times"])
+            #expect(diff == nil, "\(diff ?? "")")
+            #expect(try FileManager.default.contentsOfDirectory(atPath: mnt + "/one/two").filter { $0.hasPrefix("k") }.count == 1333)
+        }
+    }
+
+    @Test("running out of space fails cleanly and leaves nothing half-done")
+    func noSpace() throws {
+        let scratch = try Scratch()
+        let image = scratch.path("full.img")
+        try Self.makeImage(image, blockSize: 1024, megabytes: 8, extra: ["-N", "128"])
+        let fs = try Self.open(image)
+        let f = try fs.create(path: "/big", kind: .regular, owner: Ownership(permissions: 0o644))
+        let chunk = [UInt8](repeating: 7, count: 1 << 20)
+        var written: UInt64 = 0
+        var failure: HoldfastError?
+        do {
+            while true { try fs.write(f, at: written, chunk); written += UInt64(chunk.count) }
+        } catch { failure = error }
+        guard case .noSpace = failure else { Issue.record("expected noSpace, got \(String(describing: failure))"); return }
+        // The failed write left the file as the last successful one did.
+        #expect(try fs.inode(f).size == written)
+        var made = 0
+        do {
+            while true { try fs.create(path: "/n\(made)", kind: .directory, owner: Ownership(permissions: 0o755)); made += 1 }
+        } catch {
+            guard case .noSpace = error else { Issue.record("expected noSpace, got \(error)"); return }
+        }
+        #expect(fs.resolveOrNil("/n\(made)") == nil, "a failed mkdir left its name behind")
+        try fs.close()
+        try Self.expectClean(image)
+    }
+
+    @Test("a failure at any allocation rolls the operation back", arguments: ["buffer", "journal", "page"])
+    func faultSweep(category: String) throws {
+        let scratch = try Scratch()
+        let pristine = scratch.path("pristine.img")
+        try Self.makeImage(pristine, blockSize: 1024, megabytes: 16)
+        let image = scratch.path("f.img")
+        var fired = 0
+        var n = 1
+        while n < 2000 {
+            try Support.sh(["cp", pristine, image])
+            let plan = try FaultPlan(parsing: "nth=\(n),category=\(category)")
+            let fs: Filesystem
+            do { fs = try Self.open(image, memory: 4 << 20, faults: plan) } catch let error as HoldfastError {
+                // Opening may take the fault itself: a clean, typed refusal.
+                guard case .outOfMemory = error else { Issue.record("n=\(n): open: \(error)"); break }
+                try Self.expectClean(image)
+                n += 1
+                continue
+            }
+            var failures = 0
+            func attempt(_ body: () throws -> Void) {
+                do { try body() } catch let e as HoldfastError {
+                    switch e {
+                    case .outOfMemory: failures += 1
+                    // A step that depends on one that failed finds its name missing or taken.
+                    case .notFound, .exists: break
+                    default: Issue.record("n=\(n): \(e)")
+                    }
+                } catch { Issue.record("n=\(n): untyped \(error)") }
+            }
+            attempt { try fs.makeDirectories(path: "/d/e", owner: Ownership(permissions: 0o755)) }
+            attempt {
+                let f = try fs.create(path: "/d/f", kind: .regular, owner: Ownership(permissions: 0o644))
+                try fs.write(f, at: 3000, Array(repeating: 1, count: 70_000))
+            }
+            attempt { for i in 0..<200 { try fs.create(path: "/d/e/name-\(i)-padding-padding", kind: .regular, owner: Ownership(permissions: 0o644)) } }
+            attempt { try fs.rename(path: "/d/f", to: "/d/e/g") }
+            attempt { try fs.unlink(path: "/d/e/name-7-padding-padding") }
+            let firedNow = fs.budget.faultsFired
+            try fs.close()
+            try Self.expectClean(image)
+            if firedNow == 0 { break }
+            fired += failures
+            n += 1
+        }
+        #expect(n > 1, "no allocation of category \(category) was ever hit")
+        #expect(n < 2000)
+    }
+}
+
+extension Filesystem {
+    /// Test helper: `resolve`, or nothing.
+    func resolveOrNil(_ path: String) -> Inode? { try? resolve(path) }
+}
