@@ -20,7 +20,7 @@ struct HoldfastCommand: ParsableCommand {
             Exit status: 0 success, 1 failure, 2 usage error, 3 corrupt image,
             4 unsupported ext4 feature, 5 out of memory (budget spent or --inject).
             """,
-        subcommands: [InfoCommand.self, LsCommand.self, StatCommand.self, CatCommand.self, TreeCommand.self, ExtractCommand.self,
+        subcommands: [InfoCommand.self, LsCommand.self, StatCommand.self, CatCommand.self, TreeCommand.self, ExtractCommand.self, MkfsCommand.self,
                       PutCommand.self, WriteCommand.self, MkdirCommand.self, RmCommand.self, MvCommand.self, LnCommand.self,
                       ChmodCommand.self, ChownCommand.self, TruncateCommand.self, SitesCommand.self]
     )

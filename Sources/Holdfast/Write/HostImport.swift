@@ -33,7 +33,7 @@ extension Filesystem {
         return summary
     }
 
-    private struct HostFileID: Hashable {
+    struct HostFileID: Hashable {
         let device: UInt64
         let inode: UInt64
     }
@@ -47,7 +47,7 @@ extension Filesystem {
         (path.map { CChar(bitPattern: $0) } + [0]).withUnsafeBufferPointer { body($0.baseAddress!) }
     }
 
-    private func importNode(_ path: [UInt8], into parent: UInt32, name: [UInt8], summary: inout ImportSummary,
+    func importNode(_ path: [UInt8], into parent: UInt32, name: [UInt8], summary: inout ImportSummary,
                             links: inout [HostFileID: UInt32], progress: ((ImportSummary) -> Void)?) throws(HoldfastError) {
         var st = Glibc.stat()
         guard withCPath(path, { lstat($0, &st) }) == 0 else { throw hostError(path, "stat") }
@@ -155,3 +155,36 @@ extension Filesystem {
     }
 }
 
+
+extension Filesystem {
+    /// Fills the root directory from the host directory `hostPath` (mkfs --from): its entries become
+    /// the root's, and the root takes the directory's owner, mode and times.
+    @discardableResult
+    public func populateRoot(from hostPath: String, progress: ((ImportSummary) -> Void)? = nil) throws(HoldfastError) -> ImportSummary {
+        var st = Glibc.stat()
+        guard lstat(hostPath, &st) == 0 else { throw .hostFile(path: hostPath, operation: "stat", errno: errno) }
+        guard st.st_mode & S_IFMT == S_IFDIR else { throw .notADirectory(hostPath) }
+        guard let dir = opendir(hostPath) else { throw .hostFile(path: hostPath, operation: "opendir", errno: errno) }
+        var names: [[UInt8]] = []
+        while let entry = readdir(dir) {
+            let n = withUnsafeBytes(of: entry.pointee.d_name) { raw in Array(raw.prefix { $0 != 0 }) }
+            if n != [0x2E] && n != [0x2E, 0x2E] { names.append(n) }
+        }
+        closedir(dir)
+        _ = lstat(hostPath, &st)
+        var summary = ImportSummary()
+        var links: [HostFileID: UInt32] = [:]
+        let base = Array(hostPath.utf8)
+        let root = try inode(Self.rootInode)
+        for name in names.sorted(by: { $0.lexicographicallyPrecedes($1) }) {
+            if name == Array("lost+found".utf8), (try? lookup(name, in: root)) != nil { continue }
+            try importNode((base.last == 0x2F ? base : base + [0x2F]) + name, into: Self.rootInode, name: name,
+                           summary: &summary, links: &links, progress: progress)
+        }
+        try setAttributes(Self.rootInode, AttributeChanges(
+            permissions: UInt16(st.st_mode & 0o7777), uid: st.st_uid, gid: st.st_gid,
+            accessTime: Timestamp(seconds: Int64(st.st_atim.tv_sec), nanoseconds: UInt32(st.st_atim.tv_nsec)),
+            modificationTime: Timestamp(seconds: Int64(st.st_mtim.tv_sec), nanoseconds: UInt32(st.st_mtim.tv_nsec))))
+        return summary
+    }
+}
