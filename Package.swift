@@ -20,7 +20,7 @@ let package = Package(
         // Layer 2: the memory budget, allocation sites and policies, reserves, reclaim, fault injection.
         .target(name: "HoldfastMemory"),
         // Layer 3: block devices over image files, and the wrapper that injects I/O faults.
-        .target(name: "HoldfastDevice", dependencies: ["HoldfastFormat", "HoldfastMemory"]),
+        .target(name: "HoldfastDevice", dependencies: ["CHoldfastShim", "HoldfastFormat", "HoldfastMemory"]),
         // Layer 4: the buffer cache, on the memory layer.
         .target(name: "HoldfastCache", dependencies: ["HoldfastDevice", "HoldfastMemory"]),
         // Layer 5: transactions and handles (commit in place for now), jbd2 replay in memory.

@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import HoldfastMemory
 
 /// What the layers above need from storage: byte-addressed reads and writes of a fixed-size image.
 public protocol BlockDevice: AnyObject, Sendable {
@@ -15,6 +16,9 @@ public protocol BlockDevice: AnyObject, Sendable {
     func copy(from offset: UInt64, count: Int, to fd: Int32, at destination: UInt64) throws(DeviceError)
     /// Writes all of `bytes` at `offset`; the image never grows, so a write past its end is an error.
     func write(_ bytes: UnsafeRawBufferPointer, at offset: UInt64) throws(DeviceError)
+    /// Writes `count` bytes of the host file `fd` from `source` at `offset` (import's bulk path: the
+    /// kernel copies, where it can, without a user-space buffer). A short source is an error.
+    func write(fromFile fd: Int32, at source: UInt64, count: Int, to offset: UInt64) throws(DeviceError)
     /// Makes every completed write durable (fdatasync).
     func flush() throws(DeviceError)
 }
@@ -38,6 +42,10 @@ public final class ImageFile: BlockDevice {
     public let byteCount: UInt64
     public let isWritable: Bool
     private let fd: Int32
+    /// Bytes written since writeback was last started: past `writebackKick`, the host starts
+    /// writing them out in the background, so a later flush has less to wait for.
+    private let unkicked = Locked<Int>(0)
+    private static let writebackKick = 32 << 20
 
     public init(path: String, writable: Bool = false) throws(DeviceError) {
         let fd = Syscall.open(path, writable ? O_RDWR : O_RDONLY)
@@ -114,6 +122,61 @@ public final class ImageFile: BlockDevice {
                 if e == EINTR { continue }
                 throw DeviceError(.write, path: path, offset: offset + UInt64(done), errno: e)
             }
+            done += n
+        }
+        wrote(bytes.count)
+    }
+
+    private func wrote(_ count: Int) {
+        let kick = unkicked.withLock { n -> Bool in
+            n += count
+            guard n >= Self.writebackKick else { return false }
+            n = 0
+            return true
+        }
+        if kick { Syscall.startWriteback(fd) }
+    }
+
+    public func write(fromFile input: Int32, at source: UInt64, count: Int, to offset: UInt64) throws(DeviceError) {
+        guard isWritable else { throw DeviceError(.write, path: path, offset: offset, errno: EROFS) }
+        guard offset + UInt64(count) <= byteCount else { throw DeviceError(.write, path: path, offset: offset, errno: ENOSPC) }
+        var from = Int64(source), to = Int64(offset)
+        var left = count
+        while left > 0 {
+            let n = Syscall.copyFileRange(input, &from, fd, &to, left)
+            if n < 0 {
+                let e = Syscall.errno
+                if e == EINTR { continue }
+                if e == EXDEV || e == EINVAL || e == ENOSYS || e == EOPNOTSUPP {
+                    // No in-kernel copy between these files: go through a buffer.
+                    try bufferedCopy(input, from: UInt64(from), count: left, to: UInt64(to))
+                    return
+                }
+                throw DeviceError(.write, path: path, offset: UInt64(to), errno: e)
+            }
+            if n == 0 { throw DeviceError(.read, path: "source file", offset: UInt64(from), errno: 0, shortBy: left) }
+            left -= n
+        }
+        wrote(count)
+    }
+
+    private func bufferedCopy(_ input: Int32, from source: UInt64, count: Int, to offset: UInt64) throws(DeviceError) {
+        var buffer = [UInt8](repeating: 0, count: min(count, 1 << 20))
+        var done = 0
+        while done < count {
+            let want = min(buffer.count, count - done)
+            let n = buffer.withUnsafeMutableBytes { Syscall.pread(input, UnsafeMutableRawBufferPointer(rebasing: $0[0..<want]), source + UInt64(done)) }
+            if n < 0 {
+                let e = Syscall.errno
+                if e == EINTR { continue }
+                throw DeviceError(.read, path: "source file", offset: source + UInt64(done), errno: e)
+            }
+            if n == 0 { throw DeviceError(.read, path: "source file", offset: source + UInt64(done), errno: 0, shortBy: count - done) }
+            var failure: DeviceError?
+            buffer.withUnsafeBytes { b in
+                do throws(DeviceError) { try write(UnsafeRawBufferPointer(rebasing: b[0..<n]), at: offset + UInt64(done)) } catch { failure = error }
+            }
+            if let failure { throw failure }
             done += n
         }
     }

@@ -44,6 +44,11 @@ public final class FaultInjectingDevice: BlockDevice {
         try underlying.write(bytes, at: offset)
     }
 
+    public func write(fromFile fd: Int32, at source: UInt64, count: Int, to offset: UInt64) throws(DeviceError) {
+        try check(.deviceWrite, .write, offset)
+        try underlying.write(fromFile: fd, at: source, count: count, to: offset)
+    }
+
     public func flush() throws(DeviceError) {
         try check(.deviceFlush, .sync, nil)
         try underlying.flush()

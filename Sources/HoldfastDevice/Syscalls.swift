@@ -1,3 +1,4 @@
+import CHoldfastShim
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
@@ -23,6 +24,13 @@ enum Syscall {
     static func close(_ fd: Int32) { _ = Glibc.close(fd) }
 
     static func seek(_ fd: Int32, _ offset: UInt64) -> Bool { lseek(fd, off_t(offset), SEEK_SET) >= 0 }
+
+    /// copy_file_range(2): the kernel moves the bytes, no user-space buffer (not in Glibc's module map).
+    static func copyFileRange(_ input: Int32, _ inOffset: inout Int64, _ output: Int32, _ outOffset: inout Int64, _ count: Int) -> Int {
+        hf_copy_file_range(input, &inOffset, output, &outOffset, count)
+    }
+
+    static func startWriteback(_ fd: Int32) { _ = hf_start_writeback(fd) }
 
     static func sendfile(_ out: Int32, _ input: Int32, _ offset: inout off_t, _ count: Int) -> Int {
         Glibc.sendfile(out, input, &offset, count)

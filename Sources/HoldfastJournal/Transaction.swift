@@ -29,10 +29,12 @@ public final class Transaction {
     /// Writes every changed block in place, then makes it durable. A failure leaves the blocks
     /// dirty and pinned, so a later commit retries them.
     /// `afterBlocks` runs between the in-place writes and the flush (the superblock goes there).
-    public func commit(afterBlocks: () throws -> Void = {}) throws {
+    /// Without `flush` the writes are left to the host's page cache (a commit made to free memory:
+    /// without a journal, a flush there would order nothing and only wait for file data).
+    public func commit(flush: Bool = true, afterBlocks: () throws -> Void = {}) throws {
         try cache.writeBack(Array(blocks))
         try afterBlocks()
-        try cache.device.flush()
+        if flush { try cache.device.flush() }
         blocks.removeAll(keepingCapacity: true)
         sequence += 1
     }

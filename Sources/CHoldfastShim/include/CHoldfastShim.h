@@ -24,4 +24,8 @@ uint32_t hf_crc32c_update_portable(uint32_t crc, const void *data, size_t length
 int hf_fsetxattr(int fd, const char *name, const void *value, size_t size, int flags);
 int hf_lsetxattr(const char *path, const char *name, const void *value, size_t size, int flags);
 dev_t hf_makedev(unsigned int major, unsigned int minor);
+/// copy_file_range(2) with 64-bit offsets updated in place; -1 and errno on failure.
+/// sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WRITE): start writeback of every dirty page, without waiting.
+int hf_start_writeback(int fd);
+long hf_copy_file_range(int in_fd, long long *in_offset, int out_fd, long long *out_offset, size_t count);
 #endif

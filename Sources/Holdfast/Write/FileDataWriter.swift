@@ -1,8 +1,52 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import HoldfastFormat
 import HoldfastMemory
 
 extension AllocationSite {
     static let writeBuffer = AllocationSite("write.buffer", .mayFail, .page, "the bounded buffer a file write assembles blocks in")
+}
+
+/// Where written bytes come from: memory, or a range of a host file that the device can copy
+/// without a user-space buffer (import and mkfs --from).
+enum DataSource {
+    case memory(UnsafeRawBufferPointer)
+    case file(fd: Int32, offset: UInt64, count: Int)
+
+    var count: Int {
+        switch self {
+        case .memory(let b): b.count
+        case .file(_, _, let n): n
+        }
+    }
+
+    /// The part of the source for file bytes [from, to) when the source starts at file byte `base`.
+    func slice(_ from: Int, _ to: Int) -> DataSource {
+        switch self {
+        case .memory(let b): .memory(UnsafeRawBufferPointer(rebasing: b[from..<to]))
+        case .file(let fd, let offset, _): .file(fd: fd, offset: offset + UInt64(from), count: to - from)
+        }
+    }
+
+    /// Copies the source into `buffer` (the same length).
+    func read(into buffer: UnsafeMutableRawBufferPointer) throws {
+        switch self {
+        case .memory(let b):
+            buffer.copyMemory(from: b)
+        case .file(let fd, let offset, let count):
+            var done = 0
+            while done < count {
+                let n = pread(fd, buffer.baseAddress! + done, count - done, off_t(offset) + off_t(done))
+                if n < 0 {
+                    if errno == EINTR { continue }
+                    throw HoldfastError.hostFile(path: "source file", operation: "read", errno: errno)
+                }
+                if n == 0 { throw HoldfastError.hostFile(path: "source file", operation: "read (file shrank)", errno: EIO) }
+                done += n
+            }
+        }
+    }
 }
 
 /// File contents: writes at an offset (allocating what is not mapped) and truncation. Data goes to
@@ -39,6 +83,10 @@ extension WriteContext {
 
     /// Writes `data` at byte `offset` of the file, mapping holes with new blocks.
     func writeData(_ rec: inout InodeRecord, offset: UInt64, data: UnsafeRawBufferPointer) throws {
+        try writeData(&rec, offset: offset, source: .memory(data))
+    }
+
+    func writeData(_ rec: inout InodeRecord, offset: UInt64, source data: DataSource) throws {
         guard rec.flags & Inode.flagExtents != 0 else {
             throw HoldfastError.unsupported("writing to block-mapped file \(rec.number)")
         }
@@ -82,7 +130,7 @@ extension WriteContext {
 
     /// Fills blocks [logical, logical+count) at `physical` with the part of `data` that falls in them.
     /// Partial blocks keep their old bytes (or zeros when freshly allocated).
-    private func writeBlocks(logical: UInt64, physical: UInt64, count: UInt64, fresh: Bool, offset: UInt64, data: UnsafeRawBufferPointer) throws {
+    private func writeBlocks(logical: UInt64, physical: UInt64, count: UInt64, fresh: Bool, offset: UInt64, data: DataSource) throws {
         let bs = UInt64(blockSize)
         let chunk = UInt64(writeChunkBlocks)
         var done: UInt64 = 0
@@ -91,10 +139,13 @@ extension WriteContext {
             let blockStart = (logical + done) * bs
             let blockEnd = blockStart + n * bs
             let from = max(blockStart, offset), to = min(blockEnd, offset + UInt64(data.count))
-            let source = UnsafeRawBufferPointer(rebasing: data[Int(from - offset)..<Int(to - offset)])
+            let source = data.slice(Int(from - offset), Int(to - offset))
             let at = (physical + done) * bs
             if from == blockStart && to == blockEnd {
-                try fs.device.write(source, at: at)
+                switch source {
+                case .memory(let bytes): try fs.device.write(bytes, at: at)
+                case .file(let fd, let start, let n): try fs.device.write(fromFile: fd, at: start, count: n, to: at)
+                }
             } else {
                 let bytes = Int(n * bs)
                 try fs.budget.chargeOrThrow(bytes, at: .writeBuffer)
@@ -108,7 +159,7 @@ extension WriteContext {
                             try fs.device.read(into: UnsafeMutableRawBufferPointer(rebasing: b[last...]), at: at + UInt64(last))
                         }
                     }
-                    UnsafeMutableRawBufferPointer(rebasing: b[Int(from - blockStart)..<Int(to - blockStart)]).copyMemory(from: source)
+                    try source.read(into: UnsafeMutableRawBufferPointer(rebasing: b[Int(from - blockStart)..<Int(to - blockStart)]))
                     try fs.device.write(UnsafeRawBufferPointer(b), at: at)
                 }
             }

@@ -53,6 +53,8 @@ extension Filesystem {
         guard withCPath(path, { lstat($0, &st) }) == 0 else { throw hostError(path, "stat") }
         let type = st.st_mode & S_IFMT
         let owner = Ownership(uid: st.st_uid, gid: st.st_gid, permissions: UInt16(st.st_mode & 0o7777))
+        let times = (access: Timestamp(seconds: Int64(st.st_atim.tv_sec), nanoseconds: UInt32(st.st_atim.tv_nsec)),
+                     modification: Timestamp(seconds: Int64(st.st_mtim.tv_sec), nanoseconds: UInt32(st.st_mtim.tv_nsec)))
         let id = HostFileID(device: UInt64(st.st_dev), inode: UInt64(st.st_ino))
         if type != S_IFDIR && st.st_nlink > 1, let first = links[id] {
             do { try link(first, in: parent, name: name) } catch { throw error.naming(String(decoding: path, as: UTF8.self)) }
@@ -78,15 +80,17 @@ extension Filesystem {
                 try importNode(childPath, into: number, name: child, summary: &summary, links: &links, progress: progress)
             }
         case S_IFREG:
-            number = try named(path) { () throws(HoldfastError) in try create(name, in: parent, kind: .regular, owner: owner) }
-            summary.bytes += try copyHostFile(path, size: UInt64(st.st_size), to: number)
+            number = try named(path) { () throws(HoldfastError) in try create(name, in: parent, kind: .regular, owner: owner, times: times) }
+            // A file whose allocated blocks cover its size has no holes to look for.
+            let dense = UInt64(st.st_blocks) * 512 >= UInt64(st.st_size)
+            summary.bytes += try copyHostFile(path, size: UInt64(st.st_size), dense: dense, to: number)
             summary.files += 1
         case S_IFLNK:
             var target = [UInt8](repeating: 0, count: Int(PATH_MAX) + 1)
             let n = target.withUnsafeMutableBufferPointer { t in withCPath(path) { readlink($0, t.baseAddress!, t.count) } }
             guard n > 0 else { throw hostError(path, "readlink") }
             number = try named(path) { () throws(HoldfastError) in
-                try create(name, in: parent, kind: .symlink(target: Array(target[0..<n])), owner: owner)
+                try create(name, in: parent, kind: .symlink(target: Array(target[0..<n])), owner: owner, times: times)
             }
             summary.symlinks += 1
         case S_IFCHR, S_IFBLK:
@@ -94,20 +98,23 @@ extension Filesystem {
             let major = UInt32(truncatingIfNeeded: ((dev >> 8) & 0xFFF) | ((dev >> 32) & ~0xFFF))
             let minor = UInt32(truncatingIfNeeded: (dev & 0xFF) | ((dev >> 12) & ~0xFF))
             let kind: NodeKind = type == S_IFCHR ? .characterDevice(major: major, minor: minor) : .blockDevice(major: major, minor: minor)
-            number = try named(path) { () throws(HoldfastError) in try create(name, in: parent, kind: kind, owner: owner) }
+            number = try named(path) { () throws(HoldfastError) in try create(name, in: parent, kind: kind, owner: owner, times: times) }
             summary.specialFiles += 1
         case S_IFIFO, S_IFSOCK:
             number = try named(path) { () throws(HoldfastError) in
-                try create(name, in: parent, kind: type == S_IFIFO ? .fifo : .socket, owner: owner)
+                try create(name, in: parent, kind: type == S_IFIFO ? .fifo : .socket, owner: owner, times: times)
             }
             summary.specialFiles += 1
         default:
             throw HoldfastError.invalidArgument("\(String(decoding: path, as: UTF8.self)): unknown file type")
         }
         if type != S_IFDIR && st.st_nlink > 1 { links[id] = number }
-        try setAttributes(number, AttributeChanges(
-            accessTime: Timestamp(seconds: Int64(st.st_atim.tv_sec), nanoseconds: UInt32(st.st_atim.tv_nsec)),
-            modificationTime: Timestamp(seconds: Int64(st.st_mtim.tv_sec), nanoseconds: UInt32(st.st_mtim.tv_nsec))))
+        // A directory's times change as its entries arrive: set them once it is complete.
+        if type == S_IFDIR {
+            try setAttributes(number, AttributeChanges(
+                accessTime: Timestamp(seconds: Int64(st.st_atim.tv_sec), nanoseconds: UInt32(st.st_atim.tv_nsec)),
+                modificationTime: Timestamp(seconds: Int64(st.st_mtim.tv_sec), nanoseconds: UInt32(st.st_mtim.tv_nsec))))
+        }
         progress?(summary)
     }
 
@@ -117,14 +124,16 @@ extension Filesystem {
 
     /// Copies the data regions of a host file (seekData/seekHole), then sets the size so a
     /// trailing hole stays a hole. Returns the bytes copied.
-    private func copyHostFile(_ path: [UInt8], size: UInt64, to inode: UInt32) throws(HoldfastError) -> UInt64 {
+    private func copyHostFile(_ path: [UInt8], size: UInt64, dense: Bool, to inode: UInt32) throws(HoldfastError) -> UInt64 {
         // O_NOATIME keeps the copy from touching the source's access time (allowed to its owner and root).
         var fd = withCPath(path) { Glibc.open($0, O_RDONLY | oNoAtime) }
         if fd < 0 && errno == EPERM { fd = withCPath(path) { Glibc.open($0, O_RDONLY) } }
         guard fd >= 0 else { throw hostError(path, "open") }
         defer { Glibc.close(fd) }
-        let chunk = max(blockSize, min(8 << 20, budget.limit / 8))
-        var buffer = [UInt8](repeating: 0, count: chunk)
+        if dense {
+            if size > 0 { try write(inode, at: 0, source: .file(fd: fd, offset: 0, count: Int(size)), keepTimes: true) }
+            return size
+        }
         var copied: UInt64 = 0
         var position: off_t = 0
         while UInt64(position) < size {
@@ -134,23 +143,15 @@ extension Filesystem {
                 throw hostError(path, "seek")
             }
             var dataEnd = lseek(fd, dataStart, seekHole)
-            if dataEnd < 0 { dataEnd = off_t(size) }
-            var at = dataStart
-            while at < dataEnd {
-                let want = Int(Swift.min(off_t(chunk), dataEnd - at))
-                let n = buffer.withUnsafeMutableBytes { pread(fd, $0.baseAddress, want, at) }
-                if n < 0 {
-                    if errno == EINTR { continue }
-                    throw hostError(path, "read")
-                }
-                if n == 0 { break }
-                try write(inode, at: UInt64(at), Array(buffer[0..<n]))
-                at += off_t(n)
+            if dataEnd < 0 || UInt64(dataEnd) > size { dataEnd = off_t(size) }
+            let n = Int(dataEnd - dataStart)
+            if n > 0 {
+                try write(inode, at: UInt64(dataStart), source: .file(fd: fd, offset: UInt64(dataStart), count: n), keepTimes: true)
                 copied += UInt64(n)
             }
             position = dataEnd
         }
-        if let node = try? self.inode(inode), node.size != size { try truncate(inode, to: size) }
+        if let node = try? self.inode(inode), node.size != size { try truncate(inode, to: size, keepTimes: true) }
         return copied
     }
 }

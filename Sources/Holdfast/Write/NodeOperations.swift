@@ -66,7 +66,8 @@ extension WriteContext {
     }
 
     /// Creates an inode of `kind` named `name` in directory `parent`; returns its number.
-    func createNode(in parent: UInt32, name: [UInt8], kind: NodeKind, owner: Ownership, display: String) throws -> UInt32 {
+    func createNode(in parent: UInt32, name: [UInt8], kind: NodeKind, owner: Ownership, display: String,
+                    times: (access: Timestamp, modification: Timestamp)? = nil) throws -> UInt32 {
         try Self.checkName(name, display: display)
         var dir = try inode(parent)
         guard FileType(mode: dir.mode) == .directory else { throw HoldfastError.notADirectory(display) }
@@ -83,9 +84,9 @@ extension WriteContext {
         rec.mode = kind.modeBits | owner.permissions
         rec.uid = owner.uid
         rec.gid = owner.gid
-        rec.accessTime = now
+        rec.accessTime = times?.access ?? now
         rec.changeTime = now
-        rec.modificationTime = now
+        rec.modificationTime = times?.modification ?? now
         rec.creationTime = now
         rec.generation = UInt32(truncatingIfNeeded: state.random.next())
         rec.linksCount = isDirectory ? 2 : 1

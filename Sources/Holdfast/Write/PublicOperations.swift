@@ -28,10 +28,11 @@ let directoryCredits = 32
 extension Filesystem {
     /// Creates a file, directory, symlink, device node, FIFO or socket named `name` in `parent`.
     @discardableResult
-    public func create(_ name: [UInt8], in parent: UInt32, kind: NodeKind, owner: Ownership) throws(HoldfastError) -> UInt32 {
+    public func create(_ name: [UInt8], in parent: UInt32, kind: NodeKind, owner: Ownership,
+                       times: (access: Timestamp, modification: Timestamp)? = nil) throws(HoldfastError) -> UInt32 {
         try guarded {
             try mutate(credits: directoryCredits) { ctx in
-                try ctx.createNode(in: parent, name: name, kind: kind, owner: owner, display: String(decoding: name, as: UTF8.self))
+                try ctx.createNode(in: parent, name: name, kind: kind, owner: owner, display: String(decoding: name, as: UTF8.self), times: times)
             }
         }
     }
@@ -74,22 +75,34 @@ extension Filesystem {
 
     /// Writes `data` at byte `offset` of a regular file, in steps of bounded size.
     public func write(_ inode: UInt32, at offset: UInt64, _ data: UnsafeRawBufferPointer) throws(HoldfastError) {
+        try write(inode, at: offset, source: .memory(data))
+    }
+
+    /// Writes `count` bytes of the host file `fd`, from its byte `source`, at byte `offset` of a regular file.
+    public func write(_ inode: UInt32, at offset: UInt64, fromFile fd: Int32, source: UInt64, count: Int) throws(HoldfastError) {
+        try write(inode, at: offset, source: .file(fd: fd, offset: source, count: count))
+    }
+
+    /// `keepTimes` leaves mtime and ctime alone (import sets the source's times at creation).
+    func write(_ inode: UInt32, at offset: UInt64, source data: DataSource, keepTimes: Bool = false) throws(HoldfastError) {
         try guarded {
             let step = max(blockSize, min(16 << 20, budget.limit / 4))
             var done = 0
             repeat {
                 let n = min(step, data.count - done)
-                let part = UnsafeRawBufferPointer(rebasing: data[done..<(done + n)])
+                let part = data.slice(done, done + n)
                 let credits = 16 + 2 * (n / blockSize / (blockSize * 8) + 1)
                 try mutate(credits: credits) { ctx in
                     var rec = try ctx.inode(inode)
                     guard FileType(mode: rec.mode) == .regular else {
                         throw FileType(mode: rec.mode) == .directory ? HoldfastError.isADirectory("inode \(inode)") : HoldfastError.invalidArgument("inode \(inode) is not a regular file")
                     }
-                    try ctx.writeData(&rec, offset: offset + UInt64(done), data: part)
-                    let now = WriteContext.now()
-                    rec.modificationTime = now
-                    rec.changeTime = now
+                    try ctx.writeData(&rec, offset: offset + UInt64(done), source: part)
+                    if !keepTimes {
+                        let now = WriteContext.now()
+                        rec.modificationTime = now
+                        rec.changeTime = now
+                    }
                     try ctx.store(rec)
                 }
                 done += n
@@ -108,6 +121,10 @@ extension Filesystem {
 
     /// Sets a regular file's size: blocks past a smaller size are freed, a larger size leaves a hole.
     public func truncate(_ inode: UInt32, to size: UInt64) throws(HoldfastError) {
+        try truncate(inode, to: size, keepTimes: false)
+    }
+
+    func truncate(_ inode: UInt32, to size: UInt64, keepTimes: Bool) throws(HoldfastError) {
         try guarded {
             try mutate(credits: 64) { ctx in
                 var rec = try ctx.inode(inode)
@@ -116,9 +133,11 @@ extension Filesystem {
                 }
                 guard size <= UInt64(UInt32.max) * UInt64(blockSize) else { throw HoldfastError.invalidArgument("size \(size) is past the largest file size") }
                 try ctx.truncateData(&rec, to: size)
-                let now = WriteContext.now()
-                rec.modificationTime = now
-                rec.changeTime = now
+                if !keepTimes {
+                    let now = WriteContext.now()
+                    rec.modificationTime = now
+                    rec.changeTime = now
+                }
                 try ctx.store(rec)
             }
         }

@@ -93,17 +93,17 @@ extension Filesystem {
             handle.stop()
             state.freeBlocks = UInt64(Int64(state.freeBlocks) + ctx.counts.blocks)
             state.freeInodes = UInt64(Int64(state.freeInodes) + ctx.counts.inodes)
-            if state.transaction.dirtyBytes >= budget.limit / 4 { try commitLocked(state) }
+            if state.transaction.dirtyBytes >= budget.limit / 4 { try commitLocked(state, flush: false) }
             return result
         }
     }
 
     /// Commits the running transaction, then writes the superblock (free counts, write time) straight
     /// to the device. Nothing here allocates from the budget: a commit cannot fail for want of memory.
-    private func commitLocked(_ state: WriteState, force: Bool = false) throws {
+    private func commitLocked(_ state: WriteState, force: Bool = false, flush: Bool = true) throws {
         guard force || state.transaction.dirtyBlocks > 0 else { return }
         do {
-            try state.transaction.commit {
+            try state.transaction.commit(flush: flush) {
                 state.superblock.freeBlocksCount = state.freeBlocks
                 state.superblock.freeInodesCount = UInt32(state.freeInodes)
                 state.superblock.setWriteTime(WriteContext.now().seconds)
