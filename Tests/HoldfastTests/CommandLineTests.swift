@@ -1,4 +1,5 @@
 import Foundation
+import Holdfast
 import Testing
 
 /// The `holdfast` tool as a user meets it: output, errors, exit codes, extraction safety, memory.
@@ -156,5 +157,25 @@ struct CommandLineTests {
         #expect(r.stderr.contains("limit=8388608"))
         #expect(r.stderr.contains("budget used=0 "))
         #expect(try FileManager.default.contentsOfDirectory(atPath: out + "/many").count == 40)
+    }
+
+    @Test("mkfs --from 20,000 entries, then writing 512 MB, with --memory 8M stays within the budget plus runtime overhead")
+    func writeMemoryBound() throws {
+        let s = try Scratch()
+        try Support.sh(["sh", "-c", "mkdir -p \(s.path("tree")) && cd \(s.path("tree")) && for d in $(seq 1 40); do mkdir $d; for f in $(seq 1 500); do echo $d-$f > $d/file-$f; done; done"])
+        let img = s.path("w.img")
+        var r = try Support.run(["/usr/bin/time", "-f", "%M", Support.holdfast, "mkfs", img, "1G", "--from", s.path("tree"), "--memory", "8M", "--stats"], timeout: 600)
+        #expect(r.status == 0, "\(r.stderr.suffix(1000))")
+        var kib = Int(r.stderr.split(separator: "\n").last.map(String.init)?.trimmingCharacters(in: .whitespaces) ?? "") ?? .max
+        #expect(kib <= (8 + 24) * 1024, "mkfs: peak RSS \(kib) KiB with --memory 8M")
+        #expect(r.stderr.contains("limit=8388608") && r.stderr.contains("budget used=0 "))
+        r = try Support.run(["sh", "-c", "head -c 512M /dev/zero | /usr/bin/time -f %M \(Support.holdfast) write --memory 8M \(img) /big"], timeout: 600)
+        #expect(r.status == 0, "\(r.stderr.suffix(1000))")
+        kib = Int(r.stderr.split(separator: "\n").last.map(String.init)?.trimmingCharacters(in: .whitespaces) ?? "") ?? .max
+        #expect(kib <= (8 + 24) * 1024, "write: peak RSS \(kib) KiB with --memory 8M")
+        #expect(try Support.run(["e2fsck", "-fn", img]).status == 0)
+        let fs = try Filesystem.open(path: img)
+        #expect(try fs.resolve("/big").size == 512 << 20)
+        #expect(try fs.directoryEntries(try fs.resolve("/40")).count == 502)
     }
 }
