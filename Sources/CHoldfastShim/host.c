@@ -25,3 +25,6 @@ long hf_copy_file_range(int in_fd, long long *in_offset, int out_fd, long long *
 }
 
 int hf_start_writeback(int fd) { return sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WRITE); }
+
+long hf_llistxattr(const char *path, char *list, size_t size) { return llistxattr(path, list, size); }
+long hf_lgetxattr(const char *path, const char *name, void *value, size_t size) { return lgetxattr(path, name, value, size); }

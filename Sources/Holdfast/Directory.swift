@@ -137,7 +137,7 @@ extension Filesystem {
             throw CorruptionError(.htree, inode: dir.number, block: rootPhysical, .impossible("hash version \(info.hashVersion) needs casefolding"))
         }
         let hash = DirectoryHash.hash(name, version: version.resolved(unsigned: superblock.hashIsUnsigned), seed: superblock.hashSeed)
-        LookupCounters.shared.indexed()
+        lookupCounters.indexed()
 
         // Descend, remembering each level's node and slot to find collision successors.
         var path: [(node: DxNode, slot: Int)] = []
@@ -147,7 +147,7 @@ extension Filesystem {
             path.append((node, slot))
             if level == Int(info.indirectLevels) { break }
             let (b, p) = try blockAt(UInt64(node.entries[slot].block))
-            LookupCounters.shared.blockRead()
+            lookupCounters.blockRead()
             guard DirectoryBlock.isDxNode(b) else {
                 throw CorruptionError(.htree, inode: dir.number, block: p, .impossible("index points at a leaf where a node belongs"))
             }
@@ -158,7 +158,7 @@ extension Filesystem {
             let last = path[path.count - 1]
             let leafLogical = UInt64(last.node.entries[last.slot].block)
             let (leaf, leafPhysical) = try blockAt(leafLogical)
-            LookupCounters.shared.blockRead()
+            lookupCounters.blockRead()
             if DirectoryBlock.isDxNode(leaf) {
                 throw CorruptionError(.htree, inode: dir.number, block: leafPhysical, .impossible("index points at an index node where a leaf belongs"))
             }
@@ -180,7 +180,7 @@ extension Filesystem {
             for deeper in (level + 1)..<path.count {
                 let above = path[deeper - 1]
                 let (b, p) = try blockAt(UInt64(above.node.entries[above.slot].block))
-                LookupCounters.shared.blockRead()
+                lookupCounters.blockRead()
                 guard DirectoryBlock.isDxNode(b) else {
                     throw CorruptionError(.htree, inode: dir.number, block: p, .impossible("index points at a leaf where a node belongs"))
                 }
@@ -190,9 +190,9 @@ extension Filesystem {
     }
 }
 
-/// Counts for tests: how many hashed lookups ran and how many directory blocks they read.
+/// Counts for tests: how many hashed lookups ran on one filesystem and how many directory blocks they read.
 public final class LookupCounters: Sendable {
-    public static let shared = LookupCounters()
+    public init() {}
     private let counts = Mutex((lookups: 0, blocks: 0))
     func indexed() { counts.withLock { $0.lookups += 1 } }
     func blockRead() { counts.withLock { $0.blocks += 1 } }

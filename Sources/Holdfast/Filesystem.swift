@@ -164,6 +164,9 @@ public final class Filesystem: Sendable {
         self.warnings = warnings
     }
 
+    /// Hashed lookups and the directory blocks they read (tests check lookups never scan).
+    public let lookupCounters = LookupCounters()
+
     /// The write path's state, behind the write lock; nil when opened read-only.
     let writer: Locked<WriteState>?
 

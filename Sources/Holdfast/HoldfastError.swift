@@ -39,6 +39,8 @@ public enum HoldfastError: Error, Sendable, CustomStringConvertible {
     case tooManyLinks(String)
     /// Moving a directory under itself (EINVAL in rename).
     case wouldLoop(String)
+    /// The inode has no extended attribute of that name (ENODATA).
+    case noSuchAttribute(String)
 
     public var description: String {
         switch self {
@@ -61,6 +63,7 @@ public enum HoldfastError: Error, Sendable, CustomStringConvertible {
         case .unsupported(let what): return "not supported yet: \(what)"
         case .tooManyLinks(let p): return "\(p): too many links"
         case .wouldLoop(let p): return "\(p): cannot move a directory into itself"
+        case .noSuchAttribute(let n): return "\(n): no such extended attribute"
         }
     }
 

@@ -150,3 +150,123 @@ public enum PosixACL {
         return out
     }
 }
+
+/// An attribute as stored: name index, name without its prefix, value in the on-disk form.
+public struct XattrRecord: Sendable, Equatable {
+    public var index: UInt8
+    public var name: [UInt8]
+    public var value: [UInt8]
+
+    public init(index: UInt8, name: [UInt8], value: [UInt8]) {
+        self.index = index
+        self.name = name
+        self.value = value
+    }
+
+    /// Bytes of its entry (header + name, padded) and of its value (padded).
+    public var entrySize: Int { (16 + name.count + 3) & ~3 }
+    public var valueSize: Int { (value.count + 3) & ~3 }
+
+    /// Splits a userspace name into the index and the rest, longest prefix first; nil for an
+    /// unknown namespace.
+    public init?(fullName: [UInt8], value: [UInt8]) {
+        for (index, prefix) in Xattr.prefixes.sorted(by: { $0.value.count > $1.value.count }) where index != 0 {
+            let p = Array(prefix.utf8)
+            guard fullName.starts(with: p) else { continue }
+            let rest = Array(fullName[p.count...])
+            // The ACL names are whole names; the namespaces need something after the dot.
+            if index == 2 || index == 3 || index == 8 { guard rest.isEmpty else { continue } } else { guard !rest.isEmpty else { continue } }
+            self.init(index: index, name: rest, value: value)
+            return
+        }
+        return nil
+    }
+
+    /// e_hash (attributes.rst): the name's bytes, then the value's little-endian words.
+    public var hash: UInt32 {
+        var h: UInt32 = 0
+        for c in name { h = (h << 5) ^ (h >> 27) ^ UInt32(c) }
+        var padded = value
+        while padded.count % 4 != 0 { padded.append(0) }
+        for i in stride(from: 0, to: padded.count, by: 4) { h = (h << 16) ^ (h >> 16) ^ padded.le32(i) }
+        return h
+    }
+}
+
+extension Xattr {
+    /// Writes entries and values into a region: entries from `entriesStart`, values packed down from
+    /// the region's end, offsets counted from `base`. Returns false when they do not fit.
+    static func layout(_ records: [XattrRecord], into b: inout [UInt8], entriesStart: Int, end: Int, base: Int) -> Bool {
+        var e = entriesStart
+        var v = end
+        for r in records {
+            v -= r.valueSize
+            guard e + r.entrySize + 4 <= v else { return false }
+            b.setU8(e, UInt8(r.name.count))
+            b.setU8(e + 1, r.index)
+            b.setLE16(e + 2, r.value.isEmpty ? 0 : UInt16(v - base))
+            b.setLE32(e + 4, 0)
+            b.setLE32(e + 8, UInt32(r.value.count))
+            b.setLE32(e + 12, r.hash)
+            b.setBytes(e + 16, r.name)
+            b.setBytes(v, r.value)
+            e += r.entrySize
+        }
+        b.setLE32(e, 0)
+        return true
+    }
+
+    /// Space `records` take: entries, terminator, values.
+    public static func bytesNeeded(_ records: [XattrRecord]) -> Int {
+        records.reduce(4) { $0 + $1.entrySize + $1.valueSize }
+    }
+
+    /// The in-inode area after i_extra_isize: magic, entries, values at the end. False if it does not fit.
+    public static func writeInodeBody(_ records: [XattrRecord], into raw: inout [UInt8], start: Int) -> Bool {
+        for i in start..<raw.count { raw[i] = 0 }
+        guard !records.isEmpty else { return true }
+        guard start + 4 + bytesNeeded(records) <= raw.count else { return false }
+        raw.setLE32(start, magic)
+        return layout(records, into: &raw, entriesStart: start + 4, end: raw.count, base: start + 4)
+    }
+
+    /// An xattr block: header (refcount, one block, hash), entries sorted as the kernel keeps them,
+    /// values from the end, and the checksum. Nil when they do not fit.
+    public static func makeBlock(_ records: [XattrRecord], blockNumber: UInt64, refcount: UInt32, blockSize: Int, superblock sb: Superblock) -> [UInt8]? {
+        let sorted = records.sorted { ($0.index, $0.name.count) < ($1.index, $1.name.count) || (($0.index, $0.name.count) == ($1.index, $1.name.count) && $0.name.lexicographicallyPrecedes($1.name)) }
+        var b = [UInt8](repeating: 0, count: blockSize)
+        guard layout(sorted, into: &b, entriesStart: blockHeaderSize, end: blockSize, base: 0) else { return nil }
+        b.setLE32(0x0, magic)
+        b.setLE32(0x4, refcount)
+        b.setLE32(0x8, 1)
+        var h: UInt32 = 0
+        for r in sorted { h = (h << 16) ^ (h >> 16) ^ r.hash }
+        b.setLE32(0xC, h)
+        sealBlock(&b, blockNumber: blockNumber, superblock: sb)
+        return b
+    }
+
+    /// h_checksum: crc32c(seed, block number, the block with the checksum zero).
+    public static func sealBlock(_ b: inout [UInt8], blockNumber: UInt64, superblock sb: Superblock) {
+        guard sb.hasMetadataChecksums else { return }
+        b.setLE32(0x10, 0)
+        b.setLE32(0x10, CRC32C.update(CRC32C.update(sb.checksumSeed, littleEndian: blockNumber), b))
+    }
+}
+
+extension PosixACL {
+    /// Converts the userspace xattr form (version 2) to ext4's compact on-disk form (version 1).
+    public static func toDisk(_ xattr: [UInt8]) -> [UInt8]? {
+        guard xattr.count >= 4, (xattr.count - 4) % 8 == 0, xattr.le32(0) == 2 else { return nil }
+        var out = UInt32(1).littleEndianBytes
+        for o in stride(from: 4, to: xattr.count, by: 8) {
+            let tag = xattr.le16(o), perm = xattr.le16(o + 2), id = xattr.le32(o + 4)
+            switch tag {
+            case user, group: out += tag.littleEndianBytes + perm.littleEndianBytes + id.littleEndianBytes
+            case userObj, groupObj, mask, other: out += tag.littleEndianBytes + perm.littleEndianBytes
+            default: return nil
+            }
+        }
+        return out
+    }
+}

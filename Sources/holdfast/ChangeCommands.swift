@@ -260,3 +260,61 @@ final class StatusLine {
         Output.error("\(label): \(text)")
     }
 }
+
+struct XattrCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "xattr", abstract: "List, set or remove a file's extended attributes.",
+        discussion: """
+            With no option, lists NAME=VALUE lines (values that are not printable text are
+            shown as 0x-prefixed hex). --set and --remove may be repeated; a --set value
+            starting with 0x is taken as hex.
+
+            Examples:
+              holdfast xattr disk.img /bin/ping
+              holdfast xattr disk.img /srv --set user.origin=backup --remove user.old
+            """)
+    @OptionGroup var options: ImageOptions
+    @Argument(help: "Path inside the image (symlinks are not followed).") var path: String
+    @Option(name: .long, help: ArgumentHelp("Set an attribute, NAME=VALUE.", valueName: "name=value")) var set: [String] = []
+    @Option(name: .long, help: ArgumentHelp("Remove an attribute.", valueName: "name")) var remove: [String] = []
+
+    func run() throws {
+        if set.isEmpty && remove.isEmpty {
+            try reportingErrors {
+                let fs = try options.open()
+                let out = StdoutWriter()
+                for x in try fs.xattrs(try fs.resolve(path)) { out.line("\(x.nameString)=\(display(x.value))") }
+            }
+            return
+        }
+        try changing(options) { fs in
+            let inode = try fs.resolve(path).number
+            for item in set {
+                guard let eq = item.firstIndex(of: "=") else { throw HoldfastError.invalidArgument("--set \(item): give NAME=VALUE") }
+                let name = Array(item[..<eq].utf8)
+                let text = String(item[item.index(after: eq)...])
+                try fs.setXattr(inode, name: name, value: try parseValue(text))
+            }
+            for name in remove { try fs.removeXattr(inode, name: Array(name.utf8)) }
+        }
+    }
+
+    private func parseValue(_ text: String) throws -> [UInt8] {
+        guard text.hasPrefix("0x") else { return Array(text.utf8) }
+        let hex = Array(text.utf8.dropFirst(2))
+        guard hex.count % 2 == 0 else { throw HoldfastError.invalidArgument("\(text): odd number of hex digits") }
+        var out: [UInt8] = []
+        for i in stride(from: 0, to: hex.count, by: 2) {
+            guard let b = UInt8(String(decoding: hex[i..<(i + 2)], as: UTF8.self), radix: 16) else {
+                throw HoldfastError.invalidArgument("\(text): not hex")
+            }
+            out.append(b)
+        }
+        return out
+    }
+
+    private func display(_ value: [UInt8]) -> String {
+        if value.allSatisfy({ $0 >= 0x20 && $0 < 0x7F }) { return String(decoding: value, as: UTF8.self) }
+        return "0x" + value.map { $0 < 16 ? "0" + String($0, radix: 16) : String($0, radix: 16) }.joined()
+    }
+}

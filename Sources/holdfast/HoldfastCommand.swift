@@ -9,7 +9,8 @@ struct HoldfastCommand: ParsableCommand {
             Paths inside an image are written from its root, e.g. /etc/passwd.
             Reading commands never modify the image: an image whose journal needs recovery
             is replayed in memory, so you see what the kernel would show after mounting it.
-            Changing commands (put, write, mkdir, rm, mv, ln, chmod, chown, truncate) open
+            Changing commands (mkfs, put, write, mkdir, rm, mv, ln, chmod, chown, truncate,
+            xattr --set/--remove) open
             the image read-write; each change completes or leaves the image as it was, and
             everything is written and flushed before the command exits.
 
@@ -22,6 +23,6 @@ struct HoldfastCommand: ParsableCommand {
             """,
         subcommands: [InfoCommand.self, LsCommand.self, StatCommand.self, CatCommand.self, TreeCommand.self, ExtractCommand.self, MkfsCommand.self,
                       PutCommand.self, WriteCommand.self, MkdirCommand.self, RmCommand.self, MvCommand.self, LnCommand.self,
-                      ChmodCommand.self, ChownCommand.self, TruncateCommand.self, SitesCommand.self]
+                      ChmodCommand.self, ChownCommand.self, TruncateCommand.self, XattrCommand.self, SitesCommand.self]
     )
 }

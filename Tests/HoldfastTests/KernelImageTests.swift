@@ -26,12 +26,12 @@ struct KernelImageTests {
         #expect(big.isHashIndexed)
         let entries = try fs.directoryEntries(big).filter { !$0.isDotOrDotDot }
         #expect(entries.count >= 20_000)
-        let before = LookupCounters.shared.snapshot
+        let before = fs.lookupCounters.snapshot
         for e in entries {
             #expect(try fs.lookup(e.name, in: big) == e.inode)
         }
         #expect(try fs.lookup(Array("no-such-name".utf8), in: big) == nil)
-        let after = LookupCounters.shared.snapshot
+        let after = fs.lookupCounters.snapshot
         let lookups = after.lookups - before.lookups
         let blocksPerLookup = Double(after.blocks - before.blocks) / Double(max(lookups, 1))
         #expect(lookups == entries.count + 1)

@@ -23,6 +23,8 @@ uint32_t hf_crc32c_update_portable(uint32_t crc, const void *data, size_t length
 /// Linux calls the Swift Glibc module does not expose.
 int hf_fsetxattr(int fd, const char *name, const void *value, size_t size, int flags);
 int hf_lsetxattr(const char *path, const char *name, const void *value, size_t size, int flags);
+long hf_llistxattr(const char *path, char *list, size_t size);
+long hf_lgetxattr(const char *path, const char *name, void *value, size_t size);
 dev_t hf_makedev(unsigned int major, unsigned int minor);
 /// copy_file_range(2) with 64-bit offsets updated in place; -1 and errno on failure.
 /// sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WRITE): start writeback of every dirty page, without waiting.

@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import CHoldfastShim
 import HoldfastFormat
 
 // Linux's lseek whences for sparse files (not exported by Glibc's module map).
@@ -109,6 +110,10 @@ extension Filesystem {
             throw HoldfastError.invalidArgument("\(String(decoding: path, as: UTF8.self)): unknown file type")
         }
         if type != S_IFDIR && st.st_nlink > 1 { links[id] = number }
+        let attributes = try hostXattrs(path)
+        if !attributes.isEmpty {
+            do { try replaceXattrs(number, attributes) } catch { throw error.naming(String(decoding: path, as: UTF8.self)) }
+        }
         // A directory's times change as its entries arrive: set them once it is complete.
         if type == S_IFDIR {
             try setAttributes(number, AttributeChanges(
@@ -116,6 +121,29 @@ extension Filesystem {
                 modificationTime: Timestamp(seconds: Int64(st.st_mtim.tv_sec), nanoseconds: UInt32(st.st_mtim.tv_nsec))))
         }
         progress?(summary)
+    }
+
+    /// The host file's extended attributes (llistxattr/lgetxattr, symlinks not followed).
+    private func hostXattrs(_ path: [UInt8]) throws(HoldfastError) -> [XattrValue] {
+        var size = withCPath(path) { hf_llistxattr($0, nil, 0) }
+        if size < 0 {
+            if errno == ENOTSUP || errno == ENOSYS { return [] }
+            throw hostError(path, "llistxattr")
+        }
+        guard size > 0 else { return [] }
+        var list = [CChar](repeating: 0, count: size)
+        size = withCPath(path) { p in list.withUnsafeMutableBufferPointer { hf_llistxattr(p, $0.baseAddress, $0.count) } }
+        guard size >= 0 else { throw hostError(path, "llistxattr") }
+        var out: [XattrValue] = []
+        for nameBytes in list[0..<size].split(separator: 0) {
+            let name = nameBytes.map { UInt8(bitPattern: $0) }
+            let cname = Array(nameBytes) + [0]
+            var value = [UInt8](repeating: 0, count: 65536)
+            let n = withCPath(path) { p in value.withUnsafeMutableBytes { hf_lgetxattr(p, cname, $0.baseAddress, $0.count) } }
+            guard n >= 0 else { throw hostError(path, "lgetxattr " + String(decoding: name, as: UTF8.self)) }
+            out.append(XattrValue(name: name, value: Array(value[0..<n])))
+        }
+        return out
     }
 
     private func named<T>(_ path: [UInt8], _ body: () throws(HoldfastError) -> T) throws(HoldfastError) -> T {
