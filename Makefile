@@ -3,7 +3,7 @@ SHELL := /bin/bash
 DEMO_DIR ?= /tmp/holdfast-demo
 APT_PACKAGES := e2fsprogs python3 attr time
 
-.PHONY: deps build release demo test test-tsan bench bench-memory clean
+.PHONY: deps build release demo test test-tsan bench bench-mkfs bench-memory clean
 
 # Installs what the tests and the demo use, when something is missing.
 deps:
@@ -34,6 +34,20 @@ demo: deps release
 	  python3 scripts/treediff.py --ignore-root-times $(DEMO_DIR)/out $(DEMO_DIR)/mnt && echo "extracted tree equals the kernel's view of the image"; \
 	  rc=$$?; umount $(DEMO_DIR)/mnt; exit $$rc; \
 	else echo "(loop mount not permitted here: skipping the comparison with the kernel's view)"; fi
+	@echo; echo "== holdfast mkfs --from (16 MiB budget), then put, mv, rm, chmod, xattr"
+	@/usr/bin/time -f "peak RSS %M KiB, %e s" .build/release/holdfast mkfs $(DEMO_DIR)/made.img 96M --from $(DEMO_DIR)/tree --memory 16M
+	@.build/release/holdfast put $(DEMO_DIR)/made.img scripts /scripts
+	@.build/release/holdfast mv $(DEMO_DIR)/made.img /scripts /tools
+	@.build/release/holdfast rm $(DEMO_DIR)/made.img /nest -r
+	@.build/release/holdfast chmod $(DEMO_DIR)/made.img 700 /tools
+	@.build/release/holdfast xattr $(DEMO_DIR)/made.img /tools --set user.note=demo
+	@.build/release/holdfast ls -l $(DEMO_DIR)/made.img /
+	@e2fsck -fn $(DEMO_DIR)/made.img >/dev/null 2>&1 && echo "e2fsck -fn: clean" || { echo "e2fsck -fn found problems"; exit 1; }
+	@if mount -o ro,loop,noatime $(DEMO_DIR)/made.img $(DEMO_DIR)/mnt 2>/dev/null; then \
+	  rm -rf $(DEMO_DIR)/tree/nest; \
+	  python3 scripts/treediff.py --ignore-root-times $(DEMO_DIR)/tree $(DEMO_DIR)/mnt 2>&1 | tail -3; \
+	  echo "(expected differences: lost+found, and /tools that the demo added)"; umount $(DEMO_DIR)/mnt; \
+	else echo "(loop mount not permitted here: skipping the comparison with the kernel's view)"; fi
 
 # All tests, then the memory layer's tests again under ThreadSanitizer (a separate build folder).
 test: deps
@@ -47,6 +61,10 @@ test-tsan:
 # Side-by-side benchmark against debugfs rdump (not a test).
 bench: deps release
 	scripts/bench_extract.sh --holdfast .build/release/holdfast
+
+# Side-by-side benchmark of holdfast mkfs --from against mke2fs -d (not a test).
+bench-mkfs: deps release
+	scripts/bench_mkfs.sh --holdfast .build/release/holdfast
 
 # ns per operation of page allocate+free and object charge+uncharge, 1 and 2 threads, beside malloc.
 bench-memory:
