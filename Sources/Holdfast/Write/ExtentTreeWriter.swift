@@ -166,6 +166,11 @@ extension WriteContext {
     private func freeData(_ physical: UInt64, _ count: Int, rec: inout InodeRecord, freed: inout Int) throws {
         guard count > 0 else { return }
         try freeBlocks(physical, count)
+        // A directory's blocks live in the buffer cache, perhaps dirty: their copies must never be
+        // written over the blocks' next owner.
+        if FileType(mode: rec.mode) == .directory {
+            for b in physical..<(physical + UInt64(count)) { handle.release(b) }
+        }
         rec.sectors -= min(rec.sectors, sectors(count))
         freed += count
     }
