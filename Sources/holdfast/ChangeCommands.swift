@@ -161,6 +161,41 @@ struct TruncateCommand: ParsableCommand {
     }
 }
 
+struct FallocateCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "fallocate", abstract: "Preallocate, punch a hole in or zero a range of a regular file (fallocate(2)).",
+        discussion: """
+            Without a mode flag the range is allocated as unwritten extents (it reads as zeros)
+            and a range past the end grows the file. --keep-size allocates without growing it.
+            --punch-hole frees the whole blocks of the range and zeroes the partial ones; the
+            size stays. --zero-range makes the range read as zeros with its blocks allocated.
+
+            Examples:
+              holdfast fallocate disk.img /var/lib/db/data --length 64M
+              holdfast fallocate disk.img /var/log/big.log --offset 4K --length 1M --punch-hole
+            """)
+    @OptionGroup var options: ImageOptions
+    @Argument(help: "Regular file inside the image.") var path: String
+    @Option(help: "First byte of the range (suffixes K, M, G).") var offset: String = "0"
+    @Option(help: "Bytes in the range (suffixes K, M, G).") var length: String
+    @Flag(help: "Allocate without changing the file size (FALLOC_FL_KEEP_SIZE).") var keepSize = false
+    @Flag(help: "Free the range's blocks (FALLOC_FL_PUNCH_HOLE); the size stays.") var punchHole = false
+    @Flag(help: "Make the range read as zeros, blocks allocated (FALLOC_FL_ZERO_RANGE).") var zeroRange = false
+
+    func validate() throws {
+        if punchHole && zeroRange { throw ValidationError("--punch-hole and --zero-range exclude each other") }
+    }
+
+    func run() throws {
+        try changing(options) { fs in
+            guard let start = parseSize(offset) else { throw HoldfastError.invalidArgument("\(offset): not a size") }
+            guard let count = parseSize(length), count > 0 else { throw HoldfastError.invalidArgument("\(length): not a positive size") }
+            let mode: FallocateMode = punchHole ? .punchHole : zeroRange ? .zeroRange(keepSize: keepSize) : keepSize ? .keepSize : .allocate
+            try fs.fallocate(try fs.resolve(path, followFinal: true).number, offset: UInt64(start), length: UInt64(count), mode: mode)
+        }
+    }
+}
+
 struct WriteCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "write", abstract: "Write standard input into a file of the image at an offset.",

@@ -1,5 +1,9 @@
 import ArgumentParser
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 @main
 struct HoldfastCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -10,7 +14,7 @@ struct HoldfastCommand: ParsableCommand {
             Reading commands never modify the image: an image whose journal needs recovery
             is replayed in memory, so you see what the kernel would show after mounting it.
             Changing commands (mkfs, put, write, mkdir, rm, mv, ln, chmod, chown, truncate,
-            xattr --set/--remove) open
+            fallocate, xattr --set/--remove) open
             the image read-write; each change completes or leaves the image as it was, and
             everything is written and flushed before the command exits.
 
@@ -23,6 +27,23 @@ struct HoldfastCommand: ParsableCommand {
             """,
         subcommands: [InfoCommand.self, LsCommand.self, StatCommand.self, CatCommand.self, TreeCommand.self, ExtractCommand.self, MkfsCommand.self,
                       PutCommand.self, WriteCommand.self, MkdirCommand.self, RmCommand.self, MvCommand.self, LnCommand.self,
-                      ChmodCommand.self, ChownCommand.self, TruncateCommand.self, XattrCommand.self, SitesCommand.self]
+                      ChmodCommand.self, ChownCommand.self, TruncateCommand.self, FallocateCommand.self, XattrCommand.self, SitesCommand.self]
     )
+}
+
+extension HoldfastCommand {
+    /// ArgumentParser's own entry point, but usage errors exit 2 as the help text promises
+    /// (ArgumentParser would use EX_USAGE, 64).
+    static func main() {
+        do {
+            var command = try parseAsRoot()
+            try command.run()
+        } catch {
+            if exitCode(for: error) == .validationFailure {
+                Output.error(fullMessage(for: error))
+                Glibc.exit(2)
+            }
+            exit(withError: error)
+        }
+    }
 }

@@ -170,6 +170,45 @@ struct WritePathTests {
         }
     }
 
+    @Test("fallocate: preallocation, writes into unwritten extents, punched holes, zeroed ranges", arguments: [1024, 4096])
+    func fallocate(blockSize: Int) throws {
+        try #require(Support.canLoopMount, "loop mounts are not permitted here: skipping the kernel comparison")
+        let scratch = try Scratch()
+        let image = scratch.path("fa.img")
+        try Self.makeImage(image, blockSize: blockSize, megabytes: 64)
+        let fs = try Self.open(image)
+        let f = try fs.create(path: "/f", kind: .regular, owner: Ownership(permissions: 0o644))
+        var model = [UInt8](repeating: 0, count: 0)
+        func write(_ offset: Int, _ count: Int, _ byte: UInt8) throws {
+            try fs.write(f, at: UInt64(offset), [UInt8](repeating: byte, count: count))
+            if model.count < offset + count { model += [UInt8](repeating: 0, count: offset + count - model.count) }
+            for i in offset..<(offset + count) { model[i] = byte }
+        }
+        try write(0, 10_000, 0x11)
+        try fs.fallocate(f, offset: 0, length: 1 << 20, mode: .keepSize)        // unwritten past EOF
+        #expect(try fs.inode(f).size == 10_000)
+        try fs.fallocate(f, offset: 0, length: 300_000, mode: .allocate)       // grows the size
+        model += [UInt8](repeating: 0, count: 300_000 - model.count)
+        var unwritten = 0
+        try fs.blockRuns(try fs.inode(f)) { if $0.unwritten { unwritten += 1 } }
+        #expect(unwritten >= 1)
+        try write(150_003, 5000, 0x22)                                          // into unwritten, partial blocks
+        try write(20_000, 100, 0x33)
+        try fs.fallocate(f, offset: 5000, length: 100_000, mode: .punchHole)     // partial edges zeroed
+        for i in 5000..<105_000 { model[i] = 0 }
+        try fs.fallocate(f, offset: 151_000, length: 2_500, mode: .zeroRange(keepSize: true))
+        for i in 151_000..<153_500 { model[i] = 0 }
+        try fs.fallocate(f, offset: 299_000, length: 10_000, mode: .zeroRange(keepSize: false))
+        model += [UInt8](repeating: 0, count: 309_000 - model.count)
+        #expect(try fs.read(try fs.inode(f), offset: 0, count: model.count) == model)
+        try fs.close()
+        try Self.expectClean(image)
+        try Support.withLoopMount(image) { mnt in
+            let data = try #require(FileManager.default.contents(atPath: mnt + "/f"))
+            #expect(Array(data) == model, "the kernel reads the file differently")
+        }
+    }
+
     @Test("running out of space fails cleanly and leaves nothing half-done")
     func noSpace() throws {
         let scratch = try Scratch()

@@ -237,3 +237,74 @@ extension WriteContext.ExtentEntries {
         }
     }
 }
+
+extension WriteContext {
+    /// Removes the leaf entry that starts at `logical` (it must exist). Emptied nodes are freed
+    /// and index keys follow their child's new first key.
+    func deleteExtent(startingAt logical: UInt32, from rec: inout InodeRecord) throws {
+        let area = rec.blockArea
+        let root = ExtentEntries(try ExtentNode(area, inode: rec.number, block: nil, checksumSeed: nil))
+        let depth = area.le16(6)
+        let left = try delete(logical, in: root, depth: depth, rec: &rec)
+        if left.count == 0 {
+            rec.blockArea = ExtentNodeEncoding.leaf([], byteCount: 60)
+        } else {
+            rec.blockArea = left.encoded(depth: depth, byteCount: 60)
+        }
+    }
+
+    private func delete(_ logical: UInt32, in node: ExtentEntries, depth: UInt16, rec: inout InodeRecord) throws -> ExtentEntries {
+        switch node {
+        case .leaf(var list):
+            guard let i = list.firstIndex(where: { $0.logical == logical }) else {
+                throw CorruptionError(.extentTree, inode: rec.number, .impossible("no extent starts at logical block \(logical)"))
+            }
+            list.remove(at: i)
+            return .leaf(list)
+        case .index(var list):
+            guard let idx = list.lastIndex(where: { $0.logical <= logical }) else {
+                throw CorruptionError(.extentTree, inode: rec.number, .impossible("no index covers logical block \(logical)"))
+            }
+            let childBlock = list[idx].child
+            let bytes = try handle.read(childBlock)
+            let child = ExtentEntries(try ExtentNode(bytes, inode: rec.number, block: childBlock, checksumSeed: seed(rec)))
+            let left = try delete(logical, in: child, depth: depth - 1, rec: &rec)
+            if left.count == 0 {
+                try freeBlocks(childBlock, 1)
+                handle.release(childBlock)
+                rec.sectors -= min(rec.sectors, sectors(1))
+                list.remove(at: idx)
+            } else {
+                var encoded = left.encoded(depth: depth - 1, byteCount: blockSize)
+                ExtentNodeEncoding.seal(&encoded, seed: seed(rec))
+                try handle.write(childBlock, encoded)
+                list[idx] = ExtentIndex(logical: left.firstKey, child: childBlock)
+            }
+            return .index(list)
+        }
+    }
+
+    /// Unmaps logical blocks [start, end): extents that straddle an edge keep their outer parts.
+    /// With `free`, the unmapped blocks go back to the allocator (punch hole); without, the caller
+    /// maps them again (unwritten-to-written conversion).
+    func unmapRange(_ start: UInt64, _ end: UInt64, of rec: inout InodeRecord, free: Bool) throws {
+        guard start < end else { return }
+        let runs = try mappedRuns(rec, from: start, to: end)
+        for run in runs where run.logical < end && run.logical + run.length > start {
+            let physical = run.physical!
+            try deleteExtent(startingAt: UInt32(run.logical), from: &rec)
+            let cutFrom = max(start, run.logical), cutTo = min(end, run.logical + run.length)
+            if free {
+                try freeBlocks(physical + (cutFrom - run.logical), Int(cutTo - cutFrom))
+                rec.sectors -= min(rec.sectors, sectors(Int(cutTo - cutFrom)))
+            }
+            if run.logical < cutFrom {
+                try insertExtent(Extent(logical: UInt32(run.logical), length: UInt16(cutFrom - run.logical), physical: physical, unwritten: run.unwritten), into: &rec)
+            }
+            if cutTo < run.logical + run.length {
+                try insertExtent(Extent(logical: UInt32(cutTo), length: UInt16(run.logical + run.length - cutTo),
+                                        physical: physical + (cutTo - run.logical), unwritten: run.unwritten), into: &rec)
+            }
+        }
+    }
+}

@@ -96,9 +96,6 @@ extension WriteContext {
         guard end <= UInt64(UInt32.max) * bs else { throw HoldfastError.invalidArgument("write past the largest file size") }
         let firstBlock = offset / bs, endBlock = (end + bs - 1) / bs
         let runs = try mappedRuns(rec, from: firstBlock, to: endBlock)
-        if runs.contains(where: { $0.unwritten }) {
-            throw HoldfastError.unsupported("writing into preallocated (unwritten) extents of inode \(rec.number)")
-        }
         var logical = firstBlock
         var r = 0
         var goal: UInt64?
@@ -110,6 +107,13 @@ extension WriteContext {
             if r < runs.count, runs[r].logical <= logical {
                 physical = runs[r].physical! + (logical - runs[r].logical)
                 length = min(runs[r].logical + runs[r].length, endBlock) - logical
+                if runs[r].unwritten {
+                    // Preallocated blocks read as zeros: written, they become initialized extents
+                    // (partial blocks are zero-filled, never read).
+                    try unmapRange(logical, logical + length, of: &rec, free: false)
+                    try insertExtent(Extent(logical: UInt32(logical), length: UInt16(length), physical: physical, unwritten: false), into: &rec)
+                    fresh = true
+                }
             } else {
                 let holeEnd = r < runs.count ? min(runs[r].logical, endBlock) : endBlock
                 let want = min(holeEnd - logical, UInt64(ExtentNodeEncoding.maxLength(unwritten: false)))
@@ -187,5 +191,86 @@ extension WriteContext {
             }
         }
         rec.size = size
+    }
+}
+
+/// What fallocate does with a range (fallocate(2) modes).
+public enum FallocateMode: Sendable, Equatable {
+    /// Allocate the range as unwritten extents (reads as zeros); a larger end grows the file.
+    case allocate
+    /// FALLOC_FL_KEEP_SIZE: allocate, the size stays.
+    case keepSize
+    /// FALLOC_FL_PUNCH_HOLE: free whole blocks in the range, zero the partial ones; the size stays.
+    case punchHole
+    /// FALLOC_FL_ZERO_RANGE: the range reads as zeros afterwards, its blocks allocated unwritten.
+    case zeroRange(keepSize: Bool)
+}
+
+extension WriteContext {
+    func fallocate(_ rec: inout InodeRecord, offset: UInt64, length: UInt64, mode: FallocateMode) throws {
+        guard rec.flags & Inode.flagExtents != 0 else { throw HoldfastError.unsupported("fallocate on block-mapped file \(rec.number)") }
+        guard length > 0 else { throw HoldfastError.invalidArgument("fallocate of zero bytes") }
+        let bs = UInt64(blockSize)
+        guard offset + length <= UInt64(UInt32.max) * bs else { throw HoldfastError.invalidArgument("fallocate past the largest file size") }
+        switch mode {
+        case .allocate, .keepSize:
+            try preallocate(&rec, offset / bs, (offset + length + bs - 1) / bs)
+            if mode == .allocate && offset + length > rec.size { rec.size = offset + length }
+        case .punchHole:
+            try punch(&rec, offset: offset, length: length)
+        case .zeroRange(let keepSize):
+            try punch(&rec, offset: offset, length: length)
+            let first = (offset + bs - 1) / bs, end = (offset + length) / bs
+            if first < end { try preallocate(&rec, first, end) }
+            if !keepSize && offset + length > rec.size { rec.size = offset + length }
+        }
+    }
+
+    /// Maps every hole in logical blocks [first, end) with unwritten extents.
+    private func preallocate(_ rec: inout InodeRecord, _ first: UInt64, _ end: UInt64) throws {
+        let runs = try mappedRuns(rec, from: first, to: end)
+        var logical = first
+        var r = 0
+        var goal: UInt64?
+        while logical < end {
+            while r < runs.count, runs[r].logical + runs[r].length <= logical { r += 1 }
+            if r < runs.count, runs[r].logical <= logical {
+                logical = runs[r].logical + runs[r].length
+                goal = runs[r].physical! + runs[r].length
+                continue
+            }
+            let holeEnd = r < runs.count ? min(runs[r].logical, end) : end
+            let want = min(holeEnd - logical, UInt64(ExtentNodeEncoding.maxLength(unwritten: true)))
+            let g = try goal ?? dataGoal(rec, logical: logical)
+            let (start, got) = try allocateBlocks(goal: g, count: Int(want))
+            try insertExtent(Extent(logical: UInt32(logical), length: UInt16(got), physical: start, unwritten: true), into: &rec)
+            rec.sectors += sectors(got)
+            logical += UInt64(got)
+            goal = start + UInt64(got)
+        }
+    }
+
+    /// Frees the whole blocks of [offset, offset+length) and zeroes the written parts of partial ones.
+    /// The metadata changes come first: they roll back if anything fails, and the zeroing of the
+    /// edge blocks is then the last step.
+    private func punch(_ rec: inout InodeRecord, offset: UInt64, length: UInt64) throws {
+        let bs = UInt64(blockSize)
+        let end = offset + length
+        let firstWhole = (offset + bs - 1) / bs, endWhole = end / bs
+        if firstWhole < endWhole { try unmapRange(firstWhole, endWhole, of: &rec, free: true) }
+        var edges: [(UInt64, UInt64)] = []
+        if firstWhole > endWhole {
+            edges.append((offset, end))  // inside one block
+        } else {
+            if offset % bs != 0 { edges.append((offset, firstWhole * bs)) }
+            if end % bs != 0 { edges.append((endWhole * bs, end)) }
+        }
+        for (a, b) in edges {
+            let block = a / bs
+            guard let run = try mappedRuns(rec, from: block, to: block + 1).first, run.logical <= block, run.hasData else { continue }
+            let zeros = [UInt8](repeating: 0, count: Int(b - a))
+            let at = (run.physical! + (block - run.logical)) * bs + a % bs
+            try zeros.withUnsafeBytes { try fs.device.write($0, at: at) }
+        }
     }
 }

@@ -143,6 +143,21 @@ extension Filesystem {
         }
     }
 
+    /// fallocate(2): preallocate, punch a hole or zero a range of a regular file.
+    public func fallocate(_ inode: UInt32, offset: UInt64, length: UInt64, mode: FallocateMode) throws(HoldfastError) {
+        try guarded {
+            try mutate(credits: 64) { ctx in
+                var rec = try ctx.inode(inode)
+                guard FileType(mode: rec.mode) == .regular else { throw HoldfastError.invalidArgument("inode \(inode) is not a regular file") }
+                try ctx.fallocate(&rec, offset: offset, length: length, mode: mode)
+                let now = WriteContext.now()
+                if mode != .keepSize { rec.modificationTime = now }
+                rec.changeTime = now
+                try ctx.store(rec)
+            }
+        }
+    }
+
     /// chmod, chown and utimens in one: the change time is always set to now.
     public func setAttributes(_ inode: UInt32, _ changes: AttributeChanges) throws(HoldfastError) {
         try guarded {
