@@ -379,6 +379,8 @@ public final class MemoryBudget: Sendable {
 
     /// Faults the plan has fired so far (0 without a plan).
     public var faultsFired: Int { injector?.fired ?? 0 }
+    /// Hits that matched the fault plan so far (fired or not): tests aim `nth` past a prefix with it.
+    public var faultPlanHits: Int { injector?.hits ?? 0 }
     public var faultPlan: FaultPlan? { injector?.plan }
 
     public var reclaimPasses: Int { events.load(EventCounter.reclaimPasses.rawValue) }

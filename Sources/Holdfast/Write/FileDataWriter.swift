@@ -175,11 +175,16 @@ extension WriteContext {
     func truncateData(_ rec: inout InodeRecord, to size: UInt64) throws {
         let bs = UInt64(blockSize)
         if size < rec.size {
-            guard rec.flags & Inode.flagExtents != 0 else {
-                throw HoldfastError.unsupported("truncating block-mapped file \(rec.number)")
-            }
-            let keep = (size + bs - 1) / bs
-            try removeExtents(from: UInt32(min(keep, UInt64(UInt32.max))), of: &rec)
+            try unmapFrom((size + bs - 1) / bs, of: &rec)
+        }
+        try truncateTail(&rec, to: size)
+    }
+
+    /// Sets i_size; a smaller size zeroes the rest of its last block (blocks past it are the
+    /// caller's to free).
+    func truncateTail(_ rec: inout InodeRecord, to size: UInt64) throws {
+        let bs = UInt64(blockSize)
+        if size < rec.size {
             if size % bs != 0 {
                 let runs = try mappedRuns(rec, from: size / bs, to: size / bs + 1)
                 if let run = runs.first, run.logical <= size / bs, run.hasData {

@@ -180,6 +180,13 @@ extension WriteContext {
             try store(rec)
             return
         }
+        if type != .directory && fs.isOpen(state, number) {
+            // Still open: it stays, with its blocks, on the orphan list until the last close.
+            if !isOrphan(number) { addOrphan(&rec) }
+            try store(rec)
+            return
+        }
+        if isOrphan(number) { try removeOrphan(&rec) }
         try freeInodeContents(&rec)
         rec.deletionTime = UInt32(truncatingIfNeeded: now.seconds)
         try store(rec)

@@ -126,6 +126,36 @@ extension Filesystem {
 
     func truncate(_ inode: UInt32, to size: UInt64, keepTimes: Bool) throws(HoldfastError) {
         try guarded {
+            // A cut of many blocks runs in steps, with the file on the orphan list meanwhile: if it
+            // stops part-way, the next open (Holdfast's or the kernel's) frees the rest.
+            let stepped = try mutate(credits: 64) { ctx -> Bool in
+                var rec = try ctx.inode(inode)
+                let bs = UInt64(blockSize)
+                guard FileType(mode: rec.mode) == .regular, size < rec.size,
+                      try ctx.mappedEnd(rec) > (size + bs - 1) / bs + truncateStepBlocks else { return false }
+                try ctx.truncateTail(&rec, to: size)
+                if !ctx.isOrphan(inode) { ctx.addOrphan(&rec) }
+                if !keepTimes {
+                    let now = WriteContext.now()
+                    rec.modificationTime = now
+                    rec.changeTime = now
+                }
+                try ctx.store(rec)
+                return true
+            }
+            if stepped {
+                try cutToSize(inode)
+                let stillOpenUnlinked = try readInode(inode).linksCount == 0
+                if !stillOpenUnlinked {
+                    try mutate(credits: directoryCredits) { ctx in
+                        var rec = try ctx.inode(inode)
+                        guard ctx.isOrphan(inode) else { return }
+                        try ctx.removeOrphan(&rec)
+                        try ctx.store(rec)
+                    }
+                }
+                return
+            }
             try mutate(credits: 64) { ctx in
                 var rec = try ctx.inode(inode)
                 guard FileType(mode: rec.mode) == .regular else {

@@ -20,6 +20,10 @@ final class WriteState {
     /// Free blocks and inodes, kept exact as operations end (summed from the descriptors at open).
     var freeBlocks: UInt64 = 0
     var freeInodes: UInt64 = 0
+    /// Inodes on the orphan list (unlinked while open, or in a truncate of several steps).
+    var orphans: Set<UInt32> = []
+    /// Open file descriptions per inode (`OpenFile`).
+    var openCounts: [UInt32: Int] = [:]
 
     init(transaction: Transaction, superblock: Superblock) {
         self.transaction = transaction
@@ -49,8 +53,8 @@ extension Filesystem {
             why.append("block-mapped (ext2/ext3) images without the extents feature are not writable yet")
         }
         if sb.needsRecovery { why.append("the journal needs recovery first (mount it with the kernel, or run e2fsck)") }
-        if sb.featureROCompat.contains(.orphanPresent) || sb.lastOrphan != 0 {
-            why.append("the image has orphan inodes to clean up first (run e2fsck)")
+        if sb.featureROCompat.contains(.orphanPresent) {
+            why.append("the image has orphan inodes in an orphan file to clean up first (run e2fsck)")
         }
         if sb.state & 0x2 != 0 { why.append("the image has errors recorded (run e2fsck)") }
         if sb.blockSize > 65536 { why.append("block size \(sb.blockSize) is larger than 64 KiB") }
@@ -72,6 +76,7 @@ extension Filesystem {
             state.superblock.state &= ~SuperblockRecord.stateValid
             try commitLocked(state, force: true)
         }
+        _ = try cleanUpOrphans()
     }
 
     /// Runs one operation: a handle of `credits` blocks under the write lock. A thrown error rolls
@@ -93,6 +98,7 @@ extension Filesystem {
             handle.stop()
             state.freeBlocks = UInt64(Int64(state.freeBlocks) + ctx.counts.blocks)
             state.freeInodes = UInt64(Int64(state.freeInodes) + ctx.counts.inodes)
+            ctx.pending.apply(to: state)
             if state.transaction.dirtyBytes >= budget.limit / 4 { try commitLocked(state, flush: false) }
             return result
         }
@@ -137,6 +143,12 @@ extension Filesystem {
     public func close() throws(HoldfastError) {
         guard let writer else { return }
         try guarded {
+            // Files still open go now, as at the last close; a truncate cut short is finished.
+            let orphans = writer.withLock { state in
+                state.openCounts.removeAll()
+                return state.closed ? [] : state.orphans.sorted()
+            }
+            for number in orphans { try finishOrphan(number) }
             try writer.withLock { state in
                 guard !state.closed else { return }
                 try commitLocked(state)

@@ -1,0 +1,206 @@
+import Foundation
+import Holdfast
+import HoldfastMemory
+import Testing
+
+/// The orphan list: an unlinked open file keeps its blocks until the last close, a long truncate
+/// runs in steps, and an image left with orphans (a crash) is cleaned up by the kernel at mount and
+/// by Holdfast at a writable open, with nothing leaked either way.
+@Suite("orphan list", .serialized)
+struct OrphanTests {
+    static func freeBlocks(_ image: String) throws -> UInt64 {
+        let out = try Support.sh(["dumpe2fs", "-h", image])
+        let line = try #require(out.split(separator: "\n").first { $0.hasPrefix("Free blocks:") })
+        return try #require(UInt64(line.split(separator: ":")[1].trimmingCharacters(in: .whitespaces)))
+    }
+
+    static func firstOrphan(_ image: String) throws -> UInt32? {
+        let out = try Support.sh(["dumpe2fs", "-h", image])
+        guard let line = out.split(separator: "\n").first(where: { $0.hasPrefix("First orphan inode:") }) else { return nil }
+        return UInt32(line.split(separator: ":")[1].trimmingCharacters(in: .whitespaces))
+    }
+
+    /// e2fsck -fn, and the free block count it agrees with.
+    static func expectCleanWithFree(_ image: String, _ free: UInt64, sourceLocation: SourceLocation = #_sourceLocation) throws {
+        try WritePathTests.expectClean(image, sourceLocation: sourceLocation)
+        #expect(try freeBlocks(image) == free, "free blocks", sourceLocation: sourceLocation)
+    }
+
+    @Test("an unlinked open file keeps its data until the last close; a crash leaves it to the kernel or to Holdfast", arguments: [1024, 4096])
+    func unlinkWhileOpen(blockSize: Int) throws {
+        let s = try Scratch()
+        let image = s.path("o.img")
+        try WritePathTests.makeImage(image, blockSize: blockSize, megabytes: 64)
+        let baseline = try Self.freeBlocks(image)
+        let fs = try WritePathTests.open(image)
+        let data = (0..<(3 << 20)).map { UInt8(truncatingIfNeeded: $0 &* 7 &+ $0 >> 11) }
+        let f = try fs.create(path: "/doomed", kind: .regular, owner: Ownership(permissions: 0o644))
+        try fs.write(f, at: 0, data)
+        let keep = try fs.create(path: "/kept", kind: .regular, owner: Ownership(permissions: 0o644))
+        try fs.write(keep, at: 0, Array("still here\n".utf8))
+        let held = try fs.statistics().freeBlocks
+
+        let first = try fs.openFile(f)
+        let second = try fs.openFile(f)
+        try fs.unlink(path: "/doomed")
+        #expect(throws: HoldfastError.self) { try fs.resolve("/doomed") }
+        #expect(try fs.statistics().freeBlocks == held, "the blocks stay while the file is open")
+        #expect(try fs.read(try fs.inode(f), offset: 0, count: data.count) == data)
+        try fs.write(f, at: UInt64(data.count), [1, 2, 3])       // an unlinked open file still takes writes
+        let doomedBlocks = try fs.inode(f).blocksRaw * 512 / UInt64(blockSize)
+        let heldNow = try fs.statistics().freeBlocks
+        try fs.sync()
+
+        // A crash now: the image names the orphan; the kernel frees it at mount, Holdfast at open.
+        let crashed = s.path("crash.img"), crashed2 = s.path("crash2.img")
+        try Support.sh(["cp", "--sparse=always", image, crashed])
+        try Support.sh(["cp", "--sparse=always", image, crashed2])
+        #expect(try Self.firstOrphan(crashed) == f)
+        let dumped = try Support.sh(["debugfs", "-R", "stat <\(f)>", crashed])
+        #expect(dumped.contains("Links: 0"))
+        let reopened = try WritePathTests.open(crashed2)
+        #expect(try reopened.statistics().freeBlocks > held, "Holdfast's open frees the orphan")
+        try reopened.close()
+        #expect(try Self.firstOrphan(crashed2) == nil)
+        let expectedFree = try Self.freeBlocks(crashed2)
+        #expect(expectedFree == heldNow + doomedBlocks, "exactly the orphan's blocks come back")
+        try Self.expectCleanWithFree(crashed2, expectedFree)
+        #expect(try Support.sh(["debugfs", "-R", "cat /kept", crashed2]) == "still here\n")
+        if Support.canLoopMount {
+            try Support.withLoopMount(crashed, options: "rw,loop") { _ in }
+            #expect(try Self.firstOrphan(crashed) == nil)
+            try Self.expectCleanWithFree(crashed, expectedFree)
+        } else {
+            print("loop mounts are not permitted here: skipping the kernel's orphan clean-up of the crash image")
+        }
+
+        // Back on the live image: one close keeps it, the last frees it.
+        try first.close()
+        try first.close()
+        #expect(try fs.statistics().freeBlocks == heldNow)
+        try second.close()
+        #expect(try fs.statistics().freeBlocks == expectedFree)
+        try fs.close()
+        #expect(try Self.firstOrphan(image) == nil)
+        try Self.expectCleanWithFree(image, expectedFree)
+        #expect(baseline > expectedFree, "/kept and the directories still hold blocks")
+    }
+
+    @Test("files open at close are freed by close; several orphans unlink in any order")
+    func orphansAtClose() throws {
+        let s = try Scratch()
+        let image = s.path("o.img")
+        try WritePathTests.makeImage(image, blockSize: 1024, megabytes: 32)
+        let baseline = try Self.freeBlocks(image)
+        let fs = try WritePathTests.open(image)
+        var handles: [OpenFile] = []
+        for i in 0..<5 {
+            let f = try fs.create(path: "/f\(i)", kind: .regular, owner: Ownership(permissions: 0o600))
+            try fs.write(f, at: 0, [UInt8](repeating: UInt8(i), count: 50_000 * (i + 1)))
+            handles.append(try fs.openFile(f))
+            try fs.unlink(path: "/f\(i)")
+        }
+        // Out of list order: the middle of the chain, its head, its tail.
+        try handles[2].close()
+        try handles[4].close()
+        try handles[0].close()
+        try fs.sync()
+        #expect(try Self.firstOrphan(image) != nil)
+        try fs.close()   // f1 and f3 are still open: close frees them
+        try Self.expectCleanWithFree(image, baseline)
+    }
+
+    @Test("a truncate of many blocks runs in steps; cut short by a fault, the orphan list finishes it", arguments: [1024, 4096])
+    func steppedTruncate(blockSize: Int) throws {
+        let s = try Scratch()
+        let image = s.path("t.img")
+        try WritePathTests.makeImage(image, blockSize: blockSize, megabytes: 160)
+        let baseline = try Self.freeBlocks(image)
+        // A file of 100 MiB in 1,000 extents (every other 100 KiB left as a hole).
+        let pattern = [UInt8](repeating: 0x5A, count: 100 << 10)
+        do {
+            let fs = try WritePathTests.open(image, memory: 8 << 20)
+            let f = try fs.create(path: "/big", kind: .regular, owner: Ownership(permissions: 0o644))
+            for i in stride(from: 0, to: 1000, by: 2) { try fs.write(f, at: UInt64(i) * UInt64(pattern.count), pattern) }
+            try fs.write(f, at: 0, [UInt8](repeating: 1, count: 10))
+            try fs.close()
+        }
+        try WritePathTests.expectClean(image)
+        let cut: UInt64 = 4096 + 17
+        // Fault sweep over the truncate: each hit fails once; the truncate either completes, or fails
+        // with the file on the orphan list and the image e2fsck-clean after the close finishes it.
+        let copy = s.path("sweep.img")
+        // A dry run finds which buffer hits belong to the truncate (open and lookup come first).
+        let (before, after) = try {
+            try Support.sh(["cp", "--sparse=always", image, copy])
+            let fs = try WritePathTests.open(copy, memory: 8 << 20, faults: try FaultPlan(parsing: "category=buffer,nth=1000000000"))
+            let f = try fs.resolve("/big").number
+            let before = fs.budget.faultPlanHits
+            try fs.truncate(f, to: cut)
+            let after = fs.budget.faultPlanHits
+            try fs.close()
+            return (before, after)
+        }()
+        #expect(after - before > 4, "the truncate reads and changes metadata blocks")
+        let originalSize: UInt64 = 1000 * UInt64(pattern.count) - UInt64(pattern.count)
+        var cutShort = 0, untouched = 0
+        for nth in stride(from: before + 1, through: after, by: max(1, (after - before) / 25)) {
+            try Support.sh(["cp", "--sparse=always", image, copy])
+            let fs = try WritePathTests.open(copy, memory: 8 << 20, faults: try FaultPlan(parsing: "category=buffer,nth=\(nth)"))
+            let f = try fs.resolve("/big").number
+            var done = true
+            do {
+                try fs.truncate(f, to: cut)
+            } catch {
+                guard case .outOfMemory = error else { Issue.record("not a clean out-of-memory error: \(error)"); continue }
+                try fs.sync()
+                if try Self.firstOrphan(copy) == f {
+                    // Cut short after the first step: as a crash would leave it, the size is cut
+                    // already and the file is an orphan, which the kernel finishes at mount.
+                    cutShort += 1
+                    let crashed = s.path("cut.img")
+                    try Support.sh(["cp", "--sparse=always", copy, crashed])
+                    if Support.canLoopMount {
+                        try Support.withLoopMount(crashed, options: "rw,loop") { mnt in
+                            let size = try FileManager.default.attributesOfItem(atPath: mnt + "/big")[.size] as? Int
+                            #expect(size == Int(cut), "the kernel sees the cut size")
+                        }
+                        #expect(try Self.firstOrphan(crashed) == nil, "the kernel took the orphan off the list")
+                        try WritePathTests.expectClean(crashed)
+                    }
+                } else {
+                    // The first handle failed: nothing changed.
+                    untouched += 1
+                    done = false
+                }
+            }
+            try fs.close()     // finishes a cut-short truncate
+            try WritePathTests.expectClean(copy)
+            let reread = try Filesystem.open(path: copy)
+            let node = try reread.resolve("/big")
+            let size = done ? cut : originalSize
+            #expect(node.size == size)
+            let head = Int(min(size, 8192))
+            #expect(try reread.read(node, offset: 0, count: head) == [UInt8](repeating: 1, count: 10) + pattern[10..<head])
+            var mapped: UInt64 = 0
+            try reread.blockRuns(node) { mapped = max(mapped, $0.logical + $0.length) }
+            #expect(mapped == (size + UInt64(blockSize) - 1) / UInt64(blockSize), "nothing stays mapped past the size")
+        }
+        #expect(cutShort > 0, "some faults hit the later steps")
+        #expect(untouched > 0, "some faults hit the first step")
+
+        // And the plain run, with the kernel reading the result.
+        let fs = try WritePathTests.open(image)
+        try fs.truncate(try fs.resolve("/big").number, to: cut)
+        try fs.close()
+        #expect(try Self.firstOrphan(image) == nil)
+        try WritePathTests.expectClean(image)
+        #expect(try Self.freeBlocks(image) < baseline)
+        if Support.canLoopMount {
+            try Support.withLoopMount(image) { mnt in
+                let bytes = try #require(FileManager.default.contents(atPath: mnt + "/big"))
+                #expect(Array(bytes) == [UInt8](repeating: 1, count: 10) + pattern[10..<Int(cut)])
+            }
+        }
+    }
+}
