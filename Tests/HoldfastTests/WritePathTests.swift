@@ -172,7 +172,7 @@ struct WritePathTests {
 
     @Test("fallocate: preallocation, writes into unwritten extents, punched holes, zeroed ranges", arguments: [1024, 4096])
     func fallocate(blockSize: Int) throws {
-                let scratch = try Scratch()
+        let scratch = try Scratch()
         let image = scratch.path("fa.img")
         try Self.makeImage(image, blockSize: blockSize, megabytes: 64)
         let fs = try Self.open(image)
