@@ -158,6 +158,7 @@ public final class Filesystem: Sendable {
         let cache = BufferCache(device: device, blockSize: superblock.blockSize, budget: budget, redirects: redirects)
         self.cache = cache
         self.writer = writable ? Locked(WriteState(transaction: Transaction(cache: cache), superblock: superblock)) : nil
+        self.buddies = writable ? BuddyCache(budget: budget) : nil
         self.readOnlyReasons = readOnlyReasons
         self.journalReplay = replay
         self.journalSuperblock = journalSuperblock
@@ -169,6 +170,8 @@ public final class Filesystem: Sendable {
 
     /// The write path's state, behind the write lock; nil when opened read-only.
     let writer: Locked<WriteState>?
+    /// The block groups' buddy bitmaps, for the allocator; nil when opened read-only.
+    let buddies: BuddyCache?
 
     // The cache gives its own pages back when it goes; only the redirect table is the filesystem's.
     deinit {

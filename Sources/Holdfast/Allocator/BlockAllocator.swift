@@ -42,30 +42,107 @@ extension WriteContext {
     /// Allocates up to `count` contiguous blocks, starting as near `goal` as possible.
     /// Returns the first block and how many were taken (at least one); throws noSpace when none are free.
     func allocateBlocks(goal: UInt64, count: Int) throws -> (start: UInt64, count: Int) {
-        precondition(count >= 1)
+        let (start, run, _) = try allocateBlocks(goal: goal, count: count, take: count)
+        return (start, run)
+    }
+
+    /// Finds up to `count` contiguous free blocks near `goal` and takes the first `take` of them
+    /// (at least one); the rest stay free on disk but are marked in the group's buddy, for a
+    /// preallocation window. Returns the run's start, the blocks taken and the run's length.
+    ///
+    /// The goal block itself is tried first (a file grows in place) when the free run there is as
+    /// long as the request's largest power of two; else, for a request of two or more blocks, the
+    /// buddies find an aligned free chunk of that size, so big writes are not scattered over small
+    /// holes; then first fit from the goal.
+    /// Blocks that preallocation windows hold are never handed out. When every free block is held by
+    /// windows, the windows are given up and the search runs again.
+    func allocateBlocks(goal: UInt64, count: Int, take: Int) throws -> (start: UInt64, taken: Int, run: Int) {
+        precondition(count >= 1 && take >= 1 && take <= count)
+        do {
+            return try searchAndTake(goal: goal, count: count, take: take)
+        } catch HoldfastError.noSpace(let why) {
+            guard !state.preallocations.isEmpty else { throw HoldfastError.noSpace(why) }
+            discardAllPreallocations()
+            return try searchAndTake(goal: goal, count: count, take: take)
+        }
+    }
+
+    private func searchAndTake(goal: UInt64, count: Int, take: Int) throws -> (start: UInt64, taken: Int, run: Int) {
         let groups = UInt32(sb.groupCount)
         let clampedGoal = goal >= UInt64(sb.firstDataBlock) && goal < sb.blocksCount ? goal : UInt64(sb.firstDataBlock)
         let goalGroup = group(ofBlock: clampedGoal)
-        for step in 0...groups {
-            let g = (goalGroup + step) % groups
-            var gd = try descriptor(g)
-            guard gd.freeBlocksCount > 0 else { continue }
-            var bitmap = try blockBitmap(&gd)
-            let limit = blocksInGroup(g)
-            let from = step == 0 ? Int(clampedGoal - fs.geometry.groupFirstBlock(UInt64(g))) : 0
-            guard let start = Bitmap.firstClear(bitmap, from: from, limit: limit) ?? Bitmap.firstClear(bitmap, from: 0, limit: from) else {
-                continue
+        let goalOffset = Int(clampedGoal - fs.geometry.groupFirstBlock(UInt64(goalGroup)))
+        let order = count >= 2 ? min(GroupBuddy.maxOrder, Int.bitWidth - 1 - count.leadingZeroBitCount) : 0
+        // Pass 0: an aligned chunk big enough, through the buddies; pass 1: first fit.
+        for pass in (order >= 1 ? 0 : 1)...1 {
+            for step in 0...groups {
+                let g = (goalGroup + step) % groups
+                var gd = try descriptor(g)
+                guard gd.freeBlocksCount > 0 else { continue }
+                let limit = blocksInGroup(g)
+                let from = step == 0 ? goalOffset : 0
+                var found: (start: Int, run: Int)?
+                var bitmapRead: [UInt8]?
+                let viaBuddy = try fs.buddies?.with(g, bitmap: {
+                    let b = try blockBitmap(&gd)
+                    bitmapRead = b
+                    return b
+                }, blocks: limit, reserved: { reservedRanges(in: g) }) { buddy -> Bool in
+                    let maximum = min(count, Int(gd.freeBlocksCount))
+                    let atGoal = step == 0 && buddy.isFree(from) ? Bitmap.clearRun(buddy.used, from: from, maximum: maximum, limit: limit) : 0
+                    if atGoal > 0 && (pass == 1 || atGoal >= 1 << order) {
+                        // Growing in place, when the goal has as much room as a chunk would give.
+                        found = (from, atGoal)
+                    } else if pass == 0 {
+                        if let c = buddy.findChunk(order: order, from: from) {
+                            found = (c, Bitmap.clearRun(buddy.used, from: c, maximum: maximum, limit: limit))
+                        }
+                    } else if let f = Bitmap.firstClear(buddy.used, from: from, limit: limit) ?? Bitmap.firstClear(buddy.used, from: 0, limit: from) {
+                        found = (f, Bitmap.clearRun(buddy.used, from: f, maximum: maximum, limit: limit))
+                    }
+                    return true
+                }
+                if viaBuddy == nil {
+                    // No buddy (no memory for one): no window holds blocks here, the bitmap is the truth.
+                    guard pass == 1 else { continue }
+                    let bitmap = try bitmapRead ?? blockBitmap(&gd)
+                    if let f = Bitmap.firstClear(bitmap, from: from, limit: limit) ?? Bitmap.firstClear(bitmap, from: 0, limit: from) {
+                        found = (f, Bitmap.clearRun(bitmap, from: f, maximum: min(count, Int(gd.freeBlocksCount)), limit: limit))
+                    }
+                }
+                guard let (start, run) = found, run > 0 else { continue }
+                let taken = min(take, run)
+                try markTaken(group: g, &gd, start, taken)
+                if run > taken { fs.buddies?.update(g) { $0.mark(start + taken, run - taken, taken: true) } }
+                return (fs.geometry.groupFirstBlock(UInt64(g)) + UInt64(start), taken, run)
             }
-            let run = Bitmap.clearRun(bitmap, from: start, maximum: min(count, Int(gd.freeBlocksCount)), limit: limit)
-            for i in start..<(start + run) { Bitmap.set(&bitmap, i) }
-            gd.freeBlocksCount -= UInt32(run)
-            counts.blocks -= Int64(run)
-            gd.setBlockBitmapChecksum(bitmap[...], sb)
-            try handle.write(gd.blockBitmap, bitmap)
-            try store(gd)
-            return (fs.geometry.groupFirstBlock(UInt64(g)) + UInt64(start), run)
         }
         throw HoldfastError.noSpace("no free blocks")
+    }
+
+    /// Sets blocks [start, start+n) of group `g` in its bitmap (and buddy), with the free counts.
+    private func markTaken(group g: UInt32, _ gd: inout GroupDescriptorRecord, _ start: Int, _ n: Int) throws {
+        var bitmap = try blockBitmap(&gd)
+        for i in start..<(start + n) {
+            guard !Bitmap.isSet(bitmap, i) else {
+                throw CorruptionError(.blockBitmap, block: fs.geometry.groupFirstBlock(UInt64(g)) + UInt64(i), .impossible("block allocated twice"))
+            }
+            Bitmap.set(&bitmap, i)
+        }
+        gd.freeBlocksCount -= UInt32(n)
+        counts.blocks -= Int64(n)
+        gd.setBlockBitmapChecksum(bitmap[...], sb)
+        pending.bitmapGroups.insert(g)
+        try handle.write(gd.blockBitmap, bitmap)
+        try store(gd)
+        fs.buddies?.update(g) { $0.mark(start, n, taken: true) }
+    }
+
+    /// Takes `n` blocks at `physical` that a preallocation window held (free on disk, marked in the buddy).
+    func takeReserved(_ physical: UInt64, _ n: Int) throws {
+        let g = group(ofBlock: physical)
+        var gd = try descriptor(g)
+        try markTaken(group: g, &gd, Int(physical - fs.geometry.groupFirstBlock(UInt64(g))), n)
     }
 
     /// Gives blocks [start, start+count) back; a run may cross groups.
@@ -91,8 +168,10 @@ extension WriteContext {
             gd.freeBlocksCount += UInt32(n)
             counts.blocks += Int64(n)
             gd.setBlockBitmapChecksum(bitmap[...], sb)
+            pending.bitmapGroups.insert(g)
             try handle.write(gd.blockBitmap, bitmap)
             try store(gd)
+            fs.buddies?.update(g) { [offset, n] in $0.mark(offset, n, taken: false) }
             block += UInt64(n)
             left -= n
         }

@@ -118,7 +118,8 @@ extension WriteContext {
                 let holeEnd = r < runs.count ? min(runs[r].logical, endBlock) : endBlock
                 let want = min(holeEnd - logical, UInt64(ExtentNodeEncoding.maxLength(unwritten: false)))
                 let g = try goal ?? dataGoal(rec, logical: logical)
-                let (start, got) = try allocateBlocks(goal: g, count: Int(want))
+                let appending = r >= runs.count && logical >= rec.size / bs
+                let (start, got) = try allocateData(rec, logical: logical, want: Int(want), goal: g, appending: appending)
                 try insertExtent(Extent(logical: UInt32(logical), length: UInt16(got), physical: start, unwritten: false), into: &rec)
                 rec.sectors += sectors(got)
                 physical = start
@@ -183,6 +184,7 @@ extension WriteContext {
     /// Sets i_size; a smaller size zeroes the rest of its last block (blocks past it are the
     /// caller's to free).
     func truncateTail(_ rec: inout InodeRecord, to size: UInt64) throws {
+        discardPreallocation(rec.number)
         let bs = UInt64(blockSize)
         if size < rec.size {
             if size % bs != 0 {
@@ -215,6 +217,7 @@ extension WriteContext {
     func fallocate(_ rec: inout InodeRecord, offset: UInt64, length: UInt64, mode: FallocateMode) throws {
         guard rec.flags & Inode.flagExtents != 0 else { throw HoldfastError.unsupported("fallocate on block-mapped file \(rec.number)") }
         guard length > 0 else { throw HoldfastError.invalidArgument("fallocate of zero bytes") }
+        discardPreallocation(rec.number)
         let bs = UInt64(blockSize)
         guard offset + length <= UInt64(UInt32.max) * bs else { throw HoldfastError.invalidArgument("fallocate past the largest file size") }
         switch mode {

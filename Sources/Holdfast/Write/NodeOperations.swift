@@ -195,6 +195,7 @@ extension WriteContext {
 
     /// Frees an unlinked inode's blocks and xattr block.
     func freeInodeContents(_ rec: inout InodeRecord) throws {
+        discardPreallocation(rec.number)
         if rec.flags & Inode.flagExtents != 0 {
             try removeExtents(from: 0, of: &rec)
         } else if !(FileType(mode: rec.mode) == .symlink && rec.sectors == 0) && rec.sectors != 0 {

@@ -76,6 +76,8 @@ final class PendingChanges {
     var orphanHead: UInt32?
     var orphansAdded: Set<UInt32> = []
     var orphansRemoved: Set<UInt32> = []
+    /// Groups whose block bitmap this operation changed: a rollback makes their buddies stale.
+    var bitmapGroups: Set<UInt32> = []
 
     func apply(to state: WriteState) {
         if let head = orphanHead { state.superblock.lastOrphan = head }
@@ -204,6 +206,7 @@ extension Filesystem {
                 guard let n = state.openCounts[inode] else { return false }
                 if n > 1 { state.openCounts[inode] = n - 1; return false }
                 state.openCounts[inode] = nil
+                discardPreallocation(inode, state)
                 return !state.closed && state.orphans.contains(inode)
             }
             if last { try finishOrphan(inode) }

@@ -24,6 +24,8 @@ final class WriteState {
     var orphans: Set<UInt32> = []
     /// Open file descriptions per inode (`OpenFile`).
     var openCounts: [UInt32: Int] = [:]
+    /// Preallocation windows of files being appended to while open.
+    var preallocations: [UInt32: Preallocation] = [:]
 
     init(transaction: Transaction, superblock: Superblock) {
         self.transaction = transaction
@@ -93,6 +95,7 @@ extension Filesystem {
                 result = try body(&ctx)
             } catch {
                 handle.abort()
+                buddies?.invalidate(ctx.pending.bitmapGroups)
                 throw error
             }
             handle.stop()
@@ -146,6 +149,7 @@ extension Filesystem {
             // Files still open go now, as at the last close; a truncate cut short is finished.
             let orphans = writer.withLock { state in
                 state.openCounts.removeAll()
+                discardAllPreallocations(state)
                 return state.closed ? [] : state.orphans.sorted()
             }
             for number in orphans { try finishOrphan(number) }
