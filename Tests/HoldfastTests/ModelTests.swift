@@ -42,6 +42,25 @@ struct ModelTests {
             size = newSize
         }
 
+        /// Bytes [from, to) read as zeros afterwards (within the size).
+        func zero(_ from: Int, _ to: Int) {
+            let end = min(to, size)
+            guard from < end else { return }
+            write([UInt8](repeating: 0, count: end - from), at: from)
+        }
+
+        /// fallocate(2) as the model sees it: only the size and zeroed ranges show.
+        func fallocate(_ offset: Int, _ length: Int, _ mode: FallocateMode) {
+            switch mode {
+            case .allocate: size = max(size, offset + length)
+            case .keepSize: break
+            case .punchHole: zero(offset, offset + length)
+            case .zeroRange(let keepSize):
+                zero(offset, offset + length)
+                if !keepSize { size = max(size, offset + length) }
+            }
+        }
+
         var bytes: [UInt8] {
             var out = [UInt8](repeating: 0, count: size)
             for (c, chunk) in chunks {
@@ -91,6 +110,8 @@ struct ModelTests {
         let seed: UInt64
         /// What happened to each file node, for the failure message.
         var history: [ObjectIdentifier: [String]] = [:]
+        /// Open file descriptions, each with the node it keeps alive (perhaps unlinked since).
+        var handles: [(file: OpenFile, node: FileNode)] = []
 
         mutating func log(_ node: FileNode, _ what: String) { history[ObjectIdentifier(node), default: []].append(what) }
 
@@ -115,7 +136,7 @@ struct ModelTests {
 
         /// One random operation, applied to both sides.
         mutating func step() throws {
-            let r = number(100)
+            let r = number(112)
             let me = Ownership(uid: 0, gid: 0, permissions: 0o644)
             switch r {
             case 0..<14:  // create a file
@@ -225,12 +246,73 @@ struct ModelTests {
                 }
                 touched.insert(path)
                 counts["xattr", default: 0] += 1
+            case 100..<104:  // fallocate: preallocate, keep size, punch a hole, zero a range
+                guard let path = pick(model.files), case .file(let node)? = model.nodes[path] else { return }
+                let (offset, length, mode) = randomFallocate(node)
+                try fs.fallocate(try fs.resolve(path).number, offset: UInt64(offset), length: UInt64(length), mode: mode)
+                node.fallocate(offset, length, mode)
+                log(node, "fallocate \(mode) \(length) at \(offset)")
+                touched.insert(path)
+                counts["fallocate", default: 0] += 1
+            case 104..<108:  // open a file, or close a description (the last close frees an unlinked file)
+                if chance(0.5) || handles.count > 12, !handles.isEmpty {
+                    let h = handles.remove(at: number(handles.count))
+                    try h.file.close()
+                    counts["close", default: 0] += 1
+                } else {
+                    guard let path = pick(model.files), case .file(let node)? = model.nodes[path] else { return }
+                    handles.append((try fs.openFile(try fs.resolve(path).number), node))
+                    counts["open", default: 0] += 1
+                }
+            case 108..<112:  // through an open description: append (windows), write, truncate, fallocate
+                guard !handles.isEmpty else { return }
+                let h = handles[number(handles.count)]
+                let inode = h.file.inode
+                switch number(4) {
+                case 0, 1:
+                    let offset = chance(0.7) ? h.node.size : number(4 << 20)
+                    let data = [UInt8](repeating: UInt8(number(255) + 1), count: 1 + number(chance(0.5) ? 70_000 : 3000))
+                    try fs.write(inode, at: UInt64(offset), data)
+                    h.node.write(data, at: offset)
+                    log(h.node, "write \(data.count) at \(offset) through a description")
+                    counts["handle-write", default: 0] += 1
+                case 2:
+                    let size = number(max(1, h.node.size + 1))
+                    try fs.truncate(inode, to: UInt64(size))
+                    h.node.truncate(size)
+                    log(h.node, "truncate to \(size) through a description")
+                    counts["handle-truncate", default: 0] += 1
+                default:
+                    let (offset, length, mode) = randomFallocate(h.node)
+                    try fs.fallocate(inode, offset: UInt64(offset), length: UInt64(length), mode: mode)
+                    h.node.fallocate(offset, length, mode)
+                    log(h.node, "fallocate \(mode) \(length) at \(offset) through a description")
+                    counts["handle-fallocate", default: 0] += 1
+                }
             default:  // a name that exists: create must say so and change nothing
                 guard let path = pick(model.nodes.keys.filter { $0 != "/" }) else { return }
                 do { try fs.create(path: path, kind: .regular, owner: me); throw fail("create over \(path) succeeded") } catch let e as HoldfastError {
                     guard case .exists = e else { throw fail("create over \(path): \(e)") }
                 }
                 counts["exists-error", default: 0] += 1
+            }
+        }
+
+        mutating func randomFallocate(_ node: FileNode) -> (Int, Int, FallocateMode) {
+            let offset = chance(0.5) ? number(max(1, node.size)) : number(4 << 20)
+            let length = 1 + (chance(0.5) ? number(9000) : number(600_000))
+            let modes: [FallocateMode] = [.allocate, .keepSize, .punchHole, .punchHole, .zeroRange(keepSize: true), .zeroRange(keepSize: false)]
+            return (offset, length, modes[number(modes.count)])
+        }
+
+        /// Open descriptions read what their nodes hold, linked or not.
+        func compareHandles() throws {
+            for h in handles {
+                let inode = try fs.inode(h.file.inode)
+                guard inode.size == UInt64(h.node.size) else { throw fail("open inode \(h.file.inode): size \(inode.size), model \(h.node.size)") }
+                guard ModelTests.sameBytes(try fs.read(inode, offset: 0, count: h.node.size), h.node.bytes) else {
+                    throw fail("open inode \(h.file.inode): contents differ; history: \(history[ObjectIdentifier(h.node)] ?? [])")
+                }
             }
         }
 
@@ -277,7 +359,7 @@ struct ModelTests {
         return [1, 2]
     }
 
-    @Test("10,000 random operations match the model", arguments: seeds)
+    @Test("10,000 random operations (fallocate and open descriptions among them) match the model", arguments: seeds)
     func randomized(seed: UInt64) throws {
         let scratch = try Scratch()
         let image = scratch.path("model.img")
@@ -312,14 +394,17 @@ struct ModelTests {
         for batch in 0..<20 {
             for _ in 0..<500 { try run.step() }
             try run.compare(run.touched.filter { run.model.nodes[$0] != nil })
+            try run.compareHandles()
             run.touched.removeAll()
             if batch % 5 == 4 { try fs.sync() }
         }
         try run.compare(nil)
+        try run.compareHandles()
+        // Some descriptions stay open: close frees their unlinked files, as a last close would.
         try fs.close()
         let fsck = try Support.run(["e2fsck", "-fn", image])
         #expect(fsck.status == 0, "seed \(seed): e2fsck -fn:\n\(fsck.out.suffix(3000))")
-        #expect(run.counts.count >= 12, "seed \(seed): operations run: \(run.counts)")
+        #expect(run.counts.count >= 18, "seed \(seed): operations run: \(run.counts)")
         print("model test seed \(seed): \(run.counts.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " "))")
 
         guard Support.canLoopMount else {
