@@ -236,7 +236,7 @@ struct WritePathTests {
         try Self.expectClean(image)
     }
 
-    @Test("a failure at any allocation rolls the operation back", arguments: ["buffer", "journal", "page"])
+    @Test("a failure at any allocation rolls the operation back (or, for buddies, falls back to the bitmap)", arguments: ["buffer", "journal", "page", "allocator"])
     func faultSweep(category: String) throws {
         let scratch = try Scratch()
         let pristine = scratch.path("pristine.img")

@@ -164,8 +164,6 @@ final class BuddyCache: Sendable {
         }
     }
 
-    func has(_ g: UInt32) -> Bool { entries.withLock { $0[g].map { !$0.buddy.stale } ?? false } }
-
     /// The groups' bitmaps were rolled back: their buddies are rebuilt at next use.
     func invalidate(_ groups: Set<UInt32>) {
         guard !groups.isEmpty else { return }
