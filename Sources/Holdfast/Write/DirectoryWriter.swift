@@ -30,8 +30,7 @@ extension WriteContext {
         let logical = dir.size / bs
         let goal = try dataGoal(dir, logical: logical)
         let (block, _) = try allocateBlocks(goal: goal, count: 1)
-        try insertExtent(Extent(logical: UInt32(logical), length: 1, physical: block, unwritten: false), into: &dir)
-        dir.sectors += sectors(1)
+        try mapNewRun(logical: logical, physical: block, count: 1, into: &dir)
         dir.size += bs
         try handle.create(block, bytes)
         return UInt32(logical)

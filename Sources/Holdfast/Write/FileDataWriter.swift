@@ -87,13 +87,13 @@ extension WriteContext {
     }
 
     func writeData(_ rec: inout InodeRecord, offset: UInt64, source data: DataSource) throws {
-        guard rec.flags & Inode.flagExtents != 0 else {
-            throw HoldfastError.unsupported("writing to block-mapped file \(rec.number)")
-        }
         guard data.count > 0 else { return }
         let bs = UInt64(blockSize)
         let end = offset + UInt64(data.count)
         guard end <= UInt64(UInt32.max) * bs else { throw HoldfastError.invalidArgument("write past the largest file size") }
+        if rec.flags & Inode.flagExtents == 0 && (end + bs - 1) / bs > blockMapReach {
+            throw HoldfastError.invalidArgument("write past the largest block-mapped file size (\(blockMapReach) blocks)")
+        }
         let firstBlock = offset / bs, endBlock = (end + bs - 1) / bs
         let runs = try mappedRuns(rec, from: firstBlock, to: endBlock)
         var logical = firstBlock
@@ -119,8 +119,7 @@ extension WriteContext {
                 let want = min(holeEnd - logical, UInt64(ExtentNodeEncoding.maxLength(unwritten: false)))
                 let g = try goal ?? dataGoal(rec, logical: logical)
                 let (start, got) = try allocateBlocks(goal: g, count: Int(want))
-                try insertExtent(Extent(logical: UInt32(logical), length: UInt16(got), physical: start, unwritten: false), into: &rec)
-                rec.sectors += sectors(got)
+                try mapNewRun(logical: logical, physical: start, count: got, into: &rec)
                 physical = start
                 length = UInt64(got)
                 fresh = true
@@ -175,11 +174,7 @@ extension WriteContext {
     func truncateData(_ rec: inout InodeRecord, to size: UInt64) throws {
         let bs = UInt64(blockSize)
         if size < rec.size {
-            guard rec.flags & Inode.flagExtents != 0 else {
-                throw HoldfastError.unsupported("truncating block-mapped file \(rec.number)")
-            }
-            let keep = (size + bs - 1) / bs
-            try removeExtents(from: UInt32(min(keep, UInt64(UInt32.max))), of: &rec)
+            try unmapFrom((size + bs - 1) / bs, of: &rec)
             if size % bs != 0 {
                 let runs = try mappedRuns(rec, from: size / bs, to: size / bs + 1)
                 if let run = runs.first, run.logical <= size / bs, run.hasData {

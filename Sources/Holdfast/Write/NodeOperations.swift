@@ -107,8 +107,10 @@ extension WriteContext {
                 rec.blockArea = area
                 rec.size = UInt64(target.count)
             } else {
-                rec.flags |= Inode.flagExtents
-                rec.blockArea = ExtentNodeEncoding.leaf([], byteCount: 60)
+                if extents {
+                    rec.flags |= Inode.flagExtents
+                    rec.blockArea = ExtentNodeEncoding.leaf([], byteCount: 60)
+                }
                 try target.withUnsafeBytes { try writeData(&rec, offset: 0, data: $0) }
             }
         case .characterDevice(let major, let minor), .blockDevice(let major, let minor):
@@ -188,11 +190,7 @@ extension WriteContext {
 
     /// Frees an unlinked inode's blocks and xattr block.
     func freeInodeContents(_ rec: inout InodeRecord) throws {
-        if rec.flags & Inode.flagExtents != 0 {
-            try removeExtents(from: 0, of: &rec)
-        } else if !(FileType(mode: rec.mode) == .symlink && rec.sectors == 0) && rec.sectors != 0 {
-            throw HoldfastError.unsupported("freeing the blocks of block-mapped inode \(rec.number)")
-        }
+        if hasMappedBlocks(rec) { try unmapFrom(0, of: &rec) }
         if rec.fileACL != 0 { try releaseXattrBlock(&rec) }
         rec.size = 0
     }
