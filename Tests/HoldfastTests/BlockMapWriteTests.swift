@@ -32,7 +32,7 @@ struct BlockMapWriteTests {
     static func bigBlocks(_ l: Layout) -> Int { l.double + 40 }
 
     /// An image made by mkfs.ext2/ext3 -d from a small generated tree.
-    static func makeImage(_ scratch: Scratch, _ l: Layout, megabytes: Int = 64) throws -> String {
+    static func makeImage(_ scratch: Scratch, _ l: Layout, megabytes: Int = 64, extra: [String] = []) throws -> String {
         let tree = scratch.path("tree")
         let fm = FileManager.default
         try fm.createDirectory(atPath: tree + "/sub/deeper", withIntermediateDirectories: true)
@@ -41,7 +41,7 @@ struct BlockMapWriteTests {
         try Data(pattern(3000, seed: 2)).write(to: URL(fileURLWithPath: tree + "/sub/deeper/notes.txt"))
         try fm.createSymbolicLink(atPath: tree + "/link", withDestinationPath: "hello.txt")
         let image = scratch.path("\(l.type)-\(l.blockSize).img")
-        try Support.sh(["mkfs.\(l.type)", "-q", "-F", "-b", String(l.blockSize), "-d", tree, image, "\(megabytes)M"])
+        try Support.sh(["mkfs.\(l.type)", "-q", "-F", "-b", String(l.blockSize)] + extra + ["-d", tree, image, "\(megabytes)M"])
         let features = try Support.sh(["dumpe2fs", "-h", image])
         #expect(!features.contains("extent"), "mkfs.\(l.type) made an image with extents")
         return image
@@ -406,6 +406,45 @@ struct BlockMapWriteTests {
             #expect(try FileManager.default.destinationOfSymbolicLink(atPath: mnt + "/fast") == "hello.txt")
             #expect(!FileManager.default.fileExists(atPath: mnt + "/gone"))
         }
+    }
+
+    @Test("put copies the small generated tree into block-mapped images as the kernel shows it", arguments: layouts)
+    func put(l: Layout) throws {
+        let scratch = try Scratch()
+        let image = try Self.makeImage(scratch, l, megabytes: 128)
+        // A private copy: other suites read the shared tree and move its access times.
+        let tree = scratch.path("small")
+        try Support.sh(["cp", "-a", Trees.small, tree])
+        let fs = try Self.open(image)
+        let summary = try fs.importHost(tree, into: Filesystem.rootInode, name: Array("imported".utf8))
+        #expect(summary.files > 3000)
+        try fs.close()
+        try Self.expectClean(image)
+        try #require(Support.canLoopMount, "loop mounts are not permitted here: skipping the kernel comparison")
+        try Support.withLoopMount(image) { mnt in
+            let diff = try Support.treeDifferences(tree, mnt + "/imported", extra: ["--ignore-root-times"])
+            #expect(diff == nil, "\(diff ?? "")")
+        }
+    }
+
+    @Test("an old-style ext2 image (128-byte inodes, no filetype, no dir_index) takes a tree, a move and a removal")
+    func oldStyle() throws {
+        let scratch = try Scratch()
+        let l = Layout(type: "ext2", blockSize: 2048)
+        let image = try Self.makeImage(scratch, l, megabytes: 128, extra: ["-I", "128", "-O", "^filetype,^dir_index,^resize_inode"])
+        let tree = scratch.path("small")
+        try Support.sh(["cp", "-a", Trees.small, tree])
+        let fs = try Self.open(image)
+        _ = try fs.importHost(tree, into: Filesystem.rootInode, name: Array("imported".utf8))
+        try fs.makeDirectories(path: "/new/deeper", owner: Ownership(permissions: 0o755))
+        try fs.rename(path: "/new/deeper", to: "/imported/moved")
+        try fs.unlink(path: "/big.bin")
+        try fs.close()
+        try Self.expectClean(image)
+        // Times have whole seconds in 128-byte inodes: the kernel is compared with Holdfast's own extract.
+        try #require(Support.canLoopMount, "loop mounts are not permitted here: skipping the kernel comparison")
+        let ro = try Filesystem.open(path: image, options: OpenOptions(memoryBudget: 16 << 20))
+        try Support.expectExtractMatchesKernel(ro, into: scratch.path("out"), judge: image)
     }
 
     @Test("an ext3 image converted to extents: old files stay block-mapped, new ones get extents")

@@ -112,7 +112,7 @@ extension WriteContext {
             index.append((keys[k], logical))
         }
         var root = DxEncoding.root(selfInode: dir.number, parent: all[1].inode, hashVersion: sb.defaultHashVersion, levels: 0,
-                                   entries: index, blockSize: blockSize, checksums: checksums)
+                                   entries: index, blockSize: blockSize, checksums: checksums, dotFileType: fileTypeCode(.directory))
         DxEncoding.seal(&root, offset: DxEncoding.rootEntriesOffset, seed: seed(dir))
         try handle.write(rootPhysical, root)
         dir.flags |= Inode.flagIndex
@@ -162,7 +162,7 @@ extension WriteContext {
         var b: [UInt8]
         if isRoot {
             b = DxEncoding.root(selfInode: dir.number, parent: path.parent, hashVersion: path.rootHashVersion, levels: UInt8(indirect),
-                                entries: level.entries, blockSize: blockSize, checksums: checksums)
+                                entries: level.entries, blockSize: blockSize, checksums: checksums, dotFileType: fileTypeCode(.directory))
         } else {
             b = DxEncoding.node(entries: level.entries, blockSize: blockSize, checksums: checksums)
         }

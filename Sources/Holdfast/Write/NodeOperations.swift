@@ -119,7 +119,8 @@ extension WriteContext {
             break
         }
         if isDirectory {
-            var block = DirectoryLeaf.initial(selfInode: number, parent: parent, blockSize: blockSize, checksums: checksums)
+            var block = DirectoryLeaf.initial(selfInode: number, parent: parent, blockSize: blockSize, checksums: checksums,
+                                              dotFileType: fileTypeCode(.directory))
             DirectoryLeaf.seal(&block, seed: seed(rec))
             _ = try appendDirectoryBlock(&rec, block)
             incrementLinks(&dir)
