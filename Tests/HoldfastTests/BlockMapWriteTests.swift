@@ -447,6 +447,29 @@ struct BlockMapWriteTests {
         try Support.expectExtractMatchesKernel(ro, into: scratch.path("out"), judge: image)
     }
 
+    @Test("without large_file, files stay under 2 GiB (the kernel's EFBIG)")
+    func noLargeFile() throws {
+        let scratch = try Scratch()
+        // At 4 KiB mke2fs turns large_file back on for the resize inode: 1 KiB blocks keep it off.
+        let l = Layout(type: "ext2", blockSize: 1024)
+        let image = try Self.makeImage(scratch, l, extra: ["-O", "^large_file"])
+        #expect(!(try Support.sh(["dumpe2fs", "-h", image])).contains("large_file"))
+        let fs = try Self.open(image)
+        let notes = try fs.resolve("/sub/deeper/notes.txt").number
+        #expect(throws: HoldfastError.self) { try fs.write(notes, at: 3 << 30, [1]) }
+        #expect(throws: HoldfastError.self) { try fs.truncate(notes, to: 2 << 30) }
+        // The largest size there is: 2 GiB less one byte.
+        try fs.write(notes, at: (2 << 30) - 11, Array("0123456789".utf8))
+        try fs.close()
+        try Self.expectClean(image)
+        var notesExpected = Expected()
+        notesExpected.write(0, Self.pattern(3000, seed: 2))
+        notesExpected.write((2 << 30) - 11, Array("0123456789".utf8))
+        let files = ["/sub/deeper/notes.txt": notesExpected]
+        try Self.expectHoldfastReads(image, files, blockSize: l.blockSize)
+        try Self.expectKernelReads(image, files, blockSize: l.blockSize)
+    }
+
     @Test("an ext3 image converted to extents: old files stay block-mapped, new ones get extents")
     func converted() throws {
         let scratch = try Scratch()

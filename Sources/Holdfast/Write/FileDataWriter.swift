@@ -91,9 +91,7 @@ extension WriteContext {
         let bs = UInt64(blockSize)
         let end = offset + UInt64(data.count)
         guard end <= UInt64(UInt32.max) * bs else { throw HoldfastError.invalidArgument("write past the largest file size") }
-        if rec.flags & Inode.flagExtents == 0 && (end + bs - 1) / bs > blockMapReach {
-            throw HoldfastError.invalidArgument("write past the largest block-mapped file size (\(blockMapReach) blocks)")
-        }
+        try checkFileSize(rec, end)
         let firstBlock = offset / bs, endBlock = (end + bs - 1) / bs
         let runs = try mappedRuns(rec, from: firstBlock, to: endBlock)
         var logical = firstBlock
@@ -170,9 +168,22 @@ extension WriteContext {
         }
     }
 
+    /// Refuses sizes the inode's mapping or the image cannot hold (where the kernel says EFBIG).
+    func checkFileSize(_ rec: InodeRecord, _ size: UInt64) throws {
+        let bs = UInt64(blockSize)
+        if rec.flags & Inode.flagExtents == 0 && size > blockMapReach * bs {
+            throw HoldfastError.invalidArgument("inode \(rec.number): \(size) bytes is past the largest block-mapped file size (\(blockMapReach) blocks)")
+        }
+        // Without large_file, i_size_high is not a size (old ext2): files stay under 2 GiB.
+        if size > UInt64(Int32.max) && !sb.featureROCompat.contains(.largeFile) {
+            throw HoldfastError.invalidArgument("inode \(rec.number): files of 2 GiB or more need the large_file feature")
+        }
+    }
+
     /// Sets the file size, freeing blocks past a smaller size and zeroing the rest of its last block.
     func truncateData(_ rec: inout InodeRecord, to size: UInt64) throws {
         let bs = UInt64(blockSize)
+        if size > rec.size { try checkFileSize(rec, size) }
         if size < rec.size {
             try unmapFrom((size + bs - 1) / bs, of: &rec)
             if size % bs != 0 {
