@@ -27,11 +27,13 @@ public enum DirectoryLeaf {
     }
 
     /// The first block of a new directory: '.' and '..', the second record taking the rest.
-    public static func initial(selfInode: UInt32, parent: UInt32, blockSize: Int, checksums: Bool) -> [UInt8] {
+    /// `dotFileType` is 0 on images without the filetype feature.
+    public static func initial(selfInode: UInt32, parent: UInt32, blockSize: Int, checksums: Bool,
+                               dotFileType: UInt8 = FileType.directory.rawValue) -> [UInt8] {
         var b = empty(blockSize: blockSize, checksums: checksums)
         let u = usable(blockSize: blockSize, checksums: checksums)
-        writeRecord(&b, at: 0, inode: selfInode, name: [0x2E], fileType: FileType.directory.rawValue, length: 12, blockSize: blockSize)
-        writeRecord(&b, at: 12, inode: parent, name: [0x2E, 0x2E], fileType: FileType.directory.rawValue, length: u - 12, blockSize: blockSize)
+        writeRecord(&b, at: 0, inode: selfInode, name: [0x2E], fileType: dotFileType, length: 12, blockSize: blockSize)
+        writeRecord(&b, at: 12, inode: parent, name: [0x2E, 0x2E], fileType: dotFileType, length: u - 12, blockSize: blockSize)
         return b
     }
 
@@ -165,10 +167,11 @@ public enum DxEncoding {
 
     /// A root block: '.', '..' spanning the block, dx_root_info, then the entries.
     public static func root(selfInode: UInt32, parent: UInt32, hashVersion: UInt8, levels: UInt8,
-                            entries: [(hash: UInt32, block: UInt32)], blockSize: Int, checksums: Bool) -> [UInt8] {
+                            entries: [(hash: UInt32, block: UInt32)], blockSize: Int, checksums: Bool,
+                            dotFileType: UInt8 = FileType.directory.rawValue) -> [UInt8] {
         var b = [UInt8](repeating: 0, count: blockSize)
-        DirectoryLeaf.writeRecord(&b, at: 0, inode: selfInode, name: [0x2E], fileType: FileType.directory.rawValue, length: 12, blockSize: blockSize)
-        DirectoryLeaf.writeRecord(&b, at: 12, inode: parent, name: [0x2E, 0x2E], fileType: FileType.directory.rawValue, length: blockSize - 12, blockSize: blockSize)
+        DirectoryLeaf.writeRecord(&b, at: 0, inode: selfInode, name: [0x2E], fileType: dotFileType, length: 12, blockSize: blockSize)
+        DirectoryLeaf.writeRecord(&b, at: 12, inode: parent, name: [0x2E, 0x2E], fileType: dotFileType, length: blockSize - 12, blockSize: blockSize)
         b.setLE32(0x18, 0)          // reserved_zero
         b.setU8(0x1C, hashVersion)  // hash_version
         b.setU8(0x1D, 8)            // info_length

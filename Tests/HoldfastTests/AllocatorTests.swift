@@ -75,7 +75,7 @@ struct AllocatorTests {
             try WritePathTests.expectClean(image)
             let fromDisk = try OrphanTests.freeBlocks(image)
             #expect(fromDisk == free, "windows are never on disk: the free count is exact")
-            if Support.canLoopMount {
+            if Support.canLoopMount(skipping: "the kernel's reading of the interleaved files") {
                 try Support.withLoopMount(image) { mnt in
                     let expected = [UInt8]((0..<400).flatMap { _ in piece })
                     let readA = try #require(FileManager.default.contents(atPath: mnt + "/a"))

@@ -11,7 +11,7 @@ import Testing
 struct JournalReplayTests {
     @Test("a crash image reads as the kernel replays it", arguments: [1024, 4096])
     func crashImage(blockSize: Int) throws {
-        try #require(Support.canLoopMount, "loop mounts are not permitted here: skipping journal replay against the kernel")
+        try Support.requireLoopMount("journal replay against the kernel")
         let scratch = try Scratch()
         let live = scratch.path("live.img")
         try Support.sh(["truncate", "-s", "128M", live])

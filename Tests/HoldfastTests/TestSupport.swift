@@ -74,7 +74,9 @@ enum Support {
     }
 
     /// Can this process loop-mount images? Tests that need it are skipped with a message when not.
+    /// HOLDFAST_TEST_NO_LOOP=1 pretends mounting is not permitted, to check the skips.
     static let canLoopMount: Bool = {
+        guard ProcessInfo.processInfo.environment["HOLDFAST_TEST_NO_LOOP"] == nil else { return false }
         guard geteuid() == 0, let scratch = try? Scratch() else { return false }
         let img = scratch.path("probe.img")
         guard (try? sh(["truncate", "-s", "4M", img])) != nil, (try? sh(["mkfs.ext4", "-q", img])) != nil else { return false }
@@ -84,6 +86,22 @@ enum Support {
         _ = try? run(["umount", mnt])
         return true
     }()
+
+    /// Ends the test as skipped, with the reason shown, where the kernel cannot loop-mount.
+    static func requireLoopMount(_ what: String) throws {
+        guard canLoopMount else {
+            // Printed too: Swift Testing reports a cancelled case of a parameterized test as passed.
+            let test = Test.current?.name ?? "a test"
+            print("SKIPPED (loop mounts are not permitted here): \(test): \(what)")
+            try Test.cancel("loop mounts are not permitted here: skipping \(what)")
+        }
+    }
+
+    /// For a kernel check inside a longer test: true where loop mounts work, else says what is skipped.
+    static func canLoopMount(skipping what: String) -> Bool {
+        if !canLoopMount { print("loop mounts are not permitted here: skipping \(what)") }
+        return canLoopMount
+    }
 
     /// Mounts `image` read-only through the kernel's ext4 for the duration of `body`.
     static func withLoopMount<T>(_ image: String, options: String = "ro,loop,noatime", _ body: (String) throws -> T) throws -> T {

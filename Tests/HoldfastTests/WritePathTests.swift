@@ -25,7 +25,7 @@ struct WritePathTests {
 
     @Test("put copies the small tree as the kernel shows it", arguments: [1024, 2048, 4096])
     func putTree(blockSize: Int) throws {
-        try #require(Support.canLoopMount, "loop mounts are not permitted here: skipping the kernel comparison")
+        try Support.requireLoopMount("the kernel comparison")
         let scratch = try Scratch()
         let image = scratch.path("w.img")
         try Self.makeImage(image, blockSize: blockSize, megabytes: 64)
@@ -46,7 +46,7 @@ struct WritePathTests {
 
     @Test("operations through the library API", arguments: [1024, 4096])
     func operations(blockSize: Int) throws {
-        try #require(Support.canLoopMount, "loop mounts are not permitted here: skipping the kernel comparison")
+        try Support.requireLoopMount("the kernel comparison")
         let scratch = try Scratch()
         let image = scratch.path("ops.img")
         try Self.makeImage(image, blockSize: blockSize, megabytes: 128)
@@ -141,7 +141,7 @@ struct WritePathTests {
 
     @Test("the kernel and Holdfast take turns writing one image")
     func roundTrip() throws {
-        try #require(Support.canLoopMount, "loop mounts are not permitted here: skipping the round trip")
+        try Support.requireLoopMount("the round trip")
         let scratch = try Scratch()
         let image = scratch.path("rt.img")
         try Self.makeImage(image, blockSize: 4096, megabytes: 128)
@@ -202,7 +202,7 @@ struct WritePathTests {
         #expect(try fs.read(try fs.inode(f), offset: 0, count: model.count) == model)
         try fs.close()
         try Self.expectClean(image)
-        try #require(Support.canLoopMount, "loop mounts are not permitted here: skipping the kernel comparison")
+        try Support.requireLoopMount("the kernel comparison")
         try Support.withLoopMount(image) { mnt in
             let data = try #require(FileManager.default.contents(atPath: mnt + "/f"))
             #expect(Array(data) == model, "the kernel reads the file differently")

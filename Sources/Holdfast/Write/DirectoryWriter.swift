@@ -30,8 +30,7 @@ extension WriteContext {
         let logical = dir.size / bs
         let goal = try dataGoal(dir, logical: logical)
         let (block, _) = try allocateBlocks(goal: goal, count: 1)
-        try insertExtent(Extent(logical: UInt32(logical), length: 1, physical: block, unwritten: false), into: &dir)
-        dir.sectors += sectors(1)
+        try mapNewRun(logical: logical, physical: block, count: 1, into: &dir)
         dir.size += bs
         try handle.create(block, bytes)
         return UInt32(logical)
@@ -113,7 +112,7 @@ extension WriteContext {
             index.append((keys[k], logical))
         }
         var root = DxEncoding.root(selfInode: dir.number, parent: all[1].inode, hashVersion: sb.defaultHashVersion, levels: 0,
-                                   entries: index, blockSize: blockSize, checksums: checksums)
+                                   entries: index, blockSize: blockSize, checksums: checksums, dotFileType: fileTypeCode(.directory))
         DxEncoding.seal(&root, offset: DxEncoding.rootEntriesOffset, seed: seed(dir))
         try handle.write(rootPhysical, root)
         dir.flags |= Inode.flagIndex
@@ -163,7 +162,7 @@ extension WriteContext {
         var b: [UInt8]
         if isRoot {
             b = DxEncoding.root(selfInode: dir.number, parent: path.parent, hashVersion: path.rootHashVersion, levels: UInt8(indirect),
-                                entries: level.entries, blockSize: blockSize, checksums: checksums)
+                                entries: level.entries, blockSize: blockSize, checksums: checksums, dotFileType: fileTypeCode(.directory))
         } else {
             b = DxEncoding.node(entries: level.entries, blockSize: blockSize, checksums: checksums)
         }

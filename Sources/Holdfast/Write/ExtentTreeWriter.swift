@@ -163,7 +163,8 @@ extension WriteContext {
         return freed
     }
 
-    private func freeData(_ physical: UInt64, _ count: Int, rec: inout InodeRecord, freed: inout Int) throws {
+    /// Frees data blocks of `rec` and takes them off i_blocks (block maps use this too).
+    func freeData(_ physical: UInt64, _ count: Int, rec: inout InodeRecord, freed: inout Int) throws {
         guard count > 0 else { return }
         try freeBlocks(physical, count)
         // A directory's blocks live in the buffer cache, perhaps dirty: their copies must never be
@@ -175,7 +176,8 @@ extension WriteContext {
         freed += count
     }
 
-    private func freeTreeBlock(_ block: UInt64, rec: inout InodeRecord) throws {
+    /// Frees one extent tree (or indirect) block of `rec` and drops its cached copy.
+    func freeTreeBlock(_ block: UInt64, rec: inout InodeRecord) throws {
         try freeBlocks(block, 1)
         handle.release(block)
         rec.sectors -= min(rec.sectors, sectors(1))

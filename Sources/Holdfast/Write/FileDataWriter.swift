@@ -87,13 +87,11 @@ extension WriteContext {
     }
 
     func writeData(_ rec: inout InodeRecord, offset: UInt64, source data: DataSource) throws {
-        guard rec.flags & Inode.flagExtents != 0 else {
-            throw HoldfastError.unsupported("writing to block-mapped file \(rec.number)")
-        }
         guard data.count > 0 else { return }
         let bs = UInt64(blockSize)
         let end = offset + UInt64(data.count)
         guard end <= UInt64(UInt32.max) * bs else { throw HoldfastError.invalidArgument("write past the largest file size") }
+        try checkFileSize(rec, end)
         let firstBlock = offset / bs, endBlock = (end + bs - 1) / bs
         let runs = try mappedRuns(rec, from: firstBlock, to: endBlock)
         var logical = firstBlock
@@ -120,8 +118,7 @@ extension WriteContext {
                 let g = try goal ?? dataGoal(rec, logical: logical)
                 let appending = r >= runs.count && logical >= rec.size / bs
                 let (start, got) = try allocateData(rec, logical: logical, want: Int(want), goal: g, appending: appending)
-                try insertExtent(Extent(logical: UInt32(logical), length: UInt16(got), physical: start, unwritten: false), into: &rec)
-                rec.sectors += sectors(got)
+                try mapNewRun(logical: logical, physical: start, count: got, into: &rec)
                 physical = start
                 length = UInt64(got)
                 fresh = true
@@ -172,9 +169,22 @@ extension WriteContext {
         }
     }
 
+    /// Refuses sizes the inode's mapping or the image cannot hold (where the kernel says EFBIG).
+    func checkFileSize(_ rec: InodeRecord, _ size: UInt64) throws {
+        let bs = UInt64(blockSize)
+        if rec.flags & Inode.flagExtents == 0 && size > blockMapReach * bs {
+            throw HoldfastError.invalidArgument("inode \(rec.number): \(size) bytes is past the largest block-mapped file size (\(blockMapReach) blocks)")
+        }
+        // Without large_file, i_size_high is not a size (old ext2): files stay under 2 GiB.
+        if size > UInt64(Int32.max) && !sb.featureROCompat.contains(.largeFile) {
+            throw HoldfastError.invalidArgument("inode \(rec.number): files of 2 GiB or more need the large_file feature")
+        }
+    }
+
     /// Sets the file size, freeing blocks past a smaller size and zeroing the rest of its last block.
     func truncateData(_ rec: inout InodeRecord, to size: UInt64) throws {
         let bs = UInt64(blockSize)
+        if size > rec.size { try checkFileSize(rec, size) }
         if size < rec.size {
             try unmapFrom((size + bs - 1) / bs, of: &rec)
         }

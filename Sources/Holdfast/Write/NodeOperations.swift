@@ -107,8 +107,10 @@ extension WriteContext {
                 rec.blockArea = area
                 rec.size = UInt64(target.count)
             } else {
-                rec.flags |= Inode.flagExtents
-                rec.blockArea = ExtentNodeEncoding.leaf([], byteCount: 60)
+                if extents {
+                    rec.flags |= Inode.flagExtents
+                    rec.blockArea = ExtentNodeEncoding.leaf([], byteCount: 60)
+                }
                 try target.withUnsafeBytes { try writeData(&rec, offset: 0, data: $0) }
             }
         case .characterDevice(let major, let minor), .blockDevice(let major, let minor):
@@ -117,7 +119,8 @@ extension WriteContext {
             break
         }
         if isDirectory {
-            var block = DirectoryLeaf.initial(selfInode: number, parent: parent, blockSize: blockSize, checksums: checksums)
+            var block = DirectoryLeaf.initial(selfInode: number, parent: parent, blockSize: blockSize, checksums: checksums,
+                                              dotFileType: fileTypeCode(.directory))
             DirectoryLeaf.seal(&block, seed: seed(rec))
             _ = try appendDirectoryBlock(&rec, block)
             incrementLinks(&dir)
@@ -196,11 +199,7 @@ extension WriteContext {
     /// Frees an unlinked inode's blocks and xattr block.
     func freeInodeContents(_ rec: inout InodeRecord) throws {
         discardPreallocation(rec.number)
-        if rec.flags & Inode.flagExtents != 0 {
-            try removeExtents(from: 0, of: &rec)
-        } else if !(FileType(mode: rec.mode) == .symlink && rec.sectors == 0) && rec.sectors != 0 {
-            throw HoldfastError.unsupported("freeing the blocks of block-mapped inode \(rec.number)")
-        }
+        if hasMappedBlocks(rec) { try unmapFrom(0, of: &rec) }
         if rec.fileACL != 0 { try releaseXattrBlock(&rec) }
         rec.size = 0
     }

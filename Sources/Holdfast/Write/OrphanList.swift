@@ -151,14 +151,6 @@ extension WriteContext {
         }
         return end
     }
-
-    /// Unmaps (and frees) every block at or after logical `from`.
-    func unmapFrom(_ from: UInt64, of rec: inout InodeRecord) throws {
-        guard rec.flags & Inode.flagExtents != 0 else {
-            throw HoldfastError.unsupported("truncating block-mapped file \(rec.number)")
-        }
-        try removeExtents(from: UInt32(min(from, UInt64(UInt32.max))), of: &rec)
-    }
 }
 
 /// An open file description: while one is open, the inode outlives its last link (unlink(2) of

@@ -91,7 +91,8 @@ extension Filesystem {
             repeat {
                 let n = min(step, data.count - done)
                 let part = data.slice(done, done + n)
-                let credits = 16 + 2 * (n / blockSize / (blockSize * 8) + 1)
+                // Bitmaps and descriptors, plus a block map's indirect blocks (one per blockSize/4 blocks).
+                let credits = 16 + 2 * (n / blockSize / (blockSize * 8) + 1) + n / blockSize / (blockSize / 4) + 3
                 try mutate(credits: credits) { ctx in
                     var rec = try ctx.inode(inode)
                     guard FileType(mode: rec.mode) == .regular else {
