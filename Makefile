@@ -3,7 +3,7 @@ SHELL := /bin/bash
 DEMO_DIR ?= /tmp/holdfast-demo
 APT_PACKAGES := e2fsprogs python3 attr time
 
-.PHONY: deps build release demo test test-tsan bench bench-mkfs bench-memory clean
+.PHONY: deps build release demo test test-tsan bench bench-mkfs bench-memory bench-write-memory clean
 
 # Installs what the tests and the demo use, when something is missing.
 deps:
@@ -65,6 +65,10 @@ bench: deps release
 # Side-by-side benchmark of holdfast mkfs --from against mke2fs -d (not a test).
 bench-mkfs: deps release
 	scripts/bench_mkfs.sh --holdfast .build/release/holdfast
+
+# Peak RSS against the budget while writing 4.6 GiB and 200,000 files with --memory 32M (not a test).
+bench-write-memory: deps release
+	scripts/bench_write_memory.sh --holdfast .build/release/holdfast
 
 # ns per operation of page allocate+free and object charge+uncharge, 1 and 2 threads, beside malloc.
 bench-memory:

@@ -64,8 +64,12 @@ extension WriteContext {
                 throw CorruptionError(.superblock, .outOfRange(field: "orphan inode", value: UInt64(current), limit: UInt64(sb.inodesCount)))
             }
             guard seen.insert(current).inserted else { throw CorruptionError(.superblock, .loop("the orphan list comes back to inode \(current)")) }
+            let rec = try inode(current)
+            guard rec.mode != 0 else {
+                throw CorruptionError(.inode, inode: current, .impossible("orphan inode \(current) is not in use"))
+            }
             list.append(current)
-            current = try inode(current).deletionTime
+            current = rec.deletionTime
         }
         return list
     }
