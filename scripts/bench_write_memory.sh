@@ -81,5 +81,8 @@ echo "  ($(( $(date +%s) - s )) s) e2fsck -fn: $(e2fsck -fn "$WORK/a.img" >/dev/
 cmp <("$HOLDFAST" cat "$WORK/a.img" /big2) "$tree/big2" && echo "  /big2 reads back identical"
 "$HOLDFAST" mkfs "$WORK/b.img" 6G >/dev/null
 s=$(date +%s)
-run write bash -c "head -c 4G $tree/big0 $tree/big1 $tree/big2 $tree/big3 | \"\$0\" write \"\$1\" /stream \"\${@:2}\"" "$HOLDFAST" "$WORK/b.img"
+stream() { cat "$tree/big0" "$tree/big1" "$tree/big2" "$tree/big3" | head -c 4G; }
+export -f stream; export tree
+run write bash -c "stream | \"\$0\" write \"\$1\" /stream \"\${@:2}\"" "$HOLDFAST" "$WORK/b.img"
 echo "  ($(( $(date +%s) - s )) s) e2fsck -fn: $(e2fsck -fn "$WORK/b.img" >/dev/null 2>&1 && echo clean || echo PROBLEMS)"
+cmp <("$HOLDFAST" cat "$WORK/b.img" /stream) <(stream) && echo "  /stream reads back identical (4 GiB)"
