@@ -47,6 +47,7 @@ struct OrphanTests {
         #expect(try fs.statistics().freeBlocks == held, "the blocks stay while the file is open")
         #expect(try fs.read(try fs.inode(f), offset: 0, count: data.count) == data)
         try fs.write(f, at: UInt64(data.count), [1, 2, 3])       // an unlinked open file still takes writes
+        try first.sync()
         let doomedBlocks = try fs.inode(f).blocksRaw * 512 / UInt64(blockSize)
         let heldNow = try fs.statistics().freeBlocks
         try fs.sync()

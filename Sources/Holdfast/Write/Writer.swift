@@ -138,6 +138,14 @@ extension Filesystem {
         }
     }
 
+    /// fsync(2) of one file. Its data reached the device when it was written, so what is left is
+    /// the metadata: this commits and flushes the image (without a journal nothing finer exists),
+    /// and reports a commit error nobody has been told of yet.
+    public func fsync(_ inode: UInt32) throws(HoldfastError) {
+        _ = try self.inode(inode)
+        try sync()
+    }
+
     /// Commits, marks the image cleanly unmounted and closes it for writing. Errors name what could
     /// not be written; the image is then left marked for e2fsck.
     public func close() throws(HoldfastError) {

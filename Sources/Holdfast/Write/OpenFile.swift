@@ -1,0 +1,60 @@
+import HoldfastMemory
+
+/// An open file description: while one is open, the inode outlives its last link (unlink(2) of
+/// an open file); the last close frees it. Closing twice is harmless.
+public final class OpenFile: Sendable {
+    public let inode: UInt32
+    private let fs: Filesystem
+    private let isOpen = Locked(true)
+
+    init(_ fs: Filesystem, inode: UInt32) {
+        self.fs = fs
+        self.inode = inode
+    }
+
+    /// Drops this reference; with the last one, an unlinked inode and its blocks are freed.
+    public func close() throws(HoldfastError) {
+        let wasOpen = isOpen.withLock { open in
+            defer { open = false }
+            return open
+        }
+        guard wasOpen else { return }
+        try fs.release(inode)
+    }
+
+    /// fsync(2) through this description.
+    public func sync() throws(HoldfastError) { try fs.fsync(inode) }
+
+    deinit { try? close() }
+}
+
+extension Filesystem {
+    /// Opens `inode` for use as a file description (see `OpenFile`).
+    public func openFile(_ inode: UInt32) throws(HoldfastError) -> OpenFile {
+        try guarded {
+            if let writer {
+                let rec = try readInode(inode)
+                guard rec.mode != 0, rec.linksCount > 0 else { throw HoldfastError.notFound("inode \(inode)") }
+                writer.withLock { $0.openCounts[inode, default: 0] += 1 }
+            }
+            return OpenFile(self, inode: inode)
+        }
+    }
+
+    func release(_ inode: UInt32) throws(HoldfastError) {
+        guard let writer else { return }
+        try guarded {
+            let last = writer.withLock { state -> Bool in
+                guard let n = state.openCounts[inode] else { return false }
+                if n > 1 { state.openCounts[inode] = n - 1; return false }
+                state.openCounts[inode] = nil
+                discardPreallocation(inode, state)
+                return !state.closed && state.orphans.contains(inode)
+            }
+            if last { try finishOrphan(inode) }
+        }
+    }
+
+    /// Is any file description open on `inode`?
+    func isOpen(_ state: WriteState, _ inode: UInt32) -> Bool { state.openCounts[inode] != nil }
+}
