@@ -194,6 +194,14 @@ public final class Filesystem: Sendable {
         return try cache.block(block)
     }
 
+    /// Part of a metadata block through the cache (only that part is copied), range-checked like `metadataBlock`.
+    func metadataBytes(_ block: UInt64, at offset: Int, count: Int, for structure: Structure, inode: UInt32? = nil) throws -> [UInt8] {
+        guard block >= UInt64(superblock.firstDataBlock), block < superblock.blocksCount else {
+            throw CorruptionError(structure, inode: inode, block: block, .outOfRange(field: "block number", value: block, limit: superblock.blocksCount))
+        }
+        return try cache.bytes(of: block, at: offset, count: count)
+    }
+
     /// Group descriptor `group`, read through the cache and checksum-verified.
     public func groupDescriptor(_ group: UInt32) throws(HoldfastError) -> GroupDescriptor {
         try guarded { try descriptor(group) }
@@ -205,10 +213,10 @@ public final class Filesystem: Sendable {
         }
         let perBlock = geometry.descriptorsPerBlock
         let block = geometry.descriptorBlock(UInt64(group) / UInt64(perBlock))
-        let bytes = try metadataBlock(block, for: .groupDescriptor)
         let size = superblock.groupDescriptorSize
         let start = Int(group) % perBlock * size
-        return try GroupDescriptor(Array(bytes[start..<(start + size)]), group: group, superblock: superblock)
+        let bytes = try metadataBytes(block, at: start, count: size, for: .groupDescriptor)
+        return try GroupDescriptor(bytes, group: group, superblock: superblock)
     }
 
     /// Inode `number`, decoded and checksum-verified.
@@ -227,9 +235,8 @@ public final class Filesystem: Sendable {
         let size = Int(sb.inodeSize)
         let offset = index * size
         let block = gd.inodeTable + UInt64(offset / sb.blockSize)
-        let bytes = try metadataBlock(block, for: .inode, inode: number)
-        let start = offset % sb.blockSize
-        return try Inode(Array(bytes[start..<(start + size)]), number: number, superblock: sb)
+        let bytes = try metadataBytes(block, at: offset % sb.blockSize, count: size, for: .inode, inode: number)
+        return try Inode(bytes, number: number, superblock: sb)
     }
 
     /// Reads an inode that a directory entry names; a freed inode there is corruption.

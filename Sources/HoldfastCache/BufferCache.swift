@@ -96,6 +96,21 @@ public final class BufferCache: Sendable {
         return data
     }
 
+    /// Bytes [offset, offset + count) of `block`: a hit copies only those (descriptor and inode
+    /// reads want 32 to 512 bytes of a block), a miss reads and caches the whole block.
+    public func bytes(of block: UInt64, at offset: Int, count: Int) throws -> [UInt8] {
+        precondition(offset >= 0 && offset + count <= blockSize)
+        if let hit = state.withLock({ s -> [UInt8]? in
+            guard let i = s.index[block] else { return nil }
+            s.hits += 1
+            Self.touch(&s, i)
+            return Array(UnsafeRawBufferPointer(rebasing: budget.bytes(s.slots[i].page)[offset..<(offset + count)]))
+        }) {
+            return hit
+        }
+        return Array(try self.block(block)[offset..<(offset + count)])
+    }
+
     /// Reads one block without caching it.
     public func readBlock(_ block: UInt64) throws -> [UInt8] {
         var data = [UInt8](repeating: 0, count: blockSize)

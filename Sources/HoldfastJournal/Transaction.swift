@@ -73,6 +73,11 @@ public final class Handle {
     /// The current contents of a metadata block (this transaction's changes included).
     public func read(_ block: UInt64) throws -> [UInt8] { try cache.block(block) }
 
+    /// Part of a metadata block (this transaction's changes included).
+    public func read(_ block: UInt64, at offset: Int, count: Int) throws -> [UInt8] {
+        try cache.bytes(of: block, at: offset, count: count)
+    }
+
     /// Replaces a block's contents.
     public func write(_ block: UInt64, _ bytes: [UInt8]) throws {
         try remember(block, fresh: false)

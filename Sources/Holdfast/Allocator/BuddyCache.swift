@@ -14,6 +14,8 @@ struct GroupBuddy {
     private(set) var used: [UInt8]
     private var free: [[UInt8]]
     private(set) var freeChunks: [Int]
+    /// Per order, no chunk below this index is free (searches start there).
+    private var lowestFree: [Int]
     let blocks: Int
     /// The group's bitmap was rolled back under it (an operation failed): rebuild before use.
     var stale = false
@@ -25,6 +27,7 @@ struct GroupBuddy {
         free = (1...max(1, orders)).map { k in [UInt8](repeating: 0, count: ((blocks >> k) + 8) / 8) }
         if orders == 0 { free = [] }
         freeChunks = [Int](repeating: 0, count: free.count)
+        lowestFree = [Int](repeating: 0, count: free.count)
         for r in reserved { for i in r.start..<(r.start + r.count) { Bitmap.set(&used, i) } }
         recompute(0, blocks)
     }
@@ -54,36 +57,51 @@ struct GroupBuddy {
     }
 
     private mutating func recompute(_ from: Int, _ to: Int) {
-        guard from < to else { return }
-        for k in 1...max(1, orders) where k <= orders {
+        guard from < to, orders >= 1 else { return }
+        for k in 1...orders {
+            var changed = false
             for i in (from >> k)...((to - 1) >> k) {
                 let whole = (i + 1) << k <= blocks && chunkFree(order: k - 1, 2 * i) && chunkFree(order: k - 1, 2 * i + 1)
                 let was = chunkFree(order: k, i)
                 if whole != was {
+                    changed = true
                     if whole { free[k - 1][i >> 3] |= 1 << UInt8(i & 7) } else { free[k - 1][i >> 3] &= ~(1 << UInt8(i & 7)) }
                     freeChunks[k - 1] += whole ? 1 : -1
+                    if whole { lowestFree[k - 1] = min(lowestFree[k - 1], i) }
                 }
             }
+            // Larger chunks are made of these: if none of these changed, none of those did.
+            if !changed { break }
         }
     }
 
     /// The first block of a free chunk of 2^order blocks at or after block `from` (then from the
     /// group's start), or nil when the group has none.
-    func findChunk(order k: Int, from: Int) -> Int? {
+    mutating func findChunk(order k: Int, from: Int) -> Int? {
         guard k >= 1, k <= orders, freeChunks[k - 1] > 0 else { return nil }
         let count = blocks >> k
         let first = min(count, (from + (1 << k) - 1) >> k)
+        let lowest = lowestFree[k - 1]
         let layer = free[k - 1]
-        func scan(_ range: Range<Int>) -> Int? {
-            var i = range.lowerBound
-            while i < range.upperBound {
-                if i & 7 == 0, i + 8 <= range.upperBound, layer[i >> 3] == 0 { i += 8; continue }
-                if layer[i >> 3] & (1 << UInt8(i & 7)) != 0 { return i << k }
+        func scan(_ lower: Int, _ upper: Int) -> Int? {
+            var i = lower
+            while i < upper {
+                if i & 7 == 0, i + 8 <= upper, layer[i >> 3] == 0 { i += 8; continue }
+                if layer[i >> 3] & (1 << UInt8(i & 7)) != 0 { return i }
                 i += 1
             }
             return nil
         }
-        return scan(first..<count) ?? scan(0..<first)
+        if let i = scan(max(first, lowest), count) {
+            if first <= lowest { lowestFree[k - 1] = i }
+            return i << k
+        }
+        if let i = scan(lowest, min(first, count)) {
+            lowestFree[k - 1] = i
+            return i << k
+        }
+        lowestFree[k - 1] = count
+        return nil
     }
 }
 

@@ -152,18 +152,22 @@ extension WriteContext {
                 let bytes = Int(n * bs)
                 try fs.budget.chargeOrThrow(bytes, at: .writeBuffer)
                 defer { fs.budget.uncharge(bytes, for: .writeBuffer) }
-                var buffer = [UInt8](repeating: 0, count: bytes)
-                try buffer.withUnsafeMutableBytes { b in
-                    if !fresh {
-                        if from > blockStart { try fs.device.read(into: UnsafeMutableRawBufferPointer(rebasing: b[0..<blockSize]), at: at) }
-                        if to < blockEnd {
-                            let last = bytes - blockSize
-                            try fs.device.read(into: UnsafeMutableRawBufferPointer(rebasing: b[last...]), at: at + UInt64(last))
-                        }
+                // Only the edges need filling (old bytes, or zeros in fresh blocks): the source covers the rest.
+                let head = Int(from - blockStart), tail = Int(to - blockStart)
+                let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: bytes, alignment: 16)
+                defer { buffer.deallocate() }
+                if fresh {
+                    UnsafeMutableRawBufferPointer(rebasing: buffer[0..<head]).initializeMemory(as: UInt8.self, repeating: 0)
+                    UnsafeMutableRawBufferPointer(rebasing: buffer[tail...]).initializeMemory(as: UInt8.self, repeating: 0)
+                } else {
+                    if from > blockStart { try fs.device.read(into: UnsafeMutableRawBufferPointer(rebasing: buffer[0..<blockSize]), at: at) }
+                    if to < blockEnd {
+                        let last = bytes - blockSize
+                        try fs.device.read(into: UnsafeMutableRawBufferPointer(rebasing: buffer[last...]), at: at + UInt64(last))
                     }
-                    try source.read(into: UnsafeMutableRawBufferPointer(rebasing: b[Int(from - blockStart)..<Int(to - blockStart)]))
-                    try fs.device.write(UnsafeRawBufferPointer(b), at: at)
                 }
+                try source.read(into: UnsafeMutableRawBufferPointer(rebasing: buffer[head..<tail]))
+                try fs.device.write(UnsafeRawBufferPointer(buffer), at: at)
             }
             done += n
         }

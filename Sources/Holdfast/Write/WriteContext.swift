@@ -36,8 +36,7 @@ struct WriteContext {
 
     func descriptor(_ g: UInt32) throws -> GroupDescriptorRecord {
         let (block, offset) = descriptorLocation(g)
-        let bytes = try handle.read(block)
-        return GroupDescriptorRecord(Array(bytes[offset..<(offset + sb.groupDescriptorSize)]), group: g)
+        return GroupDescriptorRecord(try handle.read(block, at: offset, count: sb.groupDescriptorSize), group: g)
     }
 
     func store(_ gd: GroupDescriptorRecord) throws {
@@ -63,8 +62,7 @@ struct WriteContext {
     /// The inode's slot, checksum-verified, ready to change.
     func inode(_ number: UInt32) throws -> InodeRecord {
         let (block, offset) = try inodeLocation(number)
-        let bytes = try handle.read(block)
-        let decoded = try Inode(Array(bytes[offset..<(offset + Int(sb.inodeSize))]), number: number, superblock: sb)
+        let decoded = try Inode(try handle.read(block, at: offset, count: Int(sb.inodeSize)), number: number, superblock: sb)
         return InodeRecord(decoded)
     }
 
