@@ -1,5 +1,6 @@
 import Foundation
 import Holdfast
+import HoldfastMemory
 import Testing
 
 /// Helpers shared by the tests: running commands, scratch folders, loop mounts.
@@ -172,3 +173,61 @@ enum Trees {
         return dir
     }()
 }
+
+/// Fail the Nth allocation of a category, for N = 1, 2, ... until a run fires no fault: each run
+/// copies `pristine`, opens it writable with the plan, runs `workload` and closes it; every
+/// operation must succeed or fail with a clean out-of-memory error (a step after a failed one may
+/// find its name missing or taken), and the image must stay e2fsck-clean.
+struct FaultSweep {
+    /// Runs that fired a fault, and operations that failed cleanly.
+    var runs = 0
+    var failures = 0
+
+    /// Runs one operation of a workload, counting a clean out-of-memory failure.
+    struct Attempt {
+        let n: Int
+        fileprivate(set) var failures = 0
+
+        mutating func callAsFunction(_ body: () throws -> Void) {
+            do { try body() } catch let e as HoldfastError {
+                switch e {
+                case .outOfMemory: failures += 1
+                case .notFound, .exists: break
+                default: Issue.record("n=\(n): \(e)")
+                }
+            } catch { Issue.record("n=\(n): untyped \(error)") }
+        }
+    }
+
+    static func run(pristine: String, category: String, limit: Int, memory: Int = 4 << 20,
+                    _ workload: (Filesystem, inout Attempt) throws -> Void) throws -> FaultSweep {
+        let image = pristine + ".sweep"
+        var sweep = FaultSweep()
+        var n = 1
+        while n < limit {
+            try Support.sh(["cp", pristine, image])
+            let plan = try FaultPlan(parsing: "nth=\(n),category=\(category)")
+            let fs: Filesystem
+            do { fs = try WritePathTests.open(image, memory: memory, faults: plan) } catch let error as HoldfastError {
+                // Opening may take the fault itself: a clean, typed refusal.
+                guard case .outOfMemory = error else { Issue.record("n=\(n): open: \(error)"); break }
+                try WritePathTests.expectClean(image)
+                n += 1
+                continue
+            }
+            var attempt = Attempt(n: n)
+            try workload(fs, &attempt)
+            let fired = fs.budget.faultsFired
+            try fs.close()
+            try WritePathTests.expectClean(image)
+            if fired == 0 { break }
+            sweep.runs += 1
+            sweep.failures += attempt.failures
+            n += 1
+        }
+        #expect(n > 1, "no allocation of category \(category) was ever hit")
+        #expect(n < limit, "the sweep did not end within \(limit) runs")
+        return sweep
+    }
+}
+

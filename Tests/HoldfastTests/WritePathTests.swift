@@ -241,31 +241,7 @@ struct WritePathTests {
         let scratch = try Scratch()
         let pristine = scratch.path("pristine.img")
         try Self.makeImage(pristine, blockSize: 1024, megabytes: 16)
-        let image = scratch.path("f.img")
-        var fired = 0
-        var n = 1
-        while n < 2000 {
-            try Support.sh(["cp", pristine, image])
-            let plan = try FaultPlan(parsing: "nth=\(n),category=\(category)")
-            let fs: Filesystem
-            do { fs = try Self.open(image, memory: 4 << 20, faults: plan) } catch let error as HoldfastError {
-                // Opening may take the fault itself: a clean, typed refusal.
-                guard case .outOfMemory = error else { Issue.record("n=\(n): open: \(error)"); break }
-                try Self.expectClean(image)
-                n += 1
-                continue
-            }
-            var failures = 0
-            func attempt(_ body: () throws -> Void) {
-                do { try body() } catch let e as HoldfastError {
-                    switch e {
-                    case .outOfMemory: failures += 1
-                    // A step that depends on one that failed finds its name missing or taken.
-                    case .notFound, .exists: break
-                    default: Issue.record("n=\(n): \(e)")
-                    }
-                } catch { Issue.record("n=\(n): untyped \(error)") }
-            }
+        _ = try FaultSweep.run(pristine: pristine, category: category, limit: 2000) { fs, attempt in
             attempt { try fs.makeDirectories(path: "/d/e", owner: Ownership(permissions: 0o755)) }
             attempt {
                 let f = try fs.create(path: "/d/f", kind: .regular, owner: Ownership(permissions: 0o644))
@@ -274,15 +250,7 @@ struct WritePathTests {
             attempt { for i in 0..<200 { try fs.create(path: "/d/e/name-\(i)-padding-padding", kind: .regular, owner: Ownership(permissions: 0o644)) } }
             attempt { try fs.rename(path: "/d/f", to: "/d/e/g") }
             attempt { try fs.unlink(path: "/d/e/name-7-padding-padding") }
-            let firedNow = fs.budget.faultsFired
-            try fs.close()
-            try Self.expectClean(image)
-            if firedNow == 0 { break }
-            fired += failures
-            n += 1
         }
-        #expect(n > 1, "no allocation of category \(category) was ever hit")
-        #expect(n < 2000)
     }
 }
 
