@@ -119,4 +119,25 @@ struct AllocatorTests {
         try fs.close()
         try WritePathTests.expectClean(image)
     }
+
+    @Test("without memory for buddies no window opens, and no file's blocks go to another")
+    func noBuddyNoWindow() throws {
+        let s = try Scratch()
+        let image = s.path("nb.img")
+        try WritePathTests.makeImage(image, blockSize: 4096, megabytes: 64)
+        let fs = try WritePathTests.open(image, faults: try FaultPlan(parsing: "site=allocator.buddy,nth=1,persistent"))
+        let a = try fs.create(path: "/a", kind: .regular, owner: Ownership(permissions: 0o644))
+        let held = try fs.openFile(a)
+        try fs.write(a, at: 0, [UInt8](repeating: 1, count: 4096))
+        #expect(fs.preallocationUsage.windows == 0 && fs.preallocationUsage.buddyBytes == 0)
+        let b = try fs.create(path: "/b", kind: .regular, owner: Ownership(permissions: 0o644))
+        try fs.write(b, at: 0, [UInt8](repeating: 2, count: 1 << 20))
+        try fs.write(a, at: 4096, [UInt8](repeating: 3, count: 8192))
+        try held.close()
+        #expect(try fs.read(try fs.resolve("/a"), offset: 0, count: 12288) == [UInt8](repeating: 1, count: 4096) + [UInt8](repeating: 3, count: 8192))
+        #expect(try fs.read(try fs.resolve("/b"), offset: 0, count: 1 << 20) == [UInt8](repeating: 2, count: 1 << 20))
+        try fs.close()
+        #expect(fs.budget.used == 0)
+        try WritePathTests.expectClean(image)
+    }
 }

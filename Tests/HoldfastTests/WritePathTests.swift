@@ -209,6 +209,51 @@ struct WritePathTests {
         }
     }
 
+    @Test("a truncate, punch or zero range that fails leaves the data as it was; a failed extending write leaves nothing a later grow shows")
+    func failedOperationsKeepData() throws {
+        let scratch = try Scratch()
+        let image = scratch.path("keep.img")
+        try Self.makeImage(image, blockSize: 4096, megabytes: 16)
+        let original = (0..<3000).map { UInt8(truncatingIfNeeded: $0 % 251 + 1) }
+        do {
+            let fs = try Self.open(image)
+            try fs.write(try fs.create(path: "/f", kind: .regular, owner: Ownership(permissions: 0o644)), at: 0, original)
+            try fs.close()
+        }
+        let attempts: [(String, (Filesystem, UInt32) throws -> Void)] = [
+            ("truncate", { try $0.truncate($1, to: 100) }),
+            ("punch", { try $0.fallocate($1, offset: 1000, length: 100, mode: .punchHole) }),
+            ("zero range", { try $0.fallocate($1, offset: 1000, length: 100, mode: .zeroRange(keepSize: true)) }),
+        ]
+        for (name, attempt) in attempts {
+            // The operation's first undo copy fails: after the device zeroing would have been queued.
+            let fs = try Self.open(image, faults: try FaultPlan(parsing: "site=handle.undo,nth=1"))
+            let f = try fs.resolve("/f").number
+            #expect(throws: HoldfastError.self, "\(name) should fail") { try attempt(fs, f) }
+            #expect(try fs.read(try fs.inode(f), offset: 0, count: 3000) == original, "a failed \(name) changed the data")
+            try fs.close()
+            try Self.expectClean(image)
+        }
+        let fs = try Self.open(image, faults: try FaultPlan(parsing: "site=handle.undo,nth=1"))
+        let f = try fs.resolve("/f").number
+        #expect(throws: HoldfastError.self) { try fs.write(f, at: 3000, [UInt8](repeating: 0xEE, count: 500)) }
+        try fs.truncate(f, to: 8000)
+        let grown = try fs.read(try fs.inode(f), offset: 0, count: 8000)
+        #expect(Array(grown[0..<3000]) == original)
+        #expect(grown[3000...].allSatisfy { $0 == 0 }, "the failed write's bytes show past the old end")
+        // Sizes that overflow are refused, not trapped on.
+        #expect(throws: HoldfastError.self) { try fs.fallocate(f, offset: 1 << 20, length: UInt64.max - 10, mode: .allocate) }
+        #expect(throws: HoldfastError.self) { try fs.write(f, at: UInt64.max - 5, [1, 2, 3]) }
+        try fs.close()
+        #expect(fs.budget.used == 0, "close gives back everything it charged (\(fs.budget.used) bytes left)")
+        try Self.expectClean(image)
+        try Support.requireLoopMount("the kernel's reading of the grown file")
+        try Support.withLoopMount(image) { mnt in
+            let data = try #require(FileManager.default.contents(atPath: mnt + "/f"))
+            #expect(Array(data) == original + [UInt8](repeating: 0, count: 5000))
+        }
+    }
+
     @Test("running out of space fails cleanly and leaves nothing half-done")
     func noSpace() throws {
         let scratch = try Scratch()

@@ -103,7 +103,8 @@ extension WriteContext {
                     return true
                 }
                 if viaBuddy == nil {
-                    // No buddy (no memory for one): no window holds blocks here, the bitmap is the truth.
+                    // No buddy (no memory for one): windows hold blocks only in groups whose buddy is
+                    // pinned, so none holds any here and the bitmap is the truth.
                     guard pass == 1 else { continue }
                     let bitmap = try bitmapRead ?? blockBitmap(&gd)
                     if let f = Bitmap.firstClear(bitmap, from: from, limit: limit) ?? Bitmap.firstClear(bitmap, from: 0, limit: from) {

@@ -21,7 +21,8 @@ struct GroupBuddy {
     var stale = false
 
     init(bitmap: [UInt8], blocks: Int, reserved: [(start: Int, count: Int)]) {
-        used = bitmap
+        // Its own copy now: marking it later, under the cache's lock, must not copy a block.
+        used = bitmap.withUnsafeBufferPointer { Array($0) }
         self.blocks = blocks
         let orders = max(0, min(Self.maxOrder, Int.bitWidth - 1 - max(1, blocks).leadingZeroBitCount))
         free = (1...max(1, orders)).map { k in [UInt8](repeating: 0, count: ((blocks >> k) + 8) / 8) }
@@ -139,8 +140,8 @@ final class BuddyCache: Sendable {
     private func drop(bytes: Int) -> Int {
         let freed = entries.withLock { e -> Int in
             var freed = 0
-            for (g, entry) in e where entry.pins == 0 && freed < bytes {
-                e[g] = nil
+            while freed < bytes, let (g, entry) = e.first(where: { $0.value.pins == 0 }) {
+                e.removeValue(forKey: g)
                 freed += entry.bytes
             }
             return freed
@@ -154,19 +155,28 @@ final class BuddyCache: Sendable {
     /// the caller then works from the bitmap alone.
     func with<R>(_ g: UInt32, bitmap: () throws -> [UInt8], blocks: Int, reserved: () -> [(start: Int, count: Int)],
                  _ body: (inout GroupBuddy) throws -> R) throws -> R? {
-        let present = entries.withLock { $0[g].map { !$0.buddy.stale } ?? false }
-        if !present {
-            let fresh = GroupBuddy(bitmap: try bitmap(), blocks: blocks, reserved: reserved())
-            let rebuilt = entries.withLock { e -> Bool in
-                guard e[g] != nil else { return false }
-                e[g]!.buddy = fresh   // a stale one is rebuilt in place: its memory is charged already
-                return true
+        let state = entries.withLock { e -> Bool? in e[g].map { !$0.buddy.stale } }
+        if state != true {
+            // Charged before it is built, so the budget is never exceeded; a stale one is rebuilt
+            // in place, its memory charged already.
+            let cost = GroupBuddy.cost(blocks: blocks, bitmapBytes: (blocks + 7) / 8)
+            let charged = state == nil
+            if charged { guard budget.charge(cost, at: .allocatorBuddy) else { return nil } }
+            let fresh: GroupBuddy
+            do { fresh = GroupBuddy(bitmap: try bitmap(), blocks: blocks, reserved: reserved()) } catch {
+                if charged { budget.uncharge(cost, for: .allocatorBuddy) }
+                throw error
             }
-            if !rebuilt {
-                let cost = GroupBuddy.cost(blocks: blocks, bitmapBytes: fresh.used.count)
-                guard budget.charge(cost, at: .allocatorBuddy) else { return nil }
-                entries.withLock { $0[g] = Entry(buddy: fresh, bytes: cost, pins: 0) }
+            let surplus = entries.withLock { e -> Int in
+                if e[g] != nil {
+                    e[g]!.buddy = fresh
+                    return charged ? cost : 0      // another caller's copy arrived meanwhile
+                }
+                guard charged else { return 0 }    // dropped meanwhile: not pinned, so not needed
+                e[g] = Entry(buddy: fresh, bytes: cost, pins: 0)
+                return 0
             }
+            if surplus > 0 { budget.uncharge(surplus, for: .allocatorBuddy) }
         }
         return try entries.withLock { e -> R? in
             guard e[g] != nil else { return nil }
@@ -188,8 +198,24 @@ final class BuddyCache: Sendable {
         entries.withLock { e in for g in groups where e[g] != nil { e[g]!.buddy.stale = true } }
     }
 
-    func pin(_ g: UInt32) { entries.withLock { e in if e[g] != nil { e[g]!.pins += 1 } } }
+    /// Pins group `g`'s buddy; false when it has none (then nothing may be reserved there).
+    func pin(_ g: UInt32) -> Bool {
+        entries.withLock { e in
+            guard e[g] != nil, !e[g]!.buddy.stale else { return false }
+            e[g]!.pins += 1
+            return true
+        }
+    }
     func unpin(_ g: UInt32) { entries.withLock { e in if e[g] != nil, e[g]!.pins > 0 { e[g]!.pins -= 1 } } }
+
+    /// Drops every buddy (at close, after the windows are gone).
+    func dropAll() {
+        let bytes = entries.withLock { e -> Int in
+            defer { e.removeAll() }
+            return e.values.reduce(0) { $0 + $1.bytes }
+        }
+        if bytes > 0 { budget.uncharge(bytes, for: .allocatorBuddy) }
+    }
 
     /// Bytes held, and bytes held by pinned buddies (for tests and --stats).
     var usage: (total: Int, pinned: Int) {

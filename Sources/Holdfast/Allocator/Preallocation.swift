@@ -32,7 +32,10 @@ extension WriteContext {
         if let pa = state.preallocations[rec.number] {
             if pa.logical == logical && pa.count > 0 {
                 let n = min(want, pa.count)
-                try takeReserved(pa.physical, n)
+                do { try takeReserved(pa.physical, n) } catch {
+                    discardPreallocation(rec.number)
+                    throw error
+                }
                 var next = pa
                 next.logical += UInt64(n)
                 next.physical += UInt64(n)
@@ -46,9 +49,12 @@ extension WriteContext {
         guard streaming else { return try allocateBlocks(goal: goal, count: want) }
         let (start, taken, run) = try allocateBlocks(goal: goal, count: want + preallocationWindow, take: want)
         if run > taken {
+            // The rest of the run is reserved only where a buddy marked it (and stays pinned);
+            // without one (no memory for it), the blocks simply stay free.
             let g = group(ofBlock: start)
-            state.preallocations[rec.number] = Preallocation(logical: logical + UInt64(taken), physical: start + UInt64(taken), count: run - taken, group: g)
-            fs.buddies?.pin(g)
+            if fs.buddies?.pin(g) == true {
+                state.preallocations[rec.number] = Preallocation(logical: logical + UInt64(taken), physical: start + UInt64(taken), count: run - taken, group: g)
+            }
         }
         return (start, taken)
     }

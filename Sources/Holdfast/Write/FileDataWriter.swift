@@ -89,9 +89,13 @@ extension WriteContext {
     func writeData(_ rec: inout InodeRecord, offset: UInt64, source data: DataSource) throws {
         guard data.count > 0 else { return }
         let bs = UInt64(blockSize)
+        let limit = UInt64(UInt32.max) * bs
+        guard UInt64(data.count) <= limit, offset <= limit - UInt64(data.count) else {
+            throw HoldfastError.invalidArgument("write past the largest file size")
+        }
         let end = offset + UInt64(data.count)
-        guard end <= UInt64(UInt32.max) * bs else { throw HoldfastError.invalidArgument("write past the largest file size") }
         try checkFileSize(rec, end)
+        if end > rec.size { try zeroPastEnd(rec) }
         let firstBlock = offset / bs, endBlock = (end + bs - 1) / bs
         let runs = try mappedRuns(rec, from: firstBlock, to: endBlock)
         var logical = firstBlock
@@ -195,23 +199,54 @@ extension WriteContext {
         try truncateTail(&rec, to: size)
     }
 
-    /// Sets i_size; a smaller size zeroes the rest of its last block (blocks past it are the
-    /// caller's to free).
+    /// Sets i_size; a smaller size zeroes the rest of its last block once the operation cannot
+    /// fail any more (blocks past it are the caller's to free), a larger one first zeroes what lies
+    /// past the old size in the old last block.
     func truncateTail(_ rec: inout InodeRecord, to size: UInt64) throws {
         discardPreallocation(rec.number)
-        let bs = UInt64(blockSize)
         if size < rec.size {
-            if size % bs != 0 {
-                let runs = try mappedRuns(rec, from: size / bs, to: size / bs + 1)
-                if let run = runs.first, run.logical <= size / bs, run.hasData {
-                    let physical = run.physical! + (size / bs - run.logical)
-                    let cut = Int(size % bs)
-                    let zeros = [UInt8](repeating: 0, count: blockSize - cut)
-                    try zeros.withUnsafeBytes { try fs.device.write($0, at: physical * bs + UInt64(cut)) }
-                }
-            }
+            try zeroBlockTail(rec, from: size, deferred: true)
+        } else if size > rec.size {
+            try zeroPastEnd(rec)
         }
         rec.size = size
+    }
+
+    /// Zeroes bytes [from, end of its block) if that block holds written data. Deferred, the write
+    /// happens as the operation succeeds: the bytes are inside the file until then.
+    func zeroBlockTail(_ rec: InodeRecord, from: UInt64, deferred: Bool) throws {
+        let bs = UInt64(blockSize)
+        guard from % bs != 0 else { return }
+        try zeroInBlock(rec, from: from, to: (from / bs + 1) * bs, deferred: deferred)
+    }
+
+    /// Bytes past i_size in the last block may hold what a failed write left there: a file that
+    /// grows must show zeros there (the kernel zeroes the tail of the EOF page the same way).
+    /// Safe to do at once: nothing past i_size is visible.
+    func zeroPastEnd(_ rec: InodeRecord) throws {
+        try zeroBlockTail(rec, from: rec.size, deferred: false)
+    }
+
+    /// Zeroes bytes [from, to) of one block of the file, if it is mapped to written data.
+    private func zeroInBlock(_ rec: InodeRecord, from: UInt64, to: UInt64, deferred: Bool) throws {
+        let bs = UInt64(blockSize)
+        let block = from / bs
+        guard from < to, let run = try mappedRuns(rec, from: block, to: block + 1).first, run.logical <= block, run.hasData else { return }
+        let at = (run.physical! + (block - run.logical)) * bs + from % bs
+        if deferred {
+            pending.zeroing.append((at, Int(to - from)))
+        } else {
+            let zeros = [UInt8](repeating: 0, count: Int(to - from))
+            try zeros.withUnsafeBytes { try fs.device.write($0, at: at) }
+        }
+    }
+
+    /// The zeroing an operation deferred to its end; a failure here still rolls it back.
+    func finishDeferredWrites() throws {
+        for (at, count) in pending.zeroing {
+            let zeros = [UInt8](repeating: 0, count: count)
+            try zeros.withUnsafeBytes { try fs.device.write($0, at: at) }
+        }
     }
 }
 
@@ -233,7 +268,10 @@ extension WriteContext {
         guard length > 0 else { throw HoldfastError.invalidArgument("fallocate of zero bytes") }
         discardPreallocation(rec.number)
         let bs = UInt64(blockSize)
-        guard offset + length <= UInt64(UInt32.max) * bs else { throw HoldfastError.invalidArgument("fallocate past the largest file size") }
+        let limit = UInt64(UInt32.max) * bs
+        guard length <= limit, offset <= limit - length else { throw HoldfastError.invalidArgument("fallocate past the largest file size") }
+        let grows = offset + length > rec.size && (mode == .allocate || mode == .zeroRange(keepSize: false))
+        if grows { try zeroPastEnd(rec) }
         switch mode {
         case .allocate, .keepSize:
             try preallocate(&rec, offset / bs, (offset + length + bs - 1) / bs)
@@ -273,11 +311,13 @@ extension WriteContext {
     }
 
     /// Frees the whole blocks of [offset, offset+length) and zeroes the written parts of partial ones.
-    /// The metadata changes come first: they roll back if anything fails, and the zeroing of the
-    /// edge blocks is then the last step.
+    /// As the kernel does, the range stops at the end of the block holding i_size (preallocated
+    /// blocks past it stay). The edge zeroing is deferred to the end of the operation, so a
+    /// failure before then leaves the data as it was.
     private func punch(_ rec: inout InodeRecord, offset: UInt64, length: UInt64) throws {
         let bs = UInt64(blockSize)
-        let end = offset + length
+        let end = min(offset + length, (rec.size + bs - 1) / bs * bs)
+        guard offset < end else { return }
         let firstWhole = (offset + bs - 1) / bs, endWhole = end / bs
         if firstWhole < endWhole { try unmapRange(firstWhole, endWhole, of: &rec, free: true) }
         var edges: [(UInt64, UInt64)] = []
@@ -287,12 +327,6 @@ extension WriteContext {
             if offset % bs != 0 { edges.append((offset, firstWhole * bs)) }
             if end % bs != 0 { edges.append((endWhole * bs, end)) }
         }
-        for (a, b) in edges {
-            let block = a / bs
-            guard let run = try mappedRuns(rec, from: block, to: block + 1).first, run.logical <= block, run.hasData else { continue }
-            let zeros = [UInt8](repeating: 0, count: Int(b - a))
-            let at = (run.physical! + (block - run.logical)) * bs + a % bs
-            try zeros.withUnsafeBytes { try fs.device.write($0, at: at) }
-        }
+        for (a, b) in edges { try zeroInBlock(rec, from: a, to: b, deferred: true) }
     }
 }

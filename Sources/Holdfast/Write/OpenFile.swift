@@ -33,9 +33,12 @@ extension Filesystem {
     public func openFile(_ inode: UInt32) throws(HoldfastError) -> OpenFile {
         try guarded {
             if let writer {
-                let rec = try readInode(inode)
-                guard rec.mode != 0, rec.linksCount > 0 else { throw HoldfastError.notFound("inode \(inode)") }
-                writer.withLock { $0.openCounts[inode, default: 0] += 1 }
+                // Checked and counted under the write lock: no unlink can free it in between.
+                try writer.withLock { state in
+                    let rec = try readInode(inode)
+                    guard rec.mode != 0, rec.linksCount > 0 else { throw HoldfastError.notFound("inode \(inode)") }
+                    state.openCounts[inode, default: 0] += 1
+                }
             }
             return OpenFile(self, inode: inode)
         }

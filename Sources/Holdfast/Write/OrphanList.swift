@@ -75,13 +75,16 @@ extension WriteContext {
     }
 }
 
-/// Orphan changes of one operation, applied to the write state only if it succeeds.
+/// What one operation changes outside its handle: orphan list changes (applied to the write
+/// state only if it succeeds), the groups whose bitmaps it changed, and device zeroing it defers.
 final class PendingChanges {
     var orphanHead: UInt32?
     var orphansAdded: Set<UInt32> = []
     var orphansRemoved: Set<UInt32> = []
     /// Groups whose block bitmap this operation changed: a rollback makes their buddies stale.
     var bitmapGroups: Set<UInt32> = []
+    /// Device ranges to zero once the operation can no longer fail (truncate and punch edges).
+    var zeroing: [(at: UInt64, count: Int)] = []
 
     func apply(to state: WriteState) {
         if let head = orphanHead { state.superblock.lastOrphan = head }

@@ -90,6 +90,7 @@ extension Filesystem {
             let result: R
             do {
                 result = try body(&ctx)
+                try ctx.finishDeferredWrites()
             } catch {
                 handle.abort()
                 buddies?.invalidate(ctx.pending.bitmapGroups)
@@ -164,6 +165,10 @@ extension Filesystem {
                 state.superblock.state |= SuperblockRecord.stateValid
                 try commitLocked(state, force: true)
                 state.closed = true
+                // Everything is written: the buddies' and the cache's memory goes back now, not at
+                // deinit (reads after close fill the cache again).
+                buddies?.dropAll()
+                cache.drain()
                 if let e = state.pendingError { state.pendingError = nil; throw e }
             }
         }
