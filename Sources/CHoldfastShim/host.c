@@ -28,3 +28,5 @@ int hf_start_writeback(int fd) { return sync_file_range(fd, 0, 0, SYNC_FILE_RANG
 
 long hf_llistxattr(const char *path, char *list, size_t size) { return llistxattr(path, list, size); }
 long hf_lgetxattr(const char *path, const char *name, void *value, size_t size) { return lgetxattr(path, name, value, size); }
+long hf_flistxattr(int fd, char *list, size_t size) { return flistxattr(fd, list, size); }
+long hf_fgetxattr(int fd, const char *name, void *value, size_t size) { return fgetxattr(fd, name, value, size); }

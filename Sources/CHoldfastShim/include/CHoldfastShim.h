@@ -25,6 +25,8 @@ int hf_fsetxattr(int fd, const char *name, const void *value, size_t size, int f
 int hf_lsetxattr(const char *path, const char *name, const void *value, size_t size, int flags);
 long hf_llistxattr(const char *path, char *list, size_t size);
 long hf_lgetxattr(const char *path, const char *name, void *value, size_t size);
+long hf_flistxattr(int fd, char *list, size_t size);
+long hf_fgetxattr(int fd, const char *name, void *value, size_t size);
 dev_t hf_makedev(unsigned int major, unsigned int minor);
 /// copy_file_range(2) with 64-bit offsets updated in place; -1 and errno on failure.
 /// sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WRITE): start writeback of every dirty page, without waiting.

@@ -30,7 +30,8 @@ extension Filesystem {
                            progress: ((ImportSummary) -> Void)? = nil) throws(HoldfastError) -> ImportSummary {
         var summary = ImportSummary()
         var links: [HostFileID: UInt32] = [:]
-        try importNode(Array(hostPath.utf8), into: parent, name: name, summary: &summary, links: &links, progress: progress)
+        let path = Array(hostPath.utf8)
+        try importNode(path, at: AT_FDCWD, leaf: path, into: parent, name: name, summary: &summary, links: &links, progress: progress)
         return summary
     }
 
@@ -48,10 +49,13 @@ extension Filesystem {
         (path.map { CChar(bitPattern: $0) } + [0]).withUnsafeBufferPointer { body($0.baseAddress!) }
     }
 
-    func importNode(_ path: [UInt8], into parent: UInt32, name: [UInt8], summary: inout ImportSummary,
-                            links: inout [HostFileID: UInt32], progress: ((ImportSummary) -> Void)?) throws(HoldfastError) {
+    /// Imports the host entry `leaf` of the directory open as `dirFD` (AT_FDCWD and a whole path
+    /// at the top); `path` names it in errors. Lookups go through the directory's descriptor, so
+    /// no call walks the whole path again.
+    func importNode(_ path: [UInt8], at dirFD: Int32, leaf: [UInt8], into parent: UInt32, name: [UInt8], summary: inout ImportSummary,
+                    links: inout [HostFileID: UInt32], progress: ((ImportSummary) -> Void)?) throws(HoldfastError) {
         var st = Glibc.stat()
-        guard withCPath(path, { lstat($0, &st) }) == 0 else { throw hostError(path, "stat") }
+        guard withCPath(leaf, { fstatat(dirFD, $0, &st, AT_SYMLINK_NOFOLLOW) }) == 0 else { throw hostError(path, "stat") }
         let type = st.st_mode & S_IFMT
         let owner = Ownership(uid: st.st_uid, gid: st.st_gid, permissions: UInt16(st.st_mode & 0o7777))
         let times = (access: Timestamp(seconds: Int64(st.st_atim.tv_sec), nanoseconds: UInt32(st.st_atim.tv_nsec)),
@@ -63,28 +67,34 @@ extension Filesystem {
             return
         }
         let number: UInt32
+        var attributes: [XattrValue]?
         switch type {
         case S_IFDIR:
             number = try named(path) { () throws(HoldfastError) in try create(name, in: parent, kind: .directory, owner: owner) }
             summary.directories += 1
-            guard let dir = withCPath(path, { opendir($0) }) else { throw hostError(path, "opendir") }
+            let fd = withCPath(leaf) { openat(dirFD, $0, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC) }
+            guard fd >= 0 else { throw hostError(path, "open directory") }
+            guard let dir = fdopendir(fd) else { Glibc.close(fd); throw hostError(path, "opendir") }
+            defer { closedir(dir) }
             var names: [[UInt8]] = []
             while let entry = readdir(dir) {
                 let n = withUnsafeBytes(of: entry.pointee.d_name) { raw in Array(raw.prefix { $0 != 0 }) }
                 if n != [0x2E] && n != [0x2E, 0x2E] { names.append(n) }
             }
-            closedir(dir)
             // Reading the directory moved its access time; copy the time it has now.
-            _ = withCPath(path) { lstat($0, &st) }
+            _ = fstat(fd, &st)
             for child in names.sorted(by: { $0.lexicographicallyPrecedes($1) }) {
                 let childPath = (path.last == 0x2F ? path : path + [0x2F]) + child
-                try importNode(childPath, into: number, name: child, summary: &summary, links: &links, progress: progress)
+                try importNode(childPath, at: fd, leaf: child, into: number, name: child, summary: &summary, links: &links, progress: progress)
             }
+            attributes = try hostXattrs(path, fd: fd)
         case S_IFREG:
             number = try named(path) { () throws(HoldfastError) in try create(name, in: parent, kind: .regular, owner: owner, times: times) }
             // A file whose allocated blocks cover its size has no holes to look for.
             let dense = UInt64(st.st_blocks) * 512 >= UInt64(st.st_size)
-            summary.bytes += try copyHostFile(path, size: UInt64(st.st_size), dense: dense, to: number)
+            let (bytes, xattrs) = try copyHostFile(path, at: dirFD, leaf: leaf, size: UInt64(st.st_size), dense: dense, to: number)
+            summary.bytes += bytes
+            attributes = xattrs
             summary.files += 1
         case S_IFLNK:
             var target = [UInt8](repeating: 0, count: Int(PATH_MAX) + 1)
@@ -110,9 +120,10 @@ extension Filesystem {
             throw HoldfastError.invalidArgument("\(String(decoding: path, as: UTF8.self)): unknown file type")
         }
         if type != S_IFDIR && st.st_nlink > 1 { links[id] = number }
-        let attributes = try hostXattrs(path)
-        if !attributes.isEmpty {
-            do { try replaceXattrs(number, attributes) } catch { throw error.naming(String(decoding: path, as: UTF8.self)) }
+        let xattrs: [XattrValue]
+        if let attributes { xattrs = attributes } else { xattrs = try hostXattrs(path, fd: nil) }
+        if !xattrs.isEmpty {
+            do { try replaceXattrs(number, xattrs) } catch { throw error.naming(String(decoding: path, as: UTF8.self)) }
         }
         // A directory's times change as its entries arrive: set them once it is complete.
         if type == S_IFDIR {
@@ -123,23 +134,31 @@ extension Filesystem {
         progress?(summary)
     }
 
-    /// The host file's extended attributes (llistxattr/lgetxattr, symlinks not followed).
-    private func hostXattrs(_ path: [UInt8]) throws(HoldfastError) -> [XattrValue] {
-        var size = withCPath(path) { hf_llistxattr($0, nil, 0) }
+    /// The host file's extended attributes: through `fd` when it is open (no path walk), else by
+    /// path with llistxattr/lgetxattr (symlinks and special files, not followed).
+    private func hostXattrs(_ path: [UInt8], fd: Int32?) throws(HoldfastError) -> [XattrValue] {
+        func list(_ buffer: UnsafeMutablePointer<CChar>?, _ count: Int) -> Int {
+            if let fd { return hf_flistxattr(fd, buffer, count) }
+            return withCPath(path) { hf_llistxattr($0, buffer, count) }
+        }
+        var size = list(nil, 0)
         if size < 0 {
             if errno == ENOTSUP || errno == ENOSYS { return [] }
             throw hostError(path, "llistxattr")
         }
         guard size > 0 else { return [] }
-        var list = [CChar](repeating: 0, count: size)
-        size = withCPath(path) { p in list.withUnsafeMutableBufferPointer { hf_llistxattr(p, $0.baseAddress, $0.count) } }
+        var names = [CChar](repeating: 0, count: size)
+        size = names.withUnsafeMutableBufferPointer { list($0.baseAddress, $0.count) }
         guard size >= 0 else { throw hostError(path, "llistxattr") }
         var out: [XattrValue] = []
-        for nameBytes in list[0..<size].split(separator: 0) {
+        for nameBytes in names[0..<size].split(separator: 0) {
             let name = nameBytes.map { UInt8(bitPattern: $0) }
             let cname = Array(nameBytes) + [0]
             var value = [UInt8](repeating: 0, count: 65536)
-            let n = withCPath(path) { p in value.withUnsafeMutableBytes { hf_lgetxattr(p, cname, $0.baseAddress, $0.count) } }
+            let n = value.withUnsafeMutableBytes { v in
+                if let fd { return hf_fgetxattr(fd, cname, v.baseAddress, v.count) }
+                return withCPath(path) { hf_lgetxattr($0, cname, v.baseAddress, v.count) }
+            }
             guard n >= 0 else { throw hostError(path, "lgetxattr " + String(decoding: name, as: UTF8.self)) }
             out.append(XattrValue(name: name, value: Array(value[0..<n])))
         }
@@ -151,16 +170,18 @@ extension Filesystem {
     }
 
     /// Copies the data regions of a host file (seekData/seekHole), then sets the size so a
-    /// trailing hole stays a hole. Returns the bytes copied.
-    private func copyHostFile(_ path: [UInt8], size: UInt64, dense: Bool, to inode: UInt32) throws(HoldfastError) -> UInt64 {
+    /// trailing hole stays a hole. Returns the bytes copied and the file's xattrs (read while it is open).
+    private func copyHostFile(_ path: [UInt8], at dirFD: Int32, leaf: [UInt8], size: UInt64, dense: Bool,
+                              to inode: UInt32) throws(HoldfastError) -> (UInt64, [XattrValue]) {
         // O_NOATIME keeps the copy from touching the source's access time (allowed to its owner and root).
-        var fd = withCPath(path) { Glibc.open($0, O_RDONLY | oNoAtime) }
-        if fd < 0 && errno == EPERM { fd = withCPath(path) { Glibc.open($0, O_RDONLY) } }
+        let flags = O_RDONLY | O_NOFOLLOW | O_CLOEXEC
+        var fd = withCPath(leaf) { openat(dirFD, $0, flags | oNoAtime) }
+        if fd < 0 && errno == EPERM { fd = withCPath(leaf) { openat(dirFD, $0, flags) } }
         guard fd >= 0 else { throw hostError(path, "open") }
         defer { Glibc.close(fd) }
         if dense {
             if size > 0 { try write(inode, at: 0, source: .file(fd: fd, offset: 0, count: Int(size)), keepTimes: true) }
-            return size
+            return (size, try hostXattrs(path, fd: fd))
         }
         var copied: UInt64 = 0
         var position: off_t = 0
@@ -180,7 +201,7 @@ extension Filesystem {
             position = dataEnd
         }
         if let node = try? self.inode(inode), node.size != size { try truncate(inode, to: size, keepTimes: true) }
-        return copied
+        return (copied, try hostXattrs(path, fd: fd))
     }
 }
 
@@ -193,21 +214,23 @@ extension Filesystem {
         var st = Glibc.stat()
         guard lstat(hostPath, &st) == 0 else { throw .hostFile(path: hostPath, operation: "stat", errno: errno) }
         guard st.st_mode & S_IFMT == S_IFDIR else { throw .notADirectory(hostPath) }
-        guard let dir = opendir(hostPath) else { throw .hostFile(path: hostPath, operation: "opendir", errno: errno) }
+        let fd = Glibc.open(hostPath, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        guard fd >= 0 else { throw .hostFile(path: hostPath, operation: "open directory", errno: errno) }
+        guard let dir = fdopendir(fd) else { Glibc.close(fd); throw .hostFile(path: hostPath, operation: "opendir", errno: errno) }
+        defer { closedir(dir) }
         var names: [[UInt8]] = []
         while let entry = readdir(dir) {
             let n = withUnsafeBytes(of: entry.pointee.d_name) { raw in Array(raw.prefix { $0 != 0 }) }
             if n != [0x2E] && n != [0x2E, 0x2E] { names.append(n) }
         }
-        closedir(dir)
-        _ = lstat(hostPath, &st)
+        _ = fstat(fd, &st)
         var summary = ImportSummary()
         var links: [HostFileID: UInt32] = [:]
         let base = Array(hostPath.utf8)
         let root = try inode(Self.rootInode)
         for name in names.sorted(by: { $0.lexicographicallyPrecedes($1) }) {
             if name == Array("lost+found".utf8), (try? lookup(name, in: root)) != nil { continue }
-            try importNode((base.last == 0x2F ? base : base + [0x2F]) + name, into: Self.rootInode, name: name,
+            try importNode((base.last == 0x2F ? base : base + [0x2F]) + name, at: fd, leaf: name, into: Self.rootInode, name: name,
                            summary: &summary, links: &links, progress: progress)
         }
         try setAttributes(Self.rootInode, AttributeChanges(
