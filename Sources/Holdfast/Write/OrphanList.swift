@@ -124,6 +124,9 @@ extension Filesystem {
         while !done {
             try mutate(credits: 64) { ctx in
                 var rec = try ctx.inode(number)
+                // Only regular files are cut back; other orphans (an unlinked open directory or
+                // fast symlink a kernel left) are freed whole, and their i_block may hold no map.
+                guard FileType(mode: rec.mode) == .regular else { done = true; return }
                 let bs = UInt64(blockSize)
                 let keep = (rec.size + bs - 1) / bs
                 let end = try ctx.mappedEnd(rec)
