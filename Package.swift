@@ -29,7 +29,7 @@ let package = Package(
         .target(name: "Holdfast", dependencies: ["CHoldfastShim", "HoldfastFormat", "HoldfastMemory", "HoldfastDevice", "HoldfastCache", "HoldfastJournal"]),
         // Front end: the command-line tool.
         .executableTarget(name: "holdfast", dependencies: [
-            "Holdfast",
+            "Holdfast", "HoldfastCache",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         // Benchmark of the memory layer's hot paths (make bench-memory).

@@ -50,6 +50,7 @@ extension Filesystem {
         defer { buffer.deallocate() }
 
         var position = from
+        let cached = pageCache?.hasPages(inode.number) ?? false
         try forEachRun(inode, from: from / bs) { run in
             let runStart = run.logical * bs
             let runEnd = min((run.logical + run.length) * bs, end)
@@ -70,6 +71,8 @@ extension Filesystem {
                 let blocks = min(UInt64(chunkBlocks), (runEnd - position + UInt64(skip) + bs - 1) / bs)
                 let part = UnsafeMutableRawBufferPointer(rebasing: buffer[0..<Int(blocks * bs)])
                 try cache.read(blocks: run.physical! + blockIndex, into: part)
+                // Data written and not yet on the image is in the page cache.
+                if cached { pageCache?.overlay(inode.number, first: position / bs, count: Int(blocks), into: part) }
                 let usable = min(Int(blocks * bs) - skip, Int(runEnd - position))
                 try body(.data(offset: position, bytes: UnsafeRawBufferPointer(rebasing: part[skip..<(skip + usable)])))
                 position += UInt64(usable)
@@ -84,7 +87,8 @@ extension Filesystem {
     @discardableResult
     public func copyData(_ inode: Inode, to fd: Int32) throws(HoldfastError) -> UInt64 {
         try guarded {
-            if inode.hasInlineData {
+            // Inline data, or data still in the page cache: through the read buffer.
+            if inode.hasInlineData || (pageCache?.hasPages(inode.number) ?? false) {
                 var written: UInt64 = 0
                 try stream(inode, from: 0, to: .max, chunk: Self.readChunk) { piece in
                     guard case .data(let offset, let bytes) = piece else { return }

@@ -18,6 +18,10 @@ public struct OpenOptions: Sendable {
 
     /// Open for changes: the image file is opened read-write and the write path is enabled.
     public var writable = false
+    /// What a failed write of file data does to the filesystem (ext4's errors=).
+    public var errors: ErrorsPolicy = .continue
+    /// Run the background flusher thread (off: writers and commits write back themselves).
+    public var flusher = true
 
     public init(memoryBudget: Int = 64 << 20, faultPlan: FaultPlan? = nil, writable: Bool = false) {
         self.memoryBudget = memoryBudget
@@ -142,14 +146,17 @@ public final class Filesystem: Sendable {
         }
         self.init(device: io, superblock: finalSB, budget: budget, redirects: redirects,
                   readOnlyReasons: options.writable ? [] : reasons, replay: replay, journalSuperblock: journalSB, warnings: warnings,
-                  redirectBytes: redirectBytes, writable: options.writable)
+                  redirectBytes: redirectBytes, writable: options.writable, errors: options.errors)
         handedOver = true
-        if options.writable { try startWriting() }
+        if options.writable {
+            try startWriting()
+            if options.flusher { pageCache?.startFlusher() }
+        }
     }
 
     init(device: any BlockDevice, superblock: Superblock, budget: MemoryBudget, redirects: BlockRedirects,
          readOnlyReasons: [String], replay: ReplaySummary?, journalSuperblock: Jbd2.Superblock?, warnings: [String],
-         redirectBytes: Int = 0, writable: Bool = false) {
+         redirectBytes: Int = 0, writable: Bool = false, errors: ErrorsPolicy = .continue) {
         self.redirectBytes = redirectBytes
         self.device = device
         self.superblock = superblock
@@ -159,6 +166,9 @@ public final class Filesystem: Sendable {
         self.cache = cache
         self.writer = writable ? Locked(WriteState(transaction: Transaction(cache: cache), superblock: superblock)) : nil
         self.buddies = writable ? BuddyCache(budget: budget) : nil
+        let failures = WriteFailures(policy: errors)
+        self.writeFailures = failures
+        self.pageCache = writable ? PageCache(device: device, budget: budget, onWriteError: { failures.record($0) }) : nil
         self.readOnlyReasons = readOnlyReasons
         self.journalReplay = replay
         self.journalSuperblock = journalSuperblock
@@ -172,6 +182,10 @@ public final class Filesystem: Sendable {
     let writer: Locked<WriteState>?
     /// The block groups' buddy bitmaps, for the allocator; nil when opened read-only.
     let buddies: BuddyCache?
+    /// File data written and not yet on the image; nil when opened read-only.
+    public let pageCache: PageCache?
+    /// Failed writebacks and what the errors policy made of them.
+    let writeFailures: WriteFailures
 
     // The cache gives its own pages back when it goes; only the redirect table is the filesystem's.
     deinit {
@@ -183,7 +197,7 @@ public final class Filesystem: Sendable {
 
     /// Every allocation site the engine has, layer by layer (`holdfast sites`).
     public static var allocationSites: [AllocationSite] {
-        AllocationSite.deviceSites + AllocationSite.cacheSites + AllocationSite.journalSites + AllocationSite.filesystemSites
+        AllocationSite.deviceSites + AllocationSite.cacheSites + AllocationSite.pageCacheSites + AllocationSite.journalSites + AllocationSite.filesystemSites
     }
 
     /// Reads a metadata block through the cache, after checking it lies inside the filesystem.

@@ -41,6 +41,9 @@ public enum HoldfastError: Error, Sendable, CustomStringConvertible {
     case wouldLoop(String)
     /// The inode has no extended attribute of that name (ENODATA).
     case noSuchAttribute(String)
+    /// File data held dirty in memory could not be written to the image (close, sync): which
+    /// inodes, and the device's last error. The data was never reported written.
+    case dataNotWritten(inodes: [UInt32], cause: DeviceError?)
 
     public var description: String {
         switch self {
@@ -64,6 +67,10 @@ public enum HoldfastError: Error, Sendable, CustomStringConvertible {
         case .tooManyLinks(let p): return "\(p): too many links"
         case .wouldLoop(let p): return "\(p): cannot move a directory into itself"
         case .noSuchAttribute(let n): return "\(n): no such extended attribute"
+        case .dataNotWritten(let inodes, let cause):
+            let list = inodes.prefix(20).map { "\($0)" }.joined(separator: ", ") + (inodes.count > 20 ? ", ..." : "")
+            return "data of \(inodes.count) file\(inodes.count == 1 ? "" : "s") (inode\(inodes.count == 1 ? "" : "s") \(list)) could not be written to the image"
+                + (cause.map { ": \($0)" } ?? "")
         }
     }
 

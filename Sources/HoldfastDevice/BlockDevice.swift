@@ -19,6 +19,9 @@ public protocol BlockDevice: AnyObject, Sendable {
     /// Writes `count` bytes of the host file `fd` from `source` at `offset` (import's bulk path: the
     /// kernel copies, where it can, without a user-space buffer). A short source is an error.
     func write(fromFile fd: Int32, at source: UInt64, count: Int, to offset: UInt64) throws(DeviceError)
+    /// Writes `pieces` back to back from `offset`, in one call where the device can (pwritev):
+    /// page-cache writeback sends a run of pages from the arena without copying them together.
+    func write(gathering pieces: [UnsafeRawBufferPointer], at offset: UInt64) throws(DeviceError)
     /// Makes every completed write durable (fdatasync).
     func flush() throws(DeviceError)
 }
@@ -33,6 +36,15 @@ extension BlockDevice {
         }
         if let failure { throw failure }
         return out
+    }
+
+    /// One write per piece, for devices without a vectored write.
+    public func write(gathering pieces: [UnsafeRawBufferPointer], at offset: UInt64) throws(DeviceError) {
+        var at = offset
+        for piece in pieces {
+            try write(piece, at: at)
+            at += UInt64(piece.count)
+        }
     }
 }
 
@@ -125,6 +137,35 @@ public final class ImageFile: BlockDevice {
             done += n
         }
         wrote(bytes.count)
+    }
+
+    public func write(gathering pieces: [UnsafeRawBufferPointer], at offset: UInt64) throws(DeviceError) {
+        guard isWritable else { throw DeviceError(.write, path: path, offset: offset, errno: EROFS) }
+        let total = pieces.reduce(0) { $0 + $1.count }
+        guard offset + UInt64(total) <= byteCount else { throw DeviceError(.write, path: path, offset: offset, errno: ENOSPC) }
+        var vectors = pieces.map { iovec(iov_base: UnsafeMutableRawPointer(mutating: $0.baseAddress), iov_len: $0.count) }
+        var done = 0
+        var first = 0
+        while done < total {
+            let n = vectors[first...].withUnsafeBufferPointer { Syscall.pwritev(fd, $0, offset + UInt64(done)) }
+            if n < 0 {
+                let e = Syscall.errno
+                if e == EINTR { continue }
+                throw DeviceError(.write, path: path, offset: offset + UInt64(done), errno: e)
+            }
+            done += n
+            // A short write: skip the pieces it finished and the written part of the next.
+            var left = n
+            while first < vectors.count, left >= vectors[first].iov_len {
+                left -= vectors[first].iov_len
+                first += 1
+            }
+            if left > 0 {
+                vectors[first].iov_base += left
+                vectors[first].iov_len -= left
+            }
+        }
+        wrote(total)
     }
 
     private func wrote(_ count: Int) {

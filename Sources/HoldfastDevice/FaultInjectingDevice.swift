@@ -49,6 +49,11 @@ public final class FaultInjectingDevice: BlockDevice {
         try underlying.write(fromFile: fd, at: source, count: count, to: offset)
     }
 
+    public func write(gathering pieces: [UnsafeRawBufferPointer], at offset: UInt64) throws(DeviceError) {
+        try check(.deviceWrite, .write, offset)
+        try underlying.write(gathering: pieces, at: offset)
+    }
+
     public func flush() throws(DeviceError) {
         try check(.deviceFlush, .sync, nil)
         try underlying.flush()

@@ -29,6 +29,7 @@ public final class PageArena: @unchecked Sendable {
     }
     private let lists: Locked<FreeLists>
     private let warmLimit: Int
+    private let canGiveBack: Bool
 
     /// Reserves `capacity` pages of `pageSize` bytes (a power of two, at least 512). Fails when the
     /// address space cannot be reserved (a `ulimit -v` smaller than the budget, say).
@@ -50,7 +51,10 @@ public final class PageArena: @unchecked Sendable {
         l.warm.reserveCapacity(capacity)
         l.cold.reserveCapacity(capacity)
         lists = Locked(l)
-        warmLimit = max(16, capacity / 8)
+        // madvise works on whole system pages: smaller arena pages share one with their
+        // neighbours, so giving one back would zero pages still in use. Those stay warm.
+        canGiveBack = pageSize >= Int(sysconf(Int32(_SC_PAGESIZE)))
+        warmLimit = canGiveBack ? max(16, capacity / 8) : capacity
     }
 
     deinit { munmap(base, mappedBytes) }
@@ -81,6 +85,7 @@ public final class PageArena: @unchecked Sendable {
 
     /// Gives every warm page's memory back to the kernel (after a cache is drained).
     public func trim() {
+        guard canGiveBack else { return }
         let pages = lists.withLock { l -> [UInt32] in
             defer { l.warm.removeAll(keepingCapacity: true) }
             return l.warm

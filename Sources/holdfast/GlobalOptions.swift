@@ -1,5 +1,6 @@
 import ArgumentParser
 import Holdfast
+import HoldfastCache
 import HoldfastMemory
 
 #if canImport(Glibc)
@@ -19,14 +20,23 @@ struct ImageOptions: ParsableArguments {
         valueName: "spec"))
     var inject: String?
 
-    @Flag(name: .long, help: "At exit, print one line per allocation site that was hit, and the budget's used, peak and limit, on standard error.")
+    @Flag(name: .long, help: "At exit, print one line per allocation site that was hit, the budget's used, peak and limit, and the page cache's counts (dirty, writeback, clean pages, flusher passes, writeback retries, throttled writers, write errors), on standard error.")
     var stats = false
+
+    @Option(name: .long, help: ArgumentHelp(
+        "What a failed write of file data does, as ext4's errors=: continue (report it at fsync and exit), remount-ro (accept no further changes), panic (stop at once). Dirty data is kept and retried either way.",
+        valueName: "policy"))
+    var errors: String = "continue"
 
     func open(writable: Bool = false) throws(HoldfastError) -> Filesystem {
         guard let bytes = parseSize(memory), bytes >= 1 << 20 else {
             throw .invalidArgument("--memory \(memory): give a size of at least 1M, like 8M or 1G")
         }
         var options = OpenOptions(memoryBudget: bytes, writable: writable)
+        guard let policy = ErrorsPolicy(rawValue: errors) else {
+            throw .invalidArgument("--errors \(errors): give continue, remount-ro or panic")
+        }
+        options.errors = policy
         if let spec = inject ?? environmentInjectSpec() {
             do { options.faultPlan = try FaultPlan(parsing: spec) } catch {
                 throw .invalidArgument("--inject \(spec): \(error)")
@@ -35,6 +45,7 @@ struct ImageOptions: ParsableArguments {
         options.onBudget = { MemoryReport.shared.budget = $0 }
         MemoryReport.shared.enabled = stats
         let fs = try Filesystem.open(path: image, options: options)
+        MemoryReport.shared.pageCache = fs.pageCache
         for w in fs.warnings { Output.error("holdfast: warning: \(w)") }
         return fs
     }
@@ -51,6 +62,7 @@ struct ImageOptions: ParsableArguments {
 final class MemoryReport: @unchecked Sendable {
     static let shared = MemoryReport()
     var budget: MemoryBudget?
+    var pageCache: PageCache?
     var enabled = false
 
     /// The `--stats` lines: sites that were hit, then the budget.
@@ -62,6 +74,7 @@ final class MemoryReport: @unchecked Sendable {
             out.append("category \(c) used=\(b.used(c)) peak=\(b.peak(c))")
         }
         out.append("reclaim passes=\(b.reclaimPasses) freed=\(b.reclaimedBytes) long-waits=\(b.longWaits) stalls=\(b.stalls)")
+        if let pageCache { out.append(pageCache.statistics.line) }
         if let plan = b.faultPlan { out.append("inject plan=\(plan) fired=\(b.faultsFired)") }
         return out
     }

@@ -48,6 +48,7 @@ struct MkfsCommand: ParsableCommand {
             open.onBudget = { MemoryReport.shared.budget = $0 }
             MemoryReport.shared.enabled = stats
             let fs = try Filesystem.open(path: image, options: open)
+            MemoryReport.shared.pageCache = fs.pageCache
             let status = StatusLine(label: "mkfs")
             do {
                 let summary = try fs.populateRoot(from: from) { s in

@@ -150,7 +150,8 @@ struct FaultInjectionTests {
         let sites = try Support.sh([Support.holdfast, "sites"])
         // Every site the engine has, each with its policy.
         for name in ["buffer.block", "buffer.index", "device.read", "device.write", "device.flush", "handle.undo", "read.buffer",
-                     "directory.listing", "journal.redirects", "extract.hard-link", "write.buffer", "allocator.buddy"] {
+                     "directory.listing", "journal.redirects", "extract.hard-link", "allocator.buddy",
+                     "pagecache.page", "pagecache.page-locked", "writeback.vector"] {
             #expect(sites.contains(name), "holdfast sites does not list \(name)")
         }
         #expect(sites.contains("mayFail"))

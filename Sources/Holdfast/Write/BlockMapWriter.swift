@@ -203,6 +203,8 @@ extension WriteContext {
     /// Unmaps and frees everything at or after logical block `from` (truncate; 0 frees it all).
     @discardableResult
     func unmapFrom(_ from: UInt64, of rec: inout InodeRecord) throws -> Int {
+        // Their pages go if this succeeds (all of them, error record too, when the file goes).
+        pending.droppedRanges.append((rec.number, from, from == 0 && rec.linksCount == 0 ? .max : .max - 1))
         if rec.flags & Inode.flagExtents != 0 {
             return try removeExtents(from: UInt32(min(from, UInt64(UInt32.max))), of: &rec)
         }

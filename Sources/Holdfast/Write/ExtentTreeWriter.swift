@@ -291,6 +291,7 @@ extension WriteContext {
     /// maps them again (unwritten-to-written conversion).
     func unmapRange(_ start: UInt64, _ end: UInt64, of rec: inout InodeRecord, free: Bool) throws {
         guard start < end else { return }
+        if free { pending.droppedRanges.append((rec.number, start, end)) }
         let runs = try mappedRuns(rec, from: start, to: end)
         for run in runs where run.logical < end && run.logical + run.length > start {
             let physical = run.physical!

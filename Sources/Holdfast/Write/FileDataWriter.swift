@@ -4,10 +4,6 @@ import Glibc
 import HoldfastFormat
 import HoldfastMemory
 
-extension AllocationSite {
-    static let writeBuffer = AllocationSite("write.buffer", .mayFail, .page, "the bounded buffer a file write assembles blocks in")
-}
-
 /// Where written bytes come from: memory, or a range of a host file that the device can copy
 /// without a user-space buffer (import and mkfs --from).
 enum DataSource {
@@ -26,6 +22,40 @@ enum DataSource {
         switch self {
         case .memory(let b): .memory(UnsafeRawBufferPointer(rebasing: b[from..<to]))
         case .file(let fd, let offset, _): .file(fd: fd, offset: offset + UInt64(from), count: to - from)
+        }
+    }
+
+    /// Copies the source into `pieces`, back to back (their lengths sum to the source's): one
+    /// preadv per call from a host file, straight into page-cache pages.
+    func read(into pieces: [UnsafeMutableRawBufferPointer]) throws {
+        switch self {
+        case .memory(let b):
+            var at = 0
+            for piece in pieces {
+                piece.copyMemory(from: UnsafeRawBufferPointer(rebasing: b[at..<(at + piece.count)]))
+                at += piece.count
+            }
+        case .file(let fd, let offset, let count):
+            var vectors = pieces.map { iovec(iov_base: $0.baseAddress, iov_len: $0.count) }
+            var done = 0, first = 0
+            while done < count {
+                let n = vectors[first...].withUnsafeBufferPointer { preadv(fd, $0.baseAddress, Int32(min($0.count, 1024)), off_t(offset) + off_t(done)) }
+                if n < 0 {
+                    if errno == EINTR { continue }
+                    throw HoldfastError.hostFile(path: "source file", operation: "read", errno: errno)
+                }
+                if n == 0 { throw HoldfastError.hostFile(path: "source file", operation: "read (file shrank)", errno: EIO) }
+                done += n
+                var left = n
+                while first < vectors.count, left >= vectors[first].iov_len {
+                    left -= vectors[first].iov_len
+                    first += 1
+                }
+                if left > 0 {
+                    vectors[first].iov_base! += left
+                    vectors[first].iov_len -= left
+                }
+            }
         }
     }
 
@@ -49,8 +79,8 @@ enum DataSource {
     }
 }
 
-/// File contents: writes at an offset (allocating what is not mapped) and truncation. Data goes to
-/// the device before the handle ends, so metadata never points at blocks whose data is not there.
+/// File contents: writes at an offset (allocating what is not mapped) and truncation. Data goes into
+/// the page cache; the commit writes it to the device before the metadata that points at it.
 extension WriteContext {
     /// Blocks assembled per device write.
     var writeChunkBlocks: Int { max(1, min(256, fs.budget.limit / 8 / blockSize)) }
@@ -128,51 +158,43 @@ extension WriteContext {
                 fresh = true
             }
             goal = physical + length
-            try writeBlocks(logical: logical, physical: physical, count: length, fresh: fresh, offset: offset, data: data)
+            try writeBlocks(rec.number, logical: logical, physical: physical, count: length, fresh: fresh, offset: offset, data: data)
             logical += length
         }
         if end > rec.size { rec.size = end }
     }
 
-    /// Fills blocks [logical, logical+count) at `physical` with the part of `data` that falls in them.
-    /// Partial blocks keep their old bytes (or zeros when freshly allocated).
-    private func writeBlocks(logical: UInt64, physical: UInt64, count: UInt64, fresh: Bool, offset: UInt64, data: DataSource) throws {
+    /// Fills blocks [logical, logical+count) at `physical` with the part of `data` that falls in
+    /// them, in page-cache pages that the operation holds until it ends (the flusher writes them
+    /// later). Partial blocks keep their old bytes (or zeros when freshly allocated).
+    private func writeBlocks(_ inode: UInt32, logical: UInt64, physical: UInt64, count: UInt64, fresh: Bool, offset: UInt64, data: DataSource) throws {
+        guard let cache = fs.pageCache else { throw HoldfastError.readOnly(["no page cache"]) }
         let bs = UInt64(blockSize)
         let chunk = UInt64(writeChunkBlocks)
         var done: UInt64 = 0
         while done < count {
             let n = min(chunk, count - done)
             let blockStart = (logical + done) * bs
-            let blockEnd = blockStart + n * bs
-            let from = max(blockStart, offset), to = min(blockEnd, offset + UInt64(data.count))
-            let source = data.slice(Int(from - offset), Int(to - offset))
-            let at = (physical + done) * bs
-            if from == blockStart && to == blockEnd {
-                switch source {
-                case .memory(let bytes): try fs.device.write(bytes, at: at)
-                case .file(let fd, let start, let n): try fs.device.write(fromFile: fd, at: start, count: n, to: at)
-                }
-            } else {
-                let bytes = Int(n * bs)
-                try fs.budget.chargeOrThrow(bytes, at: .writeBuffer)
-                defer { fs.budget.uncharge(bytes, for: .writeBuffer) }
-                // Only the edges need filling (old bytes, or zeros in fresh blocks): the source covers the rest.
-                let head = Int(from - blockStart), tail = Int(to - blockStart)
-                let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: bytes, alignment: 16)
-                defer { buffer.deallocate() }
-                if fresh {
-                    UnsafeMutableRawBufferPointer(rebasing: buffer[0..<head]).initializeMemory(as: UInt8.self, repeating: 0)
-                    UnsafeMutableRawBufferPointer(rebasing: buffer[tail...]).initializeMemory(as: UInt8.self, repeating: 0)
-                } else {
-                    if from > blockStart { try fs.device.read(into: UnsafeMutableRawBufferPointer(rebasing: buffer[0..<blockSize]), at: at) }
-                    if to < blockEnd {
-                        let last = bytes - blockSize
-                        try fs.device.read(into: UnsafeMutableRawBufferPointer(rebasing: buffer[last...]), at: at + UInt64(last))
+            let from = max(blockStart, offset), to = min(blockStart + n * bs, offset + UInt64(data.count))
+            let pages = try cache.hold(inode, first: logical + done, count: n, physical: physical + done, spare: &pending.spare)
+            pending.heldPages[inode, default: []].append(contentsOf: pages.map { ($0.index, $0.isNew) })
+            // The part of each page the source covers; new pages get their other bytes first.
+            var pieces: [UnsafeMutableRawBufferPointer] = []
+            pieces.reserveCapacity(pages.count)
+            for (k, page) in pages.enumerated() {
+                let start = blockStart + UInt64(k) * bs
+                let head = Int(max(from, start) - start), tail = Int(min(to, start + bs) - start)
+                if page.isNew && (head > 0 || tail < blockSize) {
+                    if fresh {
+                        page.bytes.initializeMemory(as: UInt8.self, repeating: 0)
+                    } else {
+                        try fs.device.read(into: page.bytes, at: (physical + done + UInt64(k)) * bs)
                     }
                 }
-                try source.read(into: UnsafeMutableRawBufferPointer(rebasing: buffer[head..<tail]))
-                try fs.device.write(UnsafeRawBufferPointer(buffer), at: at)
+                pieces.append(UnsafeMutableRawBufferPointer(rebasing: page.bytes[head..<tail]))
             }
+            try data.slice(Int(from - offset), Int(to - offset)).read(into: pieces)
+            cache.filled(inode, pages)
             done += n
         }
     }
@@ -227,26 +249,33 @@ extension WriteContext {
         try zeroBlockTail(rec, from: rec.size, deferred: false)
     }
 
-    /// Zeroes bytes [from, to) of one block of the file, if it is mapped to written data.
+    /// Zeroes bytes [from, to) of one block of the file, if it is mapped to written data: in its
+    /// cached page (held for the operation), else on the image.
     private func zeroInBlock(_ rec: InodeRecord, from: UInt64, to: UInt64, deferred: Bool) throws {
         let bs = UInt64(blockSize)
         let block = from / bs
         guard from < to, let run = try mappedRuns(rec, from: block, to: block + 1).first, run.logical <= block, run.hasData else { return }
-        let at = (run.physical! + (block - run.logical)) * bs + from % bs
+        let zeroing = (inode: rec.number, index: block, from: Int(from % bs), to: Int(from % bs) + Int(to - from),
+                       device: (run.physical! + (block - run.logical)) * bs + from % bs)
         if deferred {
-            pending.zeroing.append((at, Int(to - from)))
+            pending.zeroing.append(zeroing)
         } else {
-            let zeros = [UInt8](repeating: 0, count: Int(to - from))
-            try zeros.withUnsafeBytes { try fs.device.write($0, at: at) }
+            try zero(zeroing)
         }
+    }
+
+    private func zero(_ z: (inode: UInt32, index: UInt64, from: Int, to: Int, device: UInt64)) throws {
+        if let cache = fs.pageCache, cache.zero(z.inode, index: z.index, from: z.from, to: z.to) {
+            pending.heldPages[z.inode, default: []].append((z.index, false))
+            return
+        }
+        let zeros = [UInt8](repeating: 0, count: z.to - z.from)
+        try zeros.withUnsafeBytes { try fs.device.write($0, at: z.device) }
     }
 
     /// The zeroing an operation deferred to its end; a failure here still rolls it back.
     func finishDeferredWrites() throws {
-        for (at, count) in pending.zeroing {
-            let zeros = [UInt8](repeating: 0, count: count)
-            try zeros.withUnsafeBytes { try fs.device.write($0, at: at) }
-        }
+        for z in pending.zeroing { try zero(z) }
     }
 }
 

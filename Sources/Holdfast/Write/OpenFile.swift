@@ -1,29 +1,48 @@
+import HoldfastDevice
 import HoldfastMemory
 
 /// An open file description: while one is open, the inode outlives its last link (unlink(2) of
 /// an open file); the last close frees it. Closing twice is harmless.
+///
+/// Each description has its own write-error cursor (errseq): a write of the file's data that fails
+/// in writeback is reported once to every description that calls `sync` after it, and at `close`
+/// to one that has not heard of it.
 public final class OpenFile: Sendable {
     public let inode: UInt32
     private let fs: Filesystem
     private let isOpen = Locked(true)
+    private let errorCursor: Locked<UInt64?>
 
     init(_ fs: Filesystem, inode: UInt32) {
         self.fs = fs
         self.inode = inode
+        errorCursor = Locked(fs.pageCache?.errorCursor(inode))
     }
 
     /// Drops this reference; with the last one, an unlinked inode and its blocks are freed.
+    /// Reports a write error of the file this description has not heard of.
     public func close() throws(HoldfastError) {
         let wasOpen = isOpen.withLock { open in
             defer { open = false }
             return open
         }
         guard wasOpen else { return }
+        let unheard = errorCursor.withLock { cursor -> DeviceError? in
+            guard var c = cursor, let cache = fs.pageCache else { return nil }
+            defer { cursor = c }
+            return cache.checkError(inode, cursor: &c)
+        }
         try fs.release(inode)
+        if let unheard { throw HoldfastError.io(unheard) }
     }
 
-    /// fsync(2) through this description.
-    public func sync() throws(HoldfastError) { try fs.fsync(inode) }
+    /// fsync(2) through this description: the file's data and the metadata reach the image, and a
+    /// write error since this description last asked is thrown (once).
+    public func sync() throws(HoldfastError) {
+        var cursor = errorCursor.withLock { $0 }
+        defer { errorCursor.withLock { $0 = cursor } }
+        try fs.fsync(inode, cursor: &cursor)
+    }
 
     deinit { try? close() }
 }

@@ -1,3 +1,4 @@
+import HoldfastCache
 import HoldfastFormat
 import HoldfastMemory
 
@@ -83,13 +84,34 @@ final class PendingChanges {
     var orphansRemoved: Set<UInt32> = []
     /// Groups whose block bitmap this operation changed: a rollback makes their buddies stale.
     var bitmapGroups: Set<UInt32> = []
-    /// Device ranges to zero once the operation can no longer fail (truncate and punch edges).
-    var zeroing: [(at: UInt64, count: Int)] = []
+    /// Bytes [from, to) of a file block to zero once the operation can no longer fail (truncate
+    /// and punch edges): in its cached page, else at `device` on the image.
+    var zeroing: [(inode: UInt32, index: UInt64, from: Int, to: Int, device: UInt64)] = []
+    /// Pages taken before the write lock for this operation's data; what is left goes back.
+    var spare: [Page] = []
+    /// Pages this operation holds in the page cache, per inode: published as dirty if it succeeds.
+    var heldPages: [UInt32: [(index: UInt64, isNew: Bool)]] = [:]
+    /// Logical block ranges whose blocks this operation freed: their pages go when it succeeds.
+    var droppedRanges: [(inode: UInt32, from: UInt64, to: UInt64)] = []
 
     func apply(to state: WriteState) {
         if let head = orphanHead { state.superblock.lastOrphan = head }
         state.orphans.subtract(orphansRemoved)
         state.orphans.formUnion(orphansAdded)
+    }
+
+    /// The operation succeeded: freed ranges lose their pages (waiting out writes in flight, so no
+    /// freed block is written after the lock goes), held pages become dirty.
+    func publishPages(_ cache: PageCache?) {
+        guard let cache else { return }
+        for d in droppedRanges { cache.drop(d.inode, from: d.from, to: d.to) }
+        for (inode, held) in heldPages { cache.publish(inode, held.map(\.index)) }
+    }
+
+    /// The operation failed and its blocks are rolled back: pages it added go.
+    func discardPages(_ cache: PageCache?) {
+        guard let cache else { return }
+        for (inode, held) in heldPages { cache.discard(inode, held) }
     }
 }
 

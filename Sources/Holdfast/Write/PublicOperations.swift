@@ -1,4 +1,5 @@
 import HoldfastFormat
+import HoldfastMemory
 
 /// Attribute changes for `setAttributes` (chmod, chown, utimens); nil leaves a field alone.
 public struct AttributeChanges: Sendable {
@@ -31,7 +32,12 @@ extension Filesystem {
     public func create(_ name: [UInt8], in parent: UInt32, kind: NodeKind, owner: Ownership,
                        times: (access: Timestamp, modification: Timestamp)? = nil) throws(HoldfastError) -> UInt32 {
         try guarded {
-            try mutate(credits: directoryCredits) { ctx in
+            // A slow symlink's target is file data: its page is taken before the lock.
+            var pages: [Page] = []
+            if case .symlink(let target) = kind, target.count >= 60, pageCache != nil {
+                pages.append(try budget.allocatePageOrThrow(at: .pageCachePage))
+            }
+            return try mutate(credits: directoryCredits, pages: pages) { ctx in
                 try ctx.createNode(in: parent, name: name, kind: kind, owner: owner, display: String(decoding: name, as: UTF8.self), times: times)
             }
         }
@@ -86,14 +92,15 @@ extension Filesystem {
     /// `keepTimes` leaves mtime and ctime alone (import sets the source's times at creation).
     func write(_ inode: UInt32, at offset: UInt64, source data: DataSource, keepTimes: Bool = false) throws(HoldfastError) {
         try guarded {
-            let step = max(blockSize, min(16 << 20, budget.limit / 4))
+            let step = max(blockSize, min(8 << 20, budget.limit / 8))
             var done = 0
             repeat {
                 let n = min(step, data.count - done)
                 let part = data.slice(done, done + n)
                 // Bitmaps and descriptors, plus a block map's indirect blocks (one per blockSize/4 blocks).
                 let credits = 16 + 2 * (n / blockSize / (blockSize * 8) + 1) + n / blockSize / (blockSize / 4) + 3
-                try mutate(credits: credits) { ctx in
+                let pages = try pagesForWrite(inode, at: offset + UInt64(done), count: n)
+                try mutate(credits: credits, pages: pages) { ctx in
                     var rec = try ctx.inode(inode)
                     guard FileType(mode: rec.mode) == .regular else {
                         throw FileType(mode: rec.mode) == .directory ? HoldfastError.isADirectory("inode \(inode)") : HoldfastError.invalidArgument("inode \(inode) is not a regular file")
@@ -109,6 +116,27 @@ extension Filesystem {
                 done += n
             } while done < data.count
         }
+    }
+
+    /// The pages a write of `count` bytes at `offset` will add to the cache, taken before the
+    /// write lock; first the writer waits while dirty data is over its limit (the throttle).
+    func pagesForWrite(_ inode: UInt32, at offset: UInt64, count: Int) throws -> [Page] {
+        // A write past the largest file size is refused by the write itself, with its error.
+        guard let pageCache, count > 0, offset < UInt64(UInt32.max) * UInt64(blockSize),
+              UInt64(count) <= UInt64(UInt32.max) * UInt64(blockSize) - offset else { return [] }
+        let bs = UInt64(blockSize)
+        let first = offset / bs, end = (offset + UInt64(count) + bs - 1) / bs
+        try pageCache.throttle()
+        var pages: [Page] = []
+        let needed = pageCache.missing(inode, first: first, count: end - first)
+        pages.reserveCapacity(needed)
+        do {
+            for _ in 0..<needed { pages.append(try budget.allocatePageOrThrow(at: .pageCachePage)) }
+        } catch {
+            for p in pages { budget.freePage(p, for: .pageCachePage) }
+            throw error
+        }
+        return pages
     }
 
     /// Writes `data` at byte `offset` of a regular file.

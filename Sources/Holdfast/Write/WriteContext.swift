@@ -12,8 +12,8 @@ struct WriteContext {
     let state: WriteState
     /// This operation's change to the free counts, applied to the state only if it succeeds.
     let counts = CountChanges()
-    /// This operation's orphan list changes, likewise.
-    let pending = PendingChanges()
+    /// This operation's orphan list and page cache changes, likewise.
+    let pending: PendingChanges
 
     var sb: Superblock { fs.superblock }
     var blockSize: Int { fs.blockSize }

@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import HoldfastCache
+import HoldfastDevice
 import HoldfastFormat
 import HoldfastJournal
 import HoldfastMemory
@@ -80,13 +81,21 @@ extension Filesystem {
 
     /// Runs one operation: a handle of `credits` blocks under the write lock. A thrown error rolls
     /// every block back; success leaves the changes in the running transaction, which is committed
-    /// when it holds a quarter of the memory budget.
-    func mutate<R>(credits: Int, _ body: (inout WriteContext) throws -> R) throws -> R {
-        guard let writer else { throw HoldfastError.readOnly(readOnlyReasons.isEmpty ? ["opened read-only"] : readOnlyReasons) }
+    /// when it holds a quarter of the memory budget. `pages` were taken for the operation's file
+    /// data before the lock (what it does not use goes back).
+    func mutate<R>(credits: Int, pages: [Page] = [], _ body: (inout WriteContext) throws -> R) throws -> R {
+        guard let writer else {
+            for p in pages { budget.freePage(p, for: .pageCachePage) }
+            throw HoldfastError.readOnly(readOnlyReasons.isEmpty ? ["opened read-only"] : readOnlyReasons)
+        }
         return try writer.withLock { state throws -> R in
+            let pending = PendingChanges()
+            pending.spare = pages
+            defer { for p in pending.spare { budget.freePage(p, for: .pageCachePage) } }
             guard !state.closed else { throw HoldfastError.invalidArgument("the filesystem is closed") }
+            if let why = writeFailures.readOnlyReason { throw HoldfastError.readOnly([why]) }
             let handle = state.transaction.begin(credits: credits)
-            var ctx = WriteContext(fs: self, handle: handle, state: state)
+            var ctx = WriteContext(fs: self, handle: handle, state: state, pending: pending)
             let result: R
             do {
                 result = try body(&ctx)
@@ -94,12 +103,14 @@ extension Filesystem {
             } catch {
                 handle.abort()
                 buddies?.invalidate(ctx.pending.bitmapGroups)
+                ctx.pending.discardPages(pageCache)
                 throw error
             }
             handle.stop()
             state.freeBlocks = UInt64(Int64(state.freeBlocks) + ctx.counts.blocks)
             state.freeInodes = UInt64(Int64(state.freeInodes) + ctx.counts.inodes)
             ctx.pending.apply(to: state)
+            ctx.pending.publishPages(pageCache)
             if state.transaction.dirtyBytes >= budget.limit / 4 { try commitLocked(state, flush: false) }
             return result
         }
@@ -108,6 +119,9 @@ extension Filesystem {
     /// Commits the running transaction, then writes the superblock (free counts, write time) straight
     /// to the device. Nothing here allocates from the budget: a commit cannot fail for want of memory.
     private func commitLocked(_ state: WriteState, force: Bool = false, flush: Bool = true) throws {
+        // Ordered data: file data goes to the device before the metadata that points at it. A page
+        // whose write fails stays dirty and its error is the file's (fsync reports it).
+        pageCache?.writeBack(nil)
         guard force || state.transaction.dirtyBlocks > 0 else { return }
         do {
             try state.transaction.commit(flush: flush) {
@@ -128,8 +142,15 @@ extension Filesystem {
         }
     }
 
-    /// Commits every change so far and makes it durable (fsync of the whole image).
+    /// Commits every change so far and makes it durable (sync(2) of the whole image). Reports a
+    /// commit error, or a write of file data that failed since the last sync, once.
     public func sync() throws(HoldfastError) {
+        try commitAll()
+        if let e = pageCache?.checkAnyError() { throw HoldfastError.io(e) }
+    }
+
+    /// Commits and flushes, reporting a commit error nobody was told of.
+    private func commitAll() throws(HoldfastError) {
         guard let writer else { return }
         try guarded {
             try writer.withLock { state in
@@ -139,16 +160,33 @@ extension Filesystem {
         }
     }
 
-    /// fsync(2) of one file. Its data reached the device when it was written, so what is left is
-    /// the metadata: this commits and flushes the image (without a journal nothing finer exists),
-    /// and reports a commit error nobody has been told of yet.
+    /// fsync(2) of one file, for a caller without a file description (`OpenFile.sync` keeps its
+    /// own error cursor): writes the file's data, commits and flushes (without a journal nothing
+    /// finer exists), then reports a write error of the file nobody asking this way heard of yet.
     public func fsync(_ inode: UInt32) throws(HoldfastError) {
-        _ = try self.inode(inode)
-        try sync()
+        var cursor: UInt64? = nil
+        try fsync(inode, cursor: &cursor)
     }
 
-    /// Commits, marks the image cleanly unmounted and closes it for writing. Errors name what could
-    /// not be written; the image is then left marked for e2fsck.
+    /// `cursor` nil: the file's anonymous cursor.
+    func fsync(_ inode: UInt32, cursor: inout UInt64?) throws(HoldfastError) {
+        _ = try self.inode(inode)
+        pageCache?.writeBack(inode)
+        try commitAll()
+        guard let pageCache else { return }
+        let failure: DeviceError?
+        if var c = cursor {
+            failure = pageCache.checkError(inode, cursor: &c)
+            cursor = c
+        } else {
+            failure = pageCache.checkError(inode)
+        }
+        if let failure { throw HoldfastError.io(failure) }
+    }
+
+    /// Commits, marks the image cleanly unmounted and closes it for writing. Dirty file data is
+    /// written first (each write tried a few times); data that cannot be written makes close fail
+    /// naming the files, and the image is then left marked for e2fsck, never reported clean.
     public func close() throws(HoldfastError) {
         guard let writer else { return }
         try guarded {
@@ -159,17 +197,32 @@ extension Filesystem {
                 return state.closed ? [] : state.orphans.sorted()
             }
             for number in orphans { try finishOrphan(number) }
+            // From here writeback runs on this thread only.
+            pageCache?.stopFlusher()
+            var unwritten: [UInt32] = []
+            if let pageCache {
+                for attempt in 0..<3 where !pageCache.writeBack(nil) {
+                    if attempt < 2 { usleep(50_000) }
+                }
+                unwritten = pageCache.dirtyFiles
+            }
             try writer.withLock { state in
                 guard !state.closed else { return }
                 try commitLocked(state)
-                state.superblock.state |= SuperblockRecord.stateValid
-                try commitLocked(state, force: true)
+                if unwritten.isEmpty {
+                    state.superblock.state |= SuperblockRecord.stateValid
+                    try commitLocked(state, force: true)
+                }
                 state.closed = true
                 // Everything is written: the buddies' and the cache's memory goes back now, not at
                 // deinit (reads after close fill the cache again).
                 buddies?.dropAll()
                 cache.drain()
+                pageCache?.dropAllClean()
                 if let e = state.pendingError { state.pendingError = nil; throw e }
+            }
+            if !unwritten.isEmpty {
+                throw HoldfastError.dataNotWritten(inodes: unwritten, cause: pageCache?.checkAnyError() ?? writeFailures.firstError)
             }
         }
     }

@@ -1,0 +1,373 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import HoldfastDevice
+import HoldfastMemory
+
+extension AllocationSite {
+    public static let pageCachePage = AllocationSite("pagecache.page", .mayFail, .page,
+        "a page of file data, taken before a write takes the write lock (after the dirty throttle)")
+    public static let pageCacheLocked = AllocationSite("pagecache.page-locked", .noWait, .page,
+        "a page a write finds it needs under the write lock after all: no reclaim, no waiting there")
+    public static let writebackVector = AllocationSite("writeback.vector", .mayFail, .writeback,
+        "the page list of one writeback run; without it the flusher backs off, then writes page by page")
+    public static let pageCacheSites: [AllocationSite] = [.pageCachePage, .pageCacheLocked, .writebackVector]
+}
+
+/// File data by inode and logical block, in arena pages charged at `.pageCachePage`.
+///
+/// A page is dirty from the write that changed it until a writeback of it completed; only then is
+/// it clean, and only clean pages are ever reclaimed (DESIGN.md rule 5). A page in writeback is
+/// written from the arena as it is: a writer waits for the write to finish before changing it.
+/// A write holds its pages (`held`) while it fills them and until its operation ends; the flusher
+/// skips held pages, and an operation that fails takes the pages it added away again.
+///
+/// This engine allocates blocks when it writes (ordered data, no delayed allocation yet), so every
+/// page knows its device block. The transaction's commit writes every dirty page before the
+/// metadata that points at it.
+public final class PageCache: @unchecked Sendable {
+    public let budget: MemoryBudget
+    public let device: any BlockDevice
+    public let blockSize: Int
+    /// Writers wait for writeback when dirty and writeback pages pass this many.
+    public let dirtyLimit: Int
+    /// The flusher starts on its own when dirty pages pass this many (or pages grow old).
+    public let backgroundLimit: Int
+    /// Dirty data older than this is written back even without pressure.
+    public let expireNanoseconds: UInt64
+
+    struct CachedPage {
+        let page: Page
+        let physical: UInt64
+        var uptodate = false
+        var dirty = false
+        var writeback = false
+        var held = false
+    }
+
+    final class FileState {
+        var pages: [UInt64: CachedPage] = [:]
+        var dirty = 0
+        var writeback = 0
+        /// When the oldest dirty page of the file was dirtied (monotonic ns), 0 when clean.
+        var dirtySince: UInt64 = 0
+        /// Write errors so far (errseq), the last one, and whether anyone was told of it.
+        var errors: UInt64 = 0
+        var lastError: DeviceError?
+        var errorSeen = true
+        /// The error cursor of callers without a file description (`Filesystem.fsync(inode)`).
+        var anonymousSeen: UInt64 = 0
+        /// The flusher leaves a file whose write just failed alone until then.
+        var retryAfter: UInt64 = 0
+    }
+
+    // Everything below is guarded by `monitor`.
+    let monitor = Monitor()
+    var files: [UInt32: FileState] = [:]
+    var dirtyPages = 0
+    var writebackPages = 0
+    var cachedPages = 0
+    /// Clean pages in the order they became clean, for the shrinker (entries may be stale).
+    var cleanQueue: [(inode: UInt32, index: UInt64)] = []
+    var cleanQueueHead = 0
+    var counters = PageCacheStatistics()
+    /// Errors of any file, for `sync` (a cursor of the whole filesystem).
+    var allErrors: UInt64 = 0
+    var allErrorsSeen: UInt64 = 0
+    var lastError: DeviceError?
+    // The flusher thread's state.
+    var flusherRunning = false
+    var flusherStopping = false
+    var flusherKick = false
+    var flusherThread: pthread_t?
+
+    /// Called (from the thread that wrote) for each failed writeback, for the errors policy.
+    let onWriteError: @Sendable (DeviceError) -> Void
+    private let shrinkerToken = Locked<ShrinkerToken?>(nil)
+
+    public init(device: any BlockDevice, budget: MemoryBudget, expireNanoseconds: UInt64 = 5_000_000_000,
+                onWriteError: @escaping @Sendable (DeviceError) -> Void = { _ in }) {
+        self.device = device
+        self.budget = budget
+        self.blockSize = budget.pageSize
+        let pages = budget.limit / budget.pageSize
+        dirtyLimit = max(16, pages / 2)
+        backgroundLimit = max(8, pages / 4)
+        self.expireNanoseconds = expireNanoseconds
+        self.onWriteError = onWriteError
+        let token = budget.register(Shrinker(
+            name: "page cache",
+            count: { [weak self] in self?.cleanBytes ?? 0 },
+            scan: { [weak self] request in self?.dropClean(bytes: request.bytes) ?? 0 }))
+        shrinkerToken.withLock { $0 = token }
+    }
+
+    deinit {
+        if let token = shrinkerToken.withLock({ $0 }) { budget.unregister(token) }
+        for (_, file) in files {
+            for (_, p) in file.pages { budget.freePage(p.page, for: .pageCachePage) }
+        }
+    }
+
+    // MARK: Writing into pages
+
+    /// How many of logical blocks [first, first+count) of `inode` have no page yet.
+    public func missing(_ inode: UInt32, first: UInt64, count: UInt64) -> Int {
+        monitor.withLock {
+            guard let file = files[inode] else { return Int(count) }
+            if file.pages.isEmpty { return Int(count) }
+            var n = 0
+            for i in first..<(first + count) where file.pages[i] == nil { n += 1 }
+            return n
+        }
+    }
+
+    /// A page the caller fills: `isNew` pages hold nothing yet.
+    public struct HeldPage {
+        public let index: UInt64
+        public let bytes: UnsafeMutableRawBufferPointer
+        public let isNew: Bool
+    }
+
+    /// Holds the pages of logical blocks [first, first+count), block `first` at device block
+    /// `physical`: existing pages once their writeback finished, new ones from `spare` (topped up
+    /// at `.pageCacheLocked` if short). Fill them, then `publish` or `discard`. Throws only for want
+    /// of a page, holding nothing then.
+    public func hold(_ inode: UInt32, first: UInt64, count: UInt64, physical: UInt64, spare: inout [Page]) throws(OutOfMemoryError) -> [HeldPage] {
+        while true {
+            let short = missing(inode, first: first, count: count) - spare.count
+            for _ in 0..<max(0, short) {
+                guard let p = budget.allocatePage(at: .pageCacheLocked) else {
+                    throw OutOfMemoryError(site: .pageCacheLocked, bytes: blockSize, limit: budget.limit)
+                }
+                spare.append(p)
+            }
+            // Pages may have gone between the count and the lock (reclaim): count again then.
+            if let held = monitor.withLock({ () -> [HeldPage]? in
+                let file = files[inode] ?? FileState()
+                files[inode] = file
+                var absent = 0
+                for i in first..<(first + count) where file.pages[i] == nil { absent += 1 }
+                guard absent <= spare.count else { return nil }
+                var out: [HeldPage] = []
+                out.reserveCapacity(Int(count))
+                for i in first..<(first + count) {
+                    if file.pages[i] != nil {
+                        // Never change a page while its write is in flight: the device would get half of it.
+                        while file.pages[i]!.writeback { monitor.wait(timeoutNanoseconds: 10_000_000) }
+                        file.pages[i]!.held = true
+                        out.append(HeldPage(index: i, bytes: budget.bytes(file.pages[i]!.page), isNew: false))
+                    } else {
+                        let page = spare.removeLast()
+                        file.pages[i] = CachedPage(page: page, physical: physical + (i - first), held: true)
+                        cachedPages += 1
+                        out.append(HeldPage(index: i, bytes: budget.bytes(page), isNew: true))
+                    }
+                }
+                return out
+            }) {
+                return held
+            }
+        }
+    }
+
+    /// The pages `hold` gave out now hold what they should.
+    public func filled(_ inode: UInt32, _ pages: [HeldPage]) {
+        monitor.withLock {
+            guard let file = files[inode] else { return }
+            for p in pages { file.pages[p.index]?.uptodate = true }
+        }
+    }
+
+    /// The operation that held these pages succeeded: they are dirty now, for the flusher.
+    public func publish(_ inode: UInt32, _ indices: [UInt64]) {
+        monitor.withLock {
+            guard let file = files[inode] else { return }
+            let now = Monitor.nanoseconds
+            for i in indices {
+                guard var p = file.pages[i] else { continue }
+                p.held = false
+                p.uptodate = true
+                if !p.dirty {
+                    p.dirty = true
+                    file.dirty += 1
+                    dirtyPages += 1
+                    if file.dirtySince == 0 { file.dirtySince = now }
+                }
+                file.pages[i] = p
+            }
+            if dirtyPages >= backgroundLimit { flusherKick = true; monitor.broadcast() }
+        }
+    }
+
+    /// The operation failed: pages it added go (their blocks were never mapped); pages it changed
+    /// keep what was written into them, dirty (the blocks stay mapped; a short write).
+    public func discard(_ inode: UInt32, _ held: [(index: UInt64, isNew: Bool)]) {
+        var freed: [Page] = []
+        monitor.withLock {
+            guard let file = files[inode] else { return }
+            var changed: [UInt64] = []
+            for h in held {
+                guard let p = file.pages[h.index] else { continue }
+                if h.isNew && !p.dirty {
+                    file.pages[h.index] = nil
+                    cachedPages -= 1
+                    freed.append(p.page)
+                } else {
+                    changed.append(h.index)
+                }
+            }
+            if !changed.isEmpty {
+                let now = Monitor.nanoseconds
+                for i in changed {
+                    file.pages[i]!.held = false
+                    if file.pages[i]!.uptodate && !file.pages[i]!.dirty {
+                        file.pages[i]!.dirty = true
+                        file.dirty += 1
+                        dirtyPages += 1
+                        if file.dirtySince == 0 { file.dirtySince = now }
+                    }
+                }
+            }
+            forgetIfEmpty(inode, file)
+        }
+        for p in freed { budget.freePage(p, for: .pageCachePage) }
+    }
+
+    /// Drops the pages of logical blocks [first, end) of `inode`, dirty or not: their blocks were
+    /// freed (truncate, punch, unlink). Waits for writes of them in flight, so a freed block is
+    /// never written after its next owner. With `first` 0 and `end` max the file's error record
+    /// goes too (the inode is gone).
+    public func drop(_ inode: UInt32, from first: UInt64, to end: UInt64) {
+        var freed: [Page] = []
+        monitor.withLock {
+            guard let file = files[inode] else { return }
+            while file.pages.contains(where: { $0.key >= first && $0.key < end && $0.value.writeback }) {
+                monitor.wait(timeoutNanoseconds: 10_000_000)
+            }
+            for (i, p) in file.pages where i >= first && i < end {
+                if p.dirty { file.dirty -= 1; dirtyPages -= 1 }
+                file.pages[i] = nil
+                cachedPages -= 1
+                freed.append(p.page)
+            }
+            if file.dirty == 0 { file.dirtySince = 0 }
+            if first == 0 && end == .max {
+                files[inode] = nil
+            } else {
+                forgetIfEmpty(inode, file)
+            }
+            monitor.broadcast()
+        }
+        for p in freed { budget.freePage(p, for: .pageCachePage) }
+    }
+
+    /// Zeroes bytes [from, to) of the page of logical block `index`, if it is cached, and holds it
+    /// for the operation (publish makes it dirty). False when there is no page: the device has the data.
+    public func zero(_ inode: UInt32, index: UInt64, from: Int, to: Int) -> Bool {
+        monitor.withLock {
+            guard let file = files[inode], file.pages[index] != nil else { return false }
+            while file.pages[index]!.writeback { monitor.wait(timeoutNanoseconds: 10_000_000) }
+            file.pages[index]!.held = true
+            let bytes = budget.bytes(file.pages[index]!.page)
+            UnsafeMutableRawBufferPointer(rebasing: bytes[from..<to]).initializeMemory(as: UInt8.self, repeating: 0)
+            return true
+        }
+    }
+
+    /// State kept for a file with neither pages nor an error to report goes.
+    func forgetIfEmpty(_ inode: UInt32, _ file: FileState) {
+        if file.pages.isEmpty && file.errors == 0 { files[inode] = nil }
+    }
+
+    // MARK: Reading
+
+    /// Does `inode` have pages here (so a read must look at them)?
+    public func hasPages(_ inode: UInt32) -> Bool {
+        monitor.withLock { !(files[inode]?.pages.isEmpty ?? true) }
+    }
+
+    /// Copies the cached pages of logical blocks [first, first+count) over `buffer` (which holds
+    /// those blocks as the device has them). Returns how many it copied.
+    @discardableResult
+    public func overlay(_ inode: UInt32, first: UInt64, count: Int, into buffer: UnsafeMutableRawBufferPointer) -> Int {
+        monitor.withLock {
+            guard let file = files[inode], !file.pages.isEmpty else { return 0 }
+            var n = 0
+            for k in 0..<count {
+                guard let p = file.pages[first + UInt64(k)], p.uptodate else { continue }
+                UnsafeMutableRawBufferPointer(rebasing: buffer[(k * blockSize)..<((k + 1) * blockSize)])
+                    .copyMemory(from: UnsafeRawBufferPointer(budget.bytes(p.page)))
+                n += 1
+            }
+            return n
+        }
+    }
+
+    // MARK: Reclaim
+
+    var cleanBytes: Int {
+        monitor.withLock { (cachedPages - dirtyPages - writebackPages) * blockSize }
+    }
+
+    /// Frees clean pages, oldest clean first; dirty, held and in-flight pages are never touched.
+    func dropClean(bytes: Int) -> Int {
+        var freed: [Page] = []
+        monitor.withLock {
+            let want = (bytes + blockSize - 1) / blockSize
+            while freed.count < want && cleanQueueHead < cleanQueue.count {
+                let (inode, index) = cleanQueue[cleanQueueHead]
+                cleanQueueHead += 1
+                guard let file = files[inode], let p = file.pages[index], !p.dirty, !p.writeback, !p.held else { continue }
+                file.pages[index] = nil
+                cachedPages -= 1
+                freed.append(p.page)
+                forgetIfEmpty(inode, file)
+            }
+            if cleanQueueHead > 4096 && cleanQueueHead * 2 > cleanQueue.count {
+                cleanQueue.removeFirst(cleanQueueHead)
+                cleanQueueHead = 0
+            }
+            counters.reclaimedPages += freed.count
+        }
+        for p in freed { budget.freePage(p, for: .pageCachePage) }
+        return freed.count * blockSize
+    }
+
+    /// Gives every clean page back (after a close).
+    public func dropAllClean() { _ = dropClean(bytes: .max / 2) }
+
+    // MARK: Statistics
+
+    public var statistics: PageCacheStatistics {
+        monitor.withLock {
+            var s = counters
+            s.dirtyPages = dirtyPages
+            s.writebackPages = writebackPages
+            s.cleanPages = cachedPages - dirtyPages - writebackPages
+            return s
+        }
+    }
+}
+
+/// What `--stats` shows of the page cache.
+public struct PageCacheStatistics: Sendable {
+    public var dirtyPages = 0
+    public var writebackPages = 0
+    public var cleanPages = 0
+    public var pagesWritten = 0
+    public var flusherPasses = 0
+    /// Writeback runs put off for want of memory (retried later, never reported to anyone).
+    public var writebackRetries = 0
+    /// Runs written page by page because their page list could not be had.
+    public var reserveRuns = 0
+    public var throttledWriters = 0
+    public var writeErrors = 0
+    public var reclaimedPages = 0
+
+    public var line: String {
+        "pagecache dirty=\(dirtyPages) writeback=\(writebackPages) clean=\(cleanPages) written=\(pagesWritten) "
+            + "flusher-passes=\(flusherPasses) writeback-retries=\(writebackRetries) reserve-runs=\(reserveRuns) "
+            + "throttled=\(throttledWriters) write-errors=\(writeErrors) reclaimed=\(reclaimedPages)"
+    }
+}
