@@ -3,7 +3,7 @@ SHELL := /bin/bash
 DEMO_DIR ?= /tmp/holdfast-demo
 APT_PACKAGES := e2fsprogs python3 attr time
 
-.PHONY: deps build release demo test test-tsan bench bench-mkfs bench-memory bench-write-memory clean
+.PHONY: deps build release demo test test-tsan bench bench-mkfs bench-memory bench-write-memory bench-writeback clean
 
 # Installs what the tests and the demo use, when something is missing.
 deps:
@@ -67,6 +67,9 @@ bench-mkfs: deps release
 	scripts/bench_mkfs.sh --holdfast .build/release/holdfast
 
 # Peak RSS against the budget while writing 4.6 GiB and 200,000 files with --memory 32M (not a test).
+bench-writeback: deps release
+	scripts/bench_writeback.sh
+
 bench-write-memory: deps release
 	scripts/bench_write_memory.sh --holdfast .build/release/holdfast
 

@@ -51,12 +51,30 @@ extension Filesystem {
 
         var position = from
         let cached = pageCache?.hasPages(inode.number) ?? false
+        /// A hole on disk; with pages cached, delayed pages (data without a block yet) may be in it.
+        func hole(_ start: UInt64, _ stop: UInt64) throws {
+            guard cached, let pageCache else { return try body(.hole(offset: start, length: stop - start)) }
+            var at = start
+            while at < stop {
+                let skip = Int(at % bs)
+                let blocks = min(UInt64(chunkBlocks), (stop - at + UInt64(skip) + bs - 1) / bs)
+                let part = UnsafeMutableRawBufferPointer(rebasing: buffer[0..<Int(blocks * bs)])
+                part.initializeMemory(as: UInt8.self, repeating: 0)
+                let usable = min(Int(blocks * bs) - skip, Int(stop - at))
+                if pageCache.overlay(inode.number, first: at / bs, count: Int(blocks), into: part) > 0 {
+                    try body(.data(offset: at, bytes: UnsafeRawBufferPointer(rebasing: part[skip..<(skip + usable)])))
+                } else {
+                    try body(.hole(offset: at, length: UInt64(usable)))
+                }
+                at += UInt64(usable)
+            }
+        }
         try forEachRun(inode, from: from / bs) { run in
             let runStart = run.logical * bs
             let runEnd = min((run.logical + run.length) * bs, end)
             if runStart >= end { return false }
             if runStart > position {
-                try body(.hole(offset: position, length: runStart - position))
+                try hole(position, runStart)
                 position = runStart
             }
             guard runEnd > position else { return true }
@@ -79,7 +97,7 @@ extension Filesystem {
             }
             return position < end
         }
-        if position < end { try body(.hole(offset: position, length: end - position)) }
+        if position < end { try hole(position, end) }
     }
 
     /// Copies a regular file's contents into the host file `fd` without a user-space buffer; holes stay

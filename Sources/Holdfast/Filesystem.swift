@@ -22,6 +22,8 @@ public struct OpenOptions: Sendable {
     public var errors: ErrorsPolicy = .continue
     /// Run the background flusher thread (off: writers and commits write back themselves).
     public var flusher = true
+    /// Allocate the blocks of data written into holes at writeback, not at the write.
+    public var delayedAllocation = true
 
     public init(memoryBudget: Int = 64 << 20, faultPlan: FaultPlan? = nil, writable: Bool = false) {
         self.memoryBudget = memoryBudget
@@ -146,9 +148,11 @@ public final class Filesystem: Sendable {
         }
         self.init(device: io, superblock: finalSB, budget: budget, redirects: redirects,
                   readOnlyReasons: options.writable ? [] : reasons, replay: replay, journalSuperblock: journalSB, warnings: warnings,
-                  redirectBytes: redirectBytes, writable: options.writable, errors: options.errors)
+                  redirectBytes: redirectBytes, writable: options.writable, errors: options.errors,
+                  delayedAllocation: options.delayedAllocation)
         handedOver = true
         if options.writable {
+            pageCache?.setDelayedMapper { [weak self] inode in self?.mapDelayedForWriteback(inode) ?? false }
             try startWriting()
             if options.flusher { pageCache?.startFlusher() }
         }
@@ -156,8 +160,9 @@ public final class Filesystem: Sendable {
 
     init(device: any BlockDevice, superblock: Superblock, budget: MemoryBudget, redirects: BlockRedirects,
          readOnlyReasons: [String], replay: ReplaySummary?, journalSuperblock: Jbd2.Superblock?, warnings: [String],
-         redirectBytes: Int = 0, writable: Bool = false, errors: ErrorsPolicy = .continue) {
+         redirectBytes: Int = 0, writable: Bool = false, errors: ErrorsPolicy = .continue, delayedAllocation: Bool = false) {
         self.redirectBytes = redirectBytes
+        self.delayedAllocation = delayedAllocation
         self.device = device
         self.superblock = superblock
         self.geometry = Geometry(superblock)
@@ -186,6 +191,8 @@ public final class Filesystem: Sendable {
     public let pageCache: PageCache?
     /// Failed writebacks and what the errors policy made of them.
     let writeFailures: WriteFailures
+    /// Writes into holes wait to allocate (see `DelayedAllocation.swift`).
+    let delayedAllocation: Bool
 
     // The cache gives its own pages back when it goes; only the redirect table is the filesystem's.
     deinit {

@@ -49,7 +49,7 @@ public final class BufferCache: Sendable {
         self.budget = budget
         self.redirects = redirects
         let token = budget.register(Shrinker(
-            name: "buffer cache",
+            name: "buffer cache", cost: 2,
             count: { [weak self] in self.map { c in c.state.withLock { $0.index.count } * c.cost } ?? 0 },
             scan: { [weak self] request in self?.evict(bytes: request.bytes) ?? 0 }))
         shrinkerToken.withLock { $0 = token }

@@ -22,9 +22,11 @@ extension AllocationSite {
 /// A write holds its pages (`held`) while it fills them and until its operation ends; the flusher
 /// skips held pages, and an operation that fails takes the pages it added away again.
 ///
-/// This engine allocates blocks when it writes (ordered data, no delayed allocation yet), so every
-/// page knows its device block. The transaction's commit writes every dirty page before the
-/// metadata that points at it.
+/// Delayed allocation: a write into a hole makes pages without a device block (`physical` nil),
+/// with space reserved by the filesystem; `mapDelayed` (the filesystem's, under its write lock)
+/// gives them blocks in large runs before they are written: in the flusher, at commit, at fsync.
+/// Pages with blocks are written as they are. The transaction's commit writes every dirty page
+/// before the metadata that points at it.
 public final class PageCache: @unchecked Sendable {
     public let budget: MemoryBudget
     public let device: any BlockDevice
@@ -38,7 +40,8 @@ public final class PageCache: @unchecked Sendable {
 
     struct CachedPage {
         let page: Page
-        let physical: UInt64
+        /// The device block; nil while the page's block is still to be allocated (delayed).
+        var physical: UInt64?
         var uptodate = false
         var dirty = false
         var writeback = false
@@ -47,8 +50,12 @@ public final class PageCache: @unchecked Sendable {
 
     final class FileState {
         var pages: [UInt64: CachedPage] = [:]
-        var dirty = 0
+        /// The dirty pages' indices, so writeback never walks clean ones.
+        var dirtyIndices: Set<UInt64> = []
+        var dirty: Int { dirtyIndices.count }
         var writeback = 0
+        /// Pages without a block yet.
+        var delayed = 0
         /// When the oldest dirty page of the file was dirtied (monotonic ns), 0 when clean.
         var dirtySince: UInt64 = 0
         /// Write errors so far (errseq), the last one, and whether anyone was told of it.
@@ -64,9 +71,13 @@ public final class PageCache: @unchecked Sendable {
     // Everything below is guarded by `monitor`.
     let monitor = Monitor()
     var files: [UInt32: FileState] = [:]
+    /// Files with dirty pages, and since when: what the flusher and `writeBack(nil)` look at.
+    var dirtyInodes: [UInt32: UInt64] = [:]
     var dirtyPages = 0
     var writebackPages = 0
     var cachedPages = 0
+    var delayedPages = 0
+    var delayedMapper: (@Sendable (UInt32) -> Bool)?
     /// Clean pages in the order they became clean, for the shrinker (entries may be stale).
     var cleanQueue: [(inode: UInt32, index: UInt64)] = []
     var cleanQueueHead = 0
@@ -133,7 +144,7 @@ public final class PageCache: @unchecked Sendable {
     /// `physical`: existing pages once their writeback finished, new ones from `spare` (topped up
     /// at `.pageCacheLocked` if short). Fill them, then `publish` or `discard`. Throws only for want
     /// of a page, holding nothing then.
-    public func hold(_ inode: UInt32, first: UInt64, count: UInt64, physical: UInt64, spare: inout [Page]) throws(OutOfMemoryError) -> [HeldPage] {
+    public func hold(_ inode: UInt32, first: UInt64, count: UInt64, physical: UInt64?, spare: inout [Page]) throws(OutOfMemoryError) -> [HeldPage] {
         while true {
             let short = missing(inode, first: first, count: count) - spare.count
             for _ in 0..<max(0, short) {
@@ -159,8 +170,9 @@ public final class PageCache: @unchecked Sendable {
                         out.append(HeldPage(index: i, bytes: budget.bytes(file.pages[i]!.page), isNew: false))
                     } else {
                         let page = spare.removeLast()
-                        file.pages[i] = CachedPage(page: page, physical: physical + (i - first), held: true)
+                        file.pages[i] = CachedPage(page: page, physical: physical.map { $0 + (i - first) }, held: true)
                         cachedPages += 1
+                        if physical == nil { file.delayed += 1; delayedPages += 1 }
                         out.append(HeldPage(index: i, bytes: budget.bytes(page), isNew: true))
                     }
                 }
@@ -184,17 +196,10 @@ public final class PageCache: @unchecked Sendable {
         monitor.withLock {
             guard let file = files[inode] else { return }
             let now = Monitor.nanoseconds
-            for i in indices {
-                guard var p = file.pages[i] else { continue }
-                p.held = false
-                p.uptodate = true
-                if !p.dirty {
-                    p.dirty = true
-                    file.dirty += 1
-                    dirtyPages += 1
-                    if file.dirtySince == 0 { file.dirtySince = now }
-                }
-                file.pages[i] = p
+            for i in indices where file.pages[i] != nil {
+                file.pages[i]!.held = false
+                file.pages[i]!.uptodate = true
+                setDirty(inode, file, i, now: now)
             }
             if dirtyPages >= backgroundLimit { flusherKick = true; monitor.broadcast() }
         }
@@ -212,6 +217,7 @@ public final class PageCache: @unchecked Sendable {
                 if h.isNew && !p.dirty {
                     file.pages[h.index] = nil
                     cachedPages -= 1
+                    if p.physical == nil { file.delayed -= 1; delayedPages -= 1 }
                     freed.append(p.page)
                 } else {
                     changed.append(h.index)
@@ -221,12 +227,7 @@ public final class PageCache: @unchecked Sendable {
                 let now = Monitor.nanoseconds
                 for i in changed {
                     file.pages[i]!.held = false
-                    if file.pages[i]!.uptodate && !file.pages[i]!.dirty {
-                        file.pages[i]!.dirty = true
-                        file.dirty += 1
-                        dirtyPages += 1
-                        if file.dirtySince == 0 { file.dirtySince = now }
-                    }
+                    if file.pages[i]!.uptodate { setDirty(inode, file, i, now: now) }
                 }
             }
             forgetIfEmpty(inode, file)
@@ -238,28 +239,66 @@ public final class PageCache: @unchecked Sendable {
     /// freed (truncate, punch, unlink). Waits for writes of them in flight, so a freed block is
     /// never written after its next owner. With `first` 0 and `end` max the file's error record
     /// goes too (the inode is gone).
-    public func drop(_ inode: UInt32, from first: UInt64, to end: UInt64) {
+    /// Returns how many of the dropped pages were delayed (their reserved blocks go back).
+    @discardableResult
+    public func drop(_ inode: UInt32, from first: UInt64, to end: UInt64) -> Int {
         var freed: [Page] = []
+        var delayed = 0
         monitor.withLock {
             guard let file = files[inode] else { return }
             while file.pages.contains(where: { $0.key >= first && $0.key < end && $0.value.writeback }) {
                 monitor.wait(timeoutNanoseconds: 10_000_000)
             }
             for (i, p) in file.pages where i >= first && i < end {
-                if p.dirty { file.dirty -= 1; dirtyPages -= 1 }
+                if p.physical == nil { delayed += 1; file.delayed -= 1; delayedPages -= 1 }
+                clearDirty(inode, file, i)
                 file.pages[i] = nil
                 cachedPages -= 1
                 freed.append(p.page)
             }
-            if file.dirty == 0 { file.dirtySince = 0 }
             if first == 0 && end == .max {
                 files[inode] = nil
+                dirtyInodes[inode] = nil
             } else {
                 forgetIfEmpty(inode, file)
             }
             monitor.broadcast()
         }
         for p in freed { budget.freePage(p, for: .pageCachePage) }
+        return delayed
+    }
+
+    // MARK: Delayed allocation
+
+    /// The filesystem's allocator for delayed pages: maps the delayed pages of an inode (taking
+    /// its write lock) and says whether it could; false leaves them delayed for a later pass.
+    public func setDelayedMapper(_ mapper: @escaping @Sendable (UInt32) -> Bool) {
+        monitor.withLock { delayedMapper = mapper }
+    }
+
+    /// The logical blocks of `inode` whose pages wait for a block, in order.
+    public func delayedIndices(_ inode: UInt32) -> [UInt64] {
+        monitor.withLock {
+            guard let file = files[inode] else { return [] }
+            return file.pages.filter { $0.value.physical == nil }.map(\.key).sorted()
+        }
+    }
+
+    /// Inodes with delayed pages (commit and close map them all).
+    public var delayedInodes: [UInt32] {
+        monitor.withLock { files.filter { $0.value.delayed > 0 }.map(\.key).sorted() }
+    }
+
+    /// Logical blocks [first, first+count) of `inode` now live at device blocks from `physical`.
+    public func assign(_ inode: UInt32, first: UInt64, count: UInt64, physical: UInt64) {
+        monitor.withLock {
+            guard let file = files[inode] else { return }
+            for k in 0..<count where file.pages[first + k]?.physical == nil && file.pages[first + k] != nil {
+                file.pages[first + k]!.physical = physical + k
+                file.delayed -= 1
+                delayedPages -= 1
+            }
+        }
     }
 
     /// Zeroes bytes [from, to) of the page of logical block `index`, if it is cached, and holds it
@@ -275,12 +314,41 @@ public final class PageCache: @unchecked Sendable {
         }
     }
 
+    /// Under the lock: page `i` of `file` is dirty (from `now` if it is the file's first).
+    func setDirty(_ inode: UInt32, _ file: FileState, _ i: UInt64, now: UInt64) {
+        guard !file.pages[i]!.dirty else { return }
+        file.pages[i]!.dirty = true
+        file.dirtyIndices.insert(i)
+        dirtyPages += 1
+        if file.dirtySince == 0 {
+            file.dirtySince = now
+            dirtyInodes[inode] = now
+        }
+    }
+
+    /// Under the lock: page `i` is no longer dirty (taken for writeback, or dropped).
+    func clearDirty(_ inode: UInt32, _ file: FileState, _ i: UInt64) {
+        guard file.pages[i]?.dirty == true else { return }
+        file.pages[i]!.dirty = false
+        file.dirtyIndices.remove(i)
+        dirtyPages -= 1
+        if file.dirtyIndices.isEmpty {
+            file.dirtySince = 0
+            dirtyInodes[inode] = nil
+        }
+    }
+
     /// State kept for a file with neither pages nor an error to report goes.
     func forgetIfEmpty(_ inode: UInt32, _ file: FileState) {
         if file.pages.isEmpty && file.errors == 0 { files[inode] = nil }
     }
 
     // MARK: Reading
+
+    /// Is logical block `index` of `inode` cached?
+    public func hasPage(_ inode: UInt32, _ index: UInt64) -> Bool {
+        monitor.withLock { files[inode]?.pages[index] != nil }
+    }
 
     /// Does `inode` have pages here (so a read must look at them)?
     public func hasPages(_ inode: UInt32) -> Bool {
@@ -343,6 +411,7 @@ public final class PageCache: @unchecked Sendable {
         monitor.withLock {
             var s = counters
             s.dirtyPages = dirtyPages
+            s.delayedPages = delayedPages
             s.writebackPages = writebackPages
             s.cleanPages = cachedPages - dirtyPages - writebackPages
             return s
@@ -353,6 +422,8 @@ public final class PageCache: @unchecked Sendable {
 /// What `--stats` shows of the page cache.
 public struct PageCacheStatistics: Sendable {
     public var dirtyPages = 0
+    /// Dirty pages whose blocks are not allocated yet (delayed allocation).
+    public var delayedPages = 0
     public var writebackPages = 0
     public var cleanPages = 0
     public var pagesWritten = 0
@@ -366,7 +437,7 @@ public struct PageCacheStatistics: Sendable {
     public var reclaimedPages = 0
 
     public var line: String {
-        "pagecache dirty=\(dirtyPages) writeback=\(writebackPages) clean=\(cleanPages) written=\(pagesWritten) "
+        "pagecache dirty=\(dirtyPages) delayed=\(delayedPages) writeback=\(writebackPages) clean=\(cleanPages) written=\(pagesWritten) "
             + "flusher-passes=\(flusherPasses) writeback-retries=\(writebackRetries) reserve-runs=\(reserveRuns) "
             + "throttled=\(throttledWriters) write-errors=\(writeErrors) reclaimed=\(reclaimedPages)"
     }

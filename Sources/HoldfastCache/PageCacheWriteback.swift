@@ -23,7 +23,8 @@ extension PageCache {
     /// Under the lock: marks up to `limit` of the file's dirty, unheld pages as in writeback and
     /// groups them in runs of consecutive device blocks.
     func takeRuns(_ inode: UInt32, _ file: FileState, limit: Int) -> [Run] {
-        var picked = file.pages.filter { $0.value.dirty && !$0.value.held && !$0.value.writeback }.map(\.key)
+        // Delayed pages wait for their blocks (`mapDelayed` first).
+        var picked = Array(file.dirtyIndices.filter { !file.pages[$0]!.held && !file.pages[$0]!.writeback && file.pages[$0]!.physical != nil })
         guard !picked.isEmpty else { return [] }
         picked.sort()
         if picked.count > limit { picked.removeLast(picked.count - limit) }
@@ -36,22 +37,20 @@ extension PageCache {
         }
         for i in picked {
             let p = file.pages[i]!
-            if indices.isEmpty || p.physical != next || indices.count >= maxRunPages {
+            let physical = p.physical!
+            if indices.isEmpty || physical != next || indices.count >= maxRunPages {
                 close()
-                start = p.physical
+                start = physical
             }
             indices.append(i)
             pages.append(p.page)
-            next = p.physical + 1
-            file.pages[i]!.dirty = false
+            next = physical + 1
+            clearDirty(inode, file, i)
             file.pages[i]!.writeback = true
         }
         close()
-        file.dirty -= picked.count
         file.writeback += picked.count
-        dirtyPages -= picked.count
         writebackPages += picked.count
-        if file.dirty == 0 { file.dirtySince = 0 }
         return runs
     }
 
@@ -94,24 +93,17 @@ extension PageCache {
             defer { monitor.broadcast() }
             guard let file = files[run.inode] else { return }
             let now = Monitor.nanoseconds
-            var again = 0
             for i in run.indices {
                 guard file.pages[i] != nil else { continue }
                 file.pages[i]!.writeback = false
                 if error == nil && !backedOff {
                     cleanQueue.append((run.inode, i))
                 } else {
-                    file.pages[i]!.dirty = true
-                    again += 1
+                    setDirty(run.inode, file, i, now: now)
                 }
             }
             file.writeback -= run.indices.count
             writebackPages -= run.indices.count
-            if again > 0 {
-                file.dirty += again
-                dirtyPages += again
-                if file.dirtySince == 0 { file.dirtySince = now }
-            }
             if backedOff {
                 counters.writebackRetries += 1
             } else if let error {
@@ -134,9 +126,13 @@ extension PageCache {
     @discardableResult
     public func writeBack(_ inode: UInt32?) -> Bool {
         let runs: [Run] = monitor.withLock {
-            let targets = inode.map { n in files[n].map { [(n, $0)] } ?? [] } ?? files.map { ($0.key, $0.value) }
-            while targets.contains(where: { $0.1.writeback > 0 }) { monitor.wait(timeoutNanoseconds: 10_000_000) }
-            return targets.sorted { $0.0 < $1.0 }.flatMap { takeRuns($0.0, $0.1, limit: .max) }
+            if let inode {
+                guard let file = files[inode] else { return [] }
+                while file.writeback > 0 { monitor.wait(timeoutNanoseconds: 10_000_000) }
+                return takeRuns(inode, file, limit: .max)
+            }
+            while writebackPages > 0 { monitor.wait(timeoutNanoseconds: 10_000_000) }
+            return dirtyInodes.keys.sorted().flatMap { takeRuns($0, files[$0]!, limit: .max) }
         }
         for run in runs { _ = write(run, mayBackOff: false) }
         return monitor.withLock {
@@ -145,9 +141,17 @@ extension PageCache {
         }
     }
 
+    /// Gives delayed pages their blocks (through the filesystem's mapper) and writes everything
+    /// dirty, on this thread. Never call it holding the filesystem's write lock: the mapper takes it.
+    public func flushAll() {
+        let (mapper, waiting) = monitor.withLock { (delayedMapper, files.filter { $0.value.delayed > 0 }.map(\.key)) }
+        if let mapper { for inode in waiting { _ = mapper(inode) } }
+        writeBack(nil)
+    }
+
     /// Files that still have dirty pages (close names them when it cannot write them).
     public var dirtyFiles: [UInt32] {
-        monitor.withLock { files.filter { $0.value.dirty > 0 || $0.value.writeback > 0 }.map(\.key).sorted() }
+        monitor.withLock { Set(dirtyInodes.keys).union(files.filter { $0.value.writeback > 0 }.map(\.key)).sorted() }
     }
 
     // MARK: The dirty throttle
@@ -180,7 +184,7 @@ extension PageCache {
         if let failure { throw failure }
         // Without a flusher the writer does the writeback itself.
         let over = monitor.withLock { !flusherRunning && dirtyPages >= dirtyLimit }
-        if over { writeBack(nil) }
+        if over { flushAll() }
     }
 
     // MARK: Errors (errseq)
@@ -272,30 +276,52 @@ extension PageCache {
     private func flusherMain() {
         var backoffs = 0
         while true {
+            // Delayed pages get their blocks first, with no run of ours in flight (the mapper takes
+            // the filesystem's write lock, whose holders may wait for our writes).
+            let (mapper, waiting): ((@Sendable (UInt32) -> Bool)?, [UInt32]) = monitor.withLock {
+                guard !flusherStopping, delayedPages > 0, dirtyPages >= backgroundLimit || flusherKick
+                        || dirtyInodes.values.contains(where: { Monitor.nanoseconds - $0 >= expireNanoseconds }) else { return (nil, []) }
+                return (delayedMapper, files.filter { $0.value.delayed > 0 && $0.value.retryAfter <= Monitor.nanoseconds }.map(\.key))
+            }
+            if let mapper {
+                var short = false
+                for inode in waiting where !mapper(inode) { short = true }
+                if short {
+                    monitor.withLock { counters.writebackRetries += 1 }
+                    backoffs += 1
+                    monitor.withLock { _ = monitor.wait(timeoutNanoseconds: 1_000_000 << min(backoffs, 4)) }
+                }
+            }
             let runs: [Run]? = monitor.withLock {
                 while true {
                     if flusherStopping { return nil }
                     let now = Monitor.nanoseconds
                     let pressure = dirtyPages >= backgroundLimit || flusherKick
-                    let eligible = files.filter { $0.value.dirty > 0 && $0.value.retryAfter <= now }
-                    let expired = eligible.contains { now - $0.value.dirtySince >= expireNanoseconds }
+                    let eligible = dirtyInodes.filter { files[$0.key]!.retryAfter <= now }.map { ($0.key, files[$0.key]!) }
+                    let expired = eligible.contains { now - $0.1.dirtySince >= expireNanoseconds }
                     if (pressure || expired) && !eligible.isEmpty {
                         flusherKick = false
                         counters.flusherPasses += 1
                         var taken: [Run] = []
                         var budgetLeft = passPages
-                        for (number, file) in eligible.sorted(by: { $0.value.dirtySince < $1.value.dirtySince }) where budgetLeft > 0 {
+                        for (number, file) in eligible.sorted(by: { $0.1.dirtySince < $1.1.dirtySince }) where budgetLeft > 0 {
                             let r = takeRuns(number, file, limit: budgetLeft)
                             budgetLeft -= r.reduce(0) { $0 + $1.indices.count }
                             taken += r
                         }
                         if !taken.isEmpty { return taken }
+                        // Only delayed pages: back to the top, where they get their blocks.
+                        if delayedPages > 0 && delayedMapper != nil { return [] }
                     }
                     flusherKick = false
                     monitor.wait(timeoutNanoseconds: eligible.isEmpty && dirtyPages > 0 ? 50_000_000 : 200_000_000)
                 }
             }
             guard let runs else { return }
+            if runs.isEmpty {
+                monitor.withLock { _ = monitor.wait(timeoutNanoseconds: 1_000_000) }
+                continue
+            }
             var shortOfMemory = false
             for run in runs {
                 // After repeated shortages the run goes page by page: the flusher always progresses.

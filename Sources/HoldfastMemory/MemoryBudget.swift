@@ -188,7 +188,7 @@ public final class MemoryBudget: Sendable {
     private func mayFailSlowPath(_ bytes: Int, _ site: AllocationSite) -> Bool {
         var rounds = 0
         while true {
-            let freed = reclaim(bytes)
+            let freed = reclaim(max(bytes, reclaimBatch))
             if tryCharge(bytes, site.category) { return true }
             if freed > 0 && rounds < 8 {
                 // Others may have taken what was freed; reclaim again while it makes progress.
@@ -215,7 +215,7 @@ public final class MemoryBudget: Sendable {
         var skipAttempt = forced  // an injected hit reclaims and sleeps once before trying at all
         var timedOut = false
         while true {
-            _ = reclaim(bytes)
+            _ = reclaim(max(bytes, reclaimBatch))
             if !skipAttempt && tryCharge(bytes, site.category) { return }
             let ticket = waitQueue.enter(site)
             if !skipAttempt && tryCharge(bytes, site.category) { waitQueue.cancel(ticket); return }
@@ -287,6 +287,10 @@ public final class MemoryBudget: Sendable {
 
     // MARK: Reclaim
 
+    /// What one reclaim from an allocation's slow path asks for at least: a batch (32 pages, or a
+    /// 64th of the budget), so a budget full of clean pages is not reclaimed one page per allocation.
+    var reclaimBatch: Int { max(32 * pageSize, limit / 64) }
+
     /// Registers a cache's shrinker; keep the token to unregister it before the cache goes away.
     public func register(_ shrinker: Shrinker) -> ShrinkerToken {
         let token = nextShrinkerToken.add(1, ordering: .relaxed).newValue
@@ -298,25 +302,34 @@ public final class MemoryBudget: Sendable {
         shrinkers.withLock { $0.removeAll { $0.token == token.value } }
     }
 
-    /// Asks the shrinkers for `bytes`, each in proportion to what it holds. Inside a `noFS` scope
-    /// shrinkers that need the filesystem are skipped. Returns the bytes freed.
+    /// Asks the shrinkers for `bytes`: the cheapest first, each of equal cost in proportion to what
+    /// it holds, dearer ones only for what is still missing. Inside a `noFS` scope shrinkers that
+    /// need the filesystem are skipped. Returns the bytes freed.
     @discardableResult
     public func reclaim(_ bytes: Int) -> Int {
         guard !MemoryScope.isReclaiming else { return 0 }  // a shrinker's own allocation
         let noFS = MemoryScope.isNoFS
         let list = shrinkers.withLock { $0 }.map(\.shrinker).filter { !(noFS && $0.needsFilesystem) }
-        let counts = list.map { max(0, $0.count()) }
-        let total = counts.reduce(0, +)
-        guard total > 0 else { return 0 }
-        let freed = MemoryScope.reclaiming { () -> Int in
-            var freed = 0
-            for (shrinker, held) in zip(list, counts) where held > 0 {
-                let proportional = Int((Double(bytes) * Double(held) / Double(total)).rounded(.up))
-                let share = min(held, max(pageSize, proportional))
-                freed += shrinker.scan(ReclaimRequest(bytes: share, noFS: noFS))
+        var freed = 0
+        var asked = false
+        for cost in Set(list.map(\.cost)).sorted() where freed < bytes {
+            let tier = list.filter { $0.cost == cost }
+            let counts = tier.map { max(0, $0.count()) }
+            let total = counts.reduce(0, +)
+            guard total > 0 else { continue }
+            asked = true
+            let wanted = bytes - freed
+            freed += MemoryScope.reclaiming { () -> Int in
+                var got = 0
+                for (shrinker, held) in zip(tier, counts) where held > 0 {
+                    let proportional = Int((Double(wanted) * Double(held) / Double(total)).rounded(.up))
+                    let share = min(held, max(pageSize, proportional))
+                    got += shrinker.scan(ReclaimRequest(bytes: share, noFS: noFS))
+                }
+                return got
             }
-            return freed
         }
+        guard asked else { return 0 }
         events.add(EventCounter.reclaimPasses.rawValue, 1)
         events.add(EventCounter.reclaimedBytes.rawValue, freed)
         return freed

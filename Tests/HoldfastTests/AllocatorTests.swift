@@ -50,7 +50,8 @@ struct AllocatorTests {
         func run(open: Bool) throws -> (Int, Int, [UInt8], UInt64) {
             let image = s.path("p\(open).img")
             try WritePathTests.makeImage(image, blockSize: blockSize, megabytes: 128)
-            let fs = try WritePathTests.open(image)
+            // Windows serve allocation at write time (delayed allocation has its own test).
+            let fs = try WritePathTests.open(image, delayedAllocation: false)
             let a = try fs.create(path: "/a", kind: .regular, owner: Ownership(permissions: 0o644))
             let b = try fs.create(path: "/b", kind: .regular, owner: Ownership(permissions: 0o644))
             let handles = open ? [try fs.openFile(a), try fs.openFile(b)] : []
@@ -98,7 +99,7 @@ struct AllocatorTests {
         let s = try Scratch()
         let image = s.path("n.img")
         try WritePathTests.makeImage(image, blockSize: 4096, megabytes: 32)
-        let fs = try WritePathTests.open(image)
+        let fs = try WritePathTests.open(image, delayedAllocation: false)  // windows come with allocation at write
         let a = try fs.create(path: "/a", kind: .regular, owner: Ownership(permissions: 0o644))
         let held = try fs.openFile(a)
         try fs.write(a, at: 0, [UInt8](repeating: 1, count: 4096))

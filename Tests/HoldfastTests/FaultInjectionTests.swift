@@ -151,7 +151,7 @@ struct FaultInjectionTests {
         // Every site the engine has, each with its policy.
         for name in ["buffer.block", "buffer.index", "device.read", "device.write", "device.flush", "handle.undo", "read.buffer",
                      "directory.listing", "journal.redirects", "extract.hard-link", "allocator.buddy",
-                     "pagecache.page", "pagecache.page-locked", "writeback.vector"] {
+                     "pagecache.page", "pagecache.page-locked", "writeback.vector", "writeback.map"] {
             #expect(sites.contains(name), "holdfast sites does not list \(name)")
         }
         #expect(sites.contains("mayFail"))

@@ -381,6 +381,7 @@ struct ModelTests {
             node.write([UInt8(k & 0xFF) | 1], at: k * 2 * fs.blockSize)
         }
         run.model.nodes["/fragmented"] = .file(node)
+        try fs.sync()  // delayed pages get their blocks
         var extents = 0
         try fs.blockRuns(try fs.resolve("/fragmented")) { _ in extents += 1 }
         #expect(extents == 3000)

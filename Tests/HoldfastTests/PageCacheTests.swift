@@ -227,4 +227,209 @@ struct PageCacheTests {
         try fs.close()
         #expect(try Self.dumped(scratch.path("e.img"), "/f", scratch) == newer)
     }
+
+    @Test("delayed allocation: files written in small interleaved pieces get their blocks at writeback, in a few extents", arguments: [1024, 4096])
+    func delayedAllocationKeepsFilesContiguous(blockSize: Int) throws {
+        let scratch = try Scratch()
+        let image = scratch.path("d.img")
+        try WritePathTests.makeImage(image, blockSize: blockSize, megabytes: 64)
+        var options = OpenOptions(memoryBudget: 16 << 20, writable: true)
+        options.flusher = false
+        let fs = try Filesystem.open(path: image, options: options)
+        let owner = Ownership(permissions: 0o644)
+        let a = try fs.create(path: "/a", kind: .regular, owner: owner), b = try fs.create(path: "/b", kind: .regular, owner: owner)
+        let piece = Self.pattern(12 << 10, seed: 21)
+        for i in 0..<64 {
+            try fs.write(a, at: UInt64(i * piece.count), piece)
+            try fs.write(b, at: UInt64(i * piece.count), piece)
+        }
+        #expect(fs.pageCache!.statistics.delayedPages == 2 * 64 * (12 << 10) / blockSize, "no block yet for any of it")
+        let free = try fs.statistics().freeBlocks
+        #expect(try #require(fs.read(try fs.inode(b), offset: 0, count: 24 << 10)) == piece + piece, "delayed data reads back")
+        try fs.sync()
+        #expect(fs.pageCache!.statistics.delayedPages == 0)
+        #expect(try AllocatorTests.extents(fs, "/a") <= 2 && AllocatorTests.extents(fs, "/b") <= 2,
+                "each file's blocks come in one run at writeback, not interleaved")
+        #expect(try fs.statistics().freeBlocks == free, "statfs counted the reservation as used")
+        try fs.close()
+        try WritePathTests.expectClean(image)
+        let whole = [UInt8]((0..<64).flatMap { _ in piece })
+        #expect(try Self.dumped(image, "/a", scratch) == whole)
+        #expect(try Self.dumped(image, "/b", scratch) == whole)
+    }
+
+    @Test("delayed allocation: no space is the write's error, never writeback's; what was accepted is written")
+    func delayedAllocationReportsNoSpaceAtWrite() throws {
+        let scratch = try Scratch()
+        let image = scratch.path("full.img")
+        try WritePathTests.makeImage(image, blockSize: 4096, megabytes: 16)
+        var options = OpenOptions(memoryBudget: 64 << 20, writable: true)
+        options.flusher = false  // nothing allocated before close: the reservation alone must hold
+        let fs = try Filesystem.open(path: image, options: options)
+        let piece = Self.pattern(256 << 10, seed: 22)
+        var accepted: [String] = []
+        var refused = false
+        for i in 0..<200 {
+            let path = "/f\(i)"
+            let n = try fs.create(path: path, kind: .regular, owner: Ownership(permissions: 0o644))
+            do {
+                try fs.write(n, at: 0, piece)
+                accepted.append(path)
+            } catch {
+                if case HoldfastError.noSpace = error { refused = true } else { Issue.record("wrong error: \(error)") }
+                break
+            }
+        }
+        #expect(refused, "a 16 MiB image cannot take 50 MiB")
+        #expect(accepted.count > 20)
+        try fs.close()
+        try WritePathTests.expectClean(image)
+        for path in accepted.prefix(3) + accepted.suffix(2) { #expect(try Self.dumped(image, path, scratch) == piece, "\(path)") }
+    }
+}
+
+/// The torture run of the page cache (DESIGN.md, fault injection): a mixed workload of writes,
+/// overwrites, truncates, fallocate, fsync and unlink while open, with each allocation site it
+/// reaches failing in turn (its first, middle and last hit; once, and from then on). Every run:
+/// no crash, each call succeeds or fails with a clean error, the budget is back to zero, every
+/// byte an fsync acknowledged is there, and e2fsck -fn passes.
+@Suite("page cache torture", .serialized)
+struct PageCacheTortureTests {
+    final class Outcome {
+        var acknowledged: [String: [UInt8]] = [:]
+        var cleanFailures = 0
+    }
+
+    /// Runs the workload; `step` catches a clean failure (out of memory, or a name a failed step
+    /// left missing or taken) and records anything else.
+    static func workload(_ fs: Filesystem, _ label: String) -> Outcome {
+        let out = Outcome()
+        func step(_ body: () throws -> Void) -> Bool {
+            do { try body(); return true } catch let e as HoldfastError {
+                switch e {
+                // dataNotWritten: an fsync whose pages could not get blocks (memory) says so.
+                case .outOfMemory, .notFound, .exists, .dataNotWritten: out.cleanFailures += 1
+                default: Issue.record("\(label): \(e)")
+                }
+            } catch { Issue.record("\(label): untyped \(error)") }
+            return false
+        }
+        let owner = Ownership(permissions: 0o644)
+        // A: written, then fsync'ed through a description.
+        let a = PageCacheTests.pattern(200 << 10, seed: 11)
+        _ = step {
+            let n = try fs.create(path: "/a", kind: .regular, owner: owner)
+            let d = try fs.openFile(n)
+            defer { try? d.close() }
+            try fs.write(n, at: 0, a)
+            try d.sync()
+            out.acknowledged["/a"] = a
+        }
+        // B: overwrite, truncate, fallocate, punch, then fsync: the expected bytes follow each step.
+        _ = step {
+            let n = try fs.create(path: "/b", kind: .regular, owner: owner)
+            let d = try fs.openFile(n)
+            defer { try? d.close() }
+            var b = PageCacheTests.pattern(100 << 10, seed: 12)
+            try fs.write(n, at: 0, b)
+            let patch = PageCacheTests.pattern(10 << 10, seed: 13)
+            try fs.write(n, at: 50 << 10, patch)
+            b.replaceSubrange((50 << 10)..<(60 << 10), with: patch)
+            try fs.truncate(n, to: 70 << 10)
+            b.removeLast(b.count - (70 << 10))
+            try fs.fallocate(n, offset: 0, length: 1 << 20, mode: .keepSize)
+            try fs.fallocate(n, offset: 8 << 10, length: 8 << 10, mode: .punchHole)
+            b.replaceSubrange((8 << 10)..<(16 << 10), with: [UInt8](repeating: 0, count: 8 << 10))
+            try d.sync()
+            out.acknowledged["/b"] = b
+        }
+        // C: unlinked while open, written after, closed (the orphan goes at the last close).
+        _ = step {
+            let n = try fs.create(path: "/c", kind: .regular, owner: owner)
+            let d = try fs.openFile(n)
+            defer { try? d.close() }
+            try fs.write(n, at: 0, PageCacheTests.pattern(64 << 10, seed: 14))
+            try fs.unlink(path: "/c")
+            try fs.write(n, at: 64 << 10, PageCacheTests.pattern(32 << 10, seed: 15))
+            try d.sync()
+        }
+        // Small files, then one sync for all of them.
+        let small = Outcome()
+        for i in 0..<12 {
+            _ = step {
+                let data = PageCacheTests.pattern(1000 + i * 700, seed: UInt64(100 + i))
+                let n = try fs.create(path: "/s\(i)", kind: .regular, owner: owner)
+                try fs.write(n, at: 0, data)
+                small.acknowledged["/s\(i)"] = data
+            }
+        }
+        if step({ try fs.sync() }) { out.acknowledged.merge(small.acknowledged) { $1 } }
+        return out
+    }
+
+    static func run(_ pristine: String, plan: FaultPlan?, label: String) throws -> (Outcome, MemoryBudget) {
+        let image = pristine + ".run"
+        try Support.sh(["cp", pristine, image])
+        var options = OpenOptions(memoryBudget: 1 << 20, writable: true)
+        options.faultPlan = plan
+        options.flusher = false  // every hit on this thread, in order: the Nth hit is the same each run
+        var fs: Filesystem?
+        do { fs = try Filesystem.open(path: image, options: options) } catch {
+            // Opening may take the fault itself: a clean, typed refusal that changed nothing.
+            if case HoldfastError.outOfMemory = error {} else { Issue.record("\(label): open: \(error)") }
+            try WritePathTests.expectClean(image)
+            return (Outcome(), MemoryBudget(limit: 1 << 20))
+        }
+        let budget = fs!.budget
+        let outcome = workload(fs!, label)
+        do { try fs!.close() } catch {
+            // Only memory may run out here (orphan work at close); the image stays for the next open.
+            switch error {
+            case HoldfastError.outOfMemory, HoldfastError.dataNotWritten: break
+            default: Issue.record("\(label): close: \(error)")
+            }
+        }
+        fs = nil
+        #expect(budget.used == 0, "\(label): \(budget.used) bytes still charged after close")
+        // A clean open finishes what the faulted one could not (orphans), then the judges.
+        let check = try Filesystem.open(path: image, options: OpenOptions(memoryBudget: 16 << 20, writable: true))
+        for (path, data) in outcome.acknowledged {
+            let node = try check.resolve(path)
+            #expect(try check.read(node, offset: 0, count: Int(node.size) + 1) == data, "\(label): \(path) lost fsync-acknowledged bytes")
+        }
+        try check.close()
+        try WritePathTests.expectClean(image)
+        return (outcome, budget)
+    }
+
+    @Test("every allocation site the mixed workload reaches fails in turn, once and from then on")
+    func eachSiteInTurn() throws {
+        let scratch = try Scratch()
+        let pristine = scratch.path("t.img")
+        try WritePathTests.makeImage(pristine, blockSize: 4096, megabytes: 32)
+        let (dry, budget) = try Self.run(pristine, plan: nil, label: "dry run")
+        #expect(dry.cleanFailures == 0)
+        #expect(dry.acknowledged.count == 14)
+        let sites = budget.hitSites.filter { $0.site.category != .io && $0.hits > 0 }
+        for name in ["pagecache.page", "writeback.vector", "handle.undo", "buffer.block"] {
+            #expect(sites.contains { $0.site.name == name }, "the workload never reaches \(name)")
+        }
+        var report: [String] = []
+        for s in sites {
+            var fired = 0, clean = 0
+            for k in Set([1, (s.hits + 1) / 2, s.hits]).sorted() {
+                for persistent in [false, true] {
+                    let plan = FaultPlan(nth: k, site: s.site.name, persistent: persistent)
+                    let (o, b) = try Self.run(pristine, plan: plan, label: "\(plan)")
+                    fired += b.faultsFired
+                    clean += o.cleanFailures
+                }
+            }
+            #expect(fired > 0, "\(s.site.name): the plan never fired")
+            report.append("\(s.site.name): hits=\(s.hits) fired=\(fired) clean-failures=\(clean)")
+        }
+        let reached = Set(sites.map(\.site.name))
+        let never = Filesystem.allocationSites.filter { $0.category != .io && !reached.contains($0.name) }.map(\.name)
+        print("torture coverage:\n  " + report.joined(separator: "\n  ") + "\n  never reached: " + never.joined(separator: ", "))
+    }
 }

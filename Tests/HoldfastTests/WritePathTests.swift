@@ -17,9 +17,10 @@ struct WritePathTests {
         #expect(r.status == 0, "e2fsck -fn:\n\(r.out)\(r.stderr)", sourceLocation: sourceLocation)
     }
 
-    static func open(_ image: String, memory: Int = 16 << 20, faults: FaultPlan? = nil) throws -> Filesystem {
+    static func open(_ image: String, memory: Int = 16 << 20, faults: FaultPlan? = nil, delayedAllocation: Bool = true) throws -> Filesystem {
         var options = OpenOptions(memoryBudget: memory, writable: true)
         options.faultPlan = faults
+        options.delayedAllocation = delayedAllocation
         return try Filesystem.open(path: image, options: options)
     }
 

@@ -58,6 +58,14 @@ extension WriteContext {
     /// windows, the windows are given up and the search runs again.
     func allocateBlocks(goal: UInt64, count: Int, take: Int) throws -> (start: UInt64, taken: Int, run: Int) {
         precondition(count >= 1 && take >= 1 && take <= count)
+        // Blocks promised to delayed pages are no one else's (their own allocation spends them).
+        if !pending.mappingDelayed {
+            let free = Int64(state.freeBlocks) + counts.blocks
+            let reserved = Int64(state.reservedBlocks) + pending.reserved
+            if reserved > 0 && free - reserved - Self.delayedMargin(reserved) < Int64(take) {
+                throw HoldfastError.noSpace("the free blocks are reserved for file data not yet written")
+            }
+        }
         do {
             return try searchAndTake(goal: goal, count: count, take: take)
         } catch HoldfastError.noSpace(let why) {

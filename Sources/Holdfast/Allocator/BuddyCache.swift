@@ -123,7 +123,7 @@ final class BuddyCache: Sendable {
     init(budget: MemoryBudget) {
         self.budget = budget
         let t = budget.register(Shrinker(
-            name: "buddy bitmaps",
+            name: "buddy bitmaps", cost: 4,
             count: { [weak self] in self?.reclaimable ?? 0 },
             scan: { [weak self] request in self?.drop(bytes: request.bytes) ?? 0 }))
         token.withLock { $0 = t }

@@ -116,8 +116,11 @@ extension WriteContext {
         try writeData(&rec, offset: offset, source: .memory(data))
     }
 
-    func writeData(_ rec: inout InodeRecord, offset: UInt64, source data: DataSource) throws {
+    /// With `delay`, holes of an extent-mapped regular file get delayed pages (space reserved, the
+    /// blocks allocated at writeback in one run per stretch); without, blocks now.
+    func writeData(_ rec: inout InodeRecord, offset: UInt64, source data: DataSource, delay: Bool = false) throws {
         guard data.count > 0 else { return }
+        let delayed = delay && delaysAllocation(rec)
         let bs = UInt64(blockSize)
         let limit = UInt64(UInt32.max) * bs
         guard UInt64(data.count) <= limit, offset <= limit - UInt64(data.count) else {
@@ -146,6 +149,11 @@ extension WriteContext {
                     try insertExtent(Extent(logical: UInt32(logical), length: UInt16(length), physical: physical, unwritten: false), into: &rec)
                     fresh = true
                 }
+            } else if delayed {
+                let holeEnd = r < runs.count ? min(runs[r].logical, endBlock) : endBlock
+                try writeBlocks(rec.number, logical: logical, physical: nil, count: holeEnd - logical, fresh: true, offset: offset, data: data)
+                logical = holeEnd
+                continue
             } else {
                 let holeEnd = r < runs.count ? min(runs[r].logical, endBlock) : endBlock
                 let want = min(holeEnd - logical, UInt64(ExtentNodeEncoding.maxLength(unwritten: false)))
@@ -167,7 +175,7 @@ extension WriteContext {
     /// Fills blocks [logical, logical+count) at `physical` with the part of `data` that falls in
     /// them, in page-cache pages that the operation holds until it ends (the flusher writes them
     /// later). Partial blocks keep their old bytes (or zeros when freshly allocated).
-    private func writeBlocks(_ inode: UInt32, logical: UInt64, physical: UInt64, count: UInt64, fresh: Bool, offset: UInt64, data: DataSource) throws {
+    private func writeBlocks(_ inode: UInt32, logical: UInt64, physical: UInt64?, count: UInt64, fresh: Bool, offset: UInt64, data: DataSource) throws {
         guard let cache = fs.pageCache else { throw HoldfastError.readOnly(["no page cache"]) }
         let bs = UInt64(blockSize)
         let chunk = UInt64(writeChunkBlocks)
@@ -176,8 +184,13 @@ extension WriteContext {
             let n = min(chunk, count - done)
             let blockStart = (logical + done) * bs
             let from = max(blockStart, offset), to = min(blockStart + n * bs, offset + UInt64(data.count))
-            let pages = try cache.hold(inode, first: logical + done, count: n, physical: physical + done, spare: &pending.spare)
+            let pages = try cache.hold(inode, first: logical + done, count: n, physical: physical.map { $0 + done }, spare: &pending.spare)
             pending.heldPages[inode, default: []].append(contentsOf: pages.map { ($0.index, $0.isNew) })
+            if physical == nil {
+                // New delayed pages reserve their blocks now: no space is an error of this write,
+                // never of a writeback that cannot report it.
+                try reserveDelayed(pages.reduce(0) { $0 + ($1.isNew ? 1 : 0) })
+            }
             // The part of each page the source covers; new pages get their other bytes first.
             var pieces: [UnsafeMutableRawBufferPointer] = []
             pieces.reserveCapacity(pages.count)
@@ -187,7 +200,7 @@ extension WriteContext {
                 if page.isNew && (head > 0 || tail < blockSize) {
                     if fresh {
                         page.bytes.initializeMemory(as: UInt8.self, repeating: 0)
-                    } else {
+                    } else if let physical {
                         try fs.device.read(into: page.bytes, at: (physical + done + UInt64(k)) * bs)
                     }
                 }
@@ -227,6 +240,8 @@ extension WriteContext {
     func truncateTail(_ rec: inout InodeRecord, to size: UInt64) throws {
         discardPreallocation(rec.number)
         if size < rec.size {
+            let bs = UInt64(blockSize)
+            pending.droppedRanges.append((rec.number, (size + bs - 1) / bs, .max - 1))
             try zeroBlockTail(rec, from: size, deferred: true)
         } else if size > rec.size {
             try zeroPastEnd(rec)
@@ -249,14 +264,18 @@ extension WriteContext {
         try zeroBlockTail(rec, from: rec.size, deferred: false)
     }
 
-    /// Zeroes bytes [from, to) of one block of the file, if it is mapped to written data: in its
-    /// cached page (held for the operation), else on the image.
+    /// Zeroes bytes [from, to) of one block of the file, if it holds data: in its cached page
+    /// (held for the operation; a delayed page has no other copy), else on the image when the block
+    /// is mapped to written data.
     private func zeroInBlock(_ rec: InodeRecord, from: UInt64, to: UInt64, deferred: Bool) throws {
         let bs = UInt64(blockSize)
         let block = from / bs
-        guard from < to, let run = try mappedRuns(rec, from: block, to: block + 1).first, run.logical <= block, run.hasData else { return }
+        guard from < to else { return }
+        let run = try mappedRuns(rec, from: block, to: block + 1).first.flatMap { $0.logical <= block && $0.hasData ? $0 : nil }
+        let cached = fs.pageCache?.hasPage(rec.number, block) ?? false
+        guard run != nil || cached else { return }
         let zeroing = (inode: rec.number, index: block, from: Int(from % bs), to: Int(from % bs) + Int(to - from),
-                       device: (run.physical! + (block - run.logical)) * bs + from % bs)
+                       device: run.map { ($0.physical! + (block - $0.logical)) * bs + from % bs } ?? UInt64.max)
         if deferred {
             pending.zeroing.append(zeroing)
         } else {
@@ -269,6 +288,7 @@ extension WriteContext {
             pending.heldPages[z.inode, default: []].append((z.index, false))
             return
         }
+        guard z.device != .max else { return }  // the delayed page went meanwhile
         let zeros = [UInt8](repeating: 0, count: z.to - z.from)
         try zeros.withUnsafeBytes { try fs.device.write($0, at: z.device) }
     }
@@ -296,6 +316,8 @@ extension WriteContext {
         guard rec.flags & Inode.flagExtents != 0 else { throw HoldfastError.unsupported("fallocate on block-mapped file \(rec.number)") }
         guard length > 0 else { throw HoldfastError.invalidArgument("fallocate of zero bytes") }
         discardPreallocation(rec.number)
+        // Delayed pages get their blocks first, so the ranges below see every block there is.
+        try mapDelayed(&rec)
         let bs = UInt64(blockSize)
         let limit = UInt64(UInt32.max) * bs
         guard length <= limit, offset <= limit - length else { throw HoldfastError.invalidArgument("fallocate past the largest file size") }

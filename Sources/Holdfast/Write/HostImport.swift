@@ -180,7 +180,7 @@ extension Filesystem {
         guard fd >= 0 else { throw hostError(path, "open") }
         defer { Glibc.close(fd) }
         if dense {
-            if size > 0 { try write(inode, at: 0, source: .file(fd: fd, offset: 0, count: Int(size)), keepTimes: true) }
+            if size > 0 { try write(inode, at: 0, source: .file(fd: fd, offset: 0, count: Int(size)), keepTimes: true, delay: false) }
             return (size, try hostXattrs(path, fd: fd))
         }
         var copied: UInt64 = 0
@@ -195,7 +195,7 @@ extension Filesystem {
             if dataEnd < 0 || UInt64(dataEnd) > size { dataEnd = off_t(size) }
             let n = Int(dataEnd - dataStart)
             if n > 0 {
-                try write(inode, at: UInt64(dataStart), source: .file(fd: fd, offset: UInt64(dataStart), count: n), keepTimes: true)
+                try write(inode, at: UInt64(dataStart), source: .file(fd: fd, offset: UInt64(dataStart), count: n), keepTimes: true, delay: false)
                 copied += UInt64(n)
             }
             position = dataEnd

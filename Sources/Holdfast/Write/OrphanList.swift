@@ -93,6 +93,12 @@ final class PendingChanges {
     var heldPages: [UInt32: [(index: UInt64, isNew: Bool)]] = [:]
     /// Logical block ranges whose blocks this operation freed: their pages go when it succeeds.
     var droppedRanges: [(inode: UInt32, from: UInt64, to: UInt64)] = []
+    /// Change to the blocks reserved for delayed pages (new ones up, mapped or dropped ones down).
+    var reserved: Int64 = 0
+    /// Delayed pages this operation gave blocks: [first, first+count) of an inode, from `physical`.
+    var assigned: [(inode: UInt32, first: UInt64, count: UInt64, physical: UInt64)] = []
+    /// Set while delayed pages get their blocks: that allocation spends the reservation.
+    var mappingDelayed = false
 
     func apply(to state: WriteState) {
         if let head = orphanHead { state.superblock.lastOrphan = head }
@@ -104,7 +110,8 @@ final class PendingChanges {
     /// freed block is written after the lock goes), held pages become dirty.
     func publishPages(_ cache: PageCache?) {
         guard let cache else { return }
-        for d in droppedRanges { cache.drop(d.inode, from: d.from, to: d.to) }
+        for a in assigned { cache.assign(a.inode, first: a.first, count: a.count, physical: a.physical) }
+        for d in droppedRanges { reserved -= Int64(cache.drop(d.inode, from: d.from, to: d.to)) }
         for (inode, held) in heldPages { cache.publish(inode, held.map(\.index)) }
     }
 

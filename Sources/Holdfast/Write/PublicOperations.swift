@@ -90,7 +90,9 @@ extension Filesystem {
     }
 
     /// `keepTimes` leaves mtime and ctime alone (import sets the source's times at creation).
-    func write(_ inode: UInt32, at offset: UInt64, source data: DataSource, keepTimes: Bool = false) throws(HoldfastError) {
+    /// `delay`: holes get delayed pages, their blocks allocated at writeback (import writes each
+    /// file whole in one call, so it allocates at once: no second handle per file).
+    func write(_ inode: UInt32, at offset: UInt64, source data: DataSource, keepTimes: Bool = false, delay: Bool = true) throws(HoldfastError) {
         try guarded {
             let step = max(blockSize, min(8 << 20, budget.limit / 8))
             var done = 0
@@ -105,7 +107,7 @@ extension Filesystem {
                     guard FileType(mode: rec.mode) == .regular else {
                         throw FileType(mode: rec.mode) == .directory ? HoldfastError.isADirectory("inode \(inode)") : HoldfastError.invalidArgument("inode \(inode) is not a regular file")
                     }
-                    try ctx.writeData(&rec, offset: offset + UInt64(done), source: part)
+                    try ctx.writeData(&rec, offset: offset + UInt64(done), source: part, delay: delay)
                     if !keepTimes {
                         let now = WriteContext.now()
                         rec.modificationTime = now
@@ -130,11 +132,18 @@ extension Filesystem {
         var pages: [Page] = []
         let needed = pageCache.missing(inode, first: first, count: end - first)
         pages.reserveCapacity(needed)
-        do {
-            for _ in 0..<needed { pages.append(try budget.allocatePageOrThrow(at: .pageCachePage)) }
-        } catch {
+        var wroteBack = false
+        while pages.count < needed {
+            if let p = budget.allocatePage(at: .pageCachePage) { pages.append(p); continue }
+            // Memory is full of dirty pages the flusher has not reached: write them back here
+            // once (they become reclaimable), then try again before reporting ENOMEM.
+            if !wroteBack && pageCache.statistics.dirtyPages > 0 {
+                wroteBack = true
+                pageCache.flushAll()
+                continue
+            }
             for p in pages { budget.freePage(p, for: .pageCachePage) }
-            throw error
+            throw OutOfMemoryError(site: .pageCachePage, bytes: budget.pageSize, limit: budget.limit)
         }
         return pages
     }

@@ -21,6 +21,8 @@ final class WriteState {
     /// Free blocks and inodes, kept exact as operations end (summed from the descriptors at open).
     var freeBlocks: UInt64 = 0
     var freeInodes: UInt64 = 0
+    /// Blocks reserved for delayed pages (free on disk, promised to data not yet written).
+    var reservedBlocks: UInt64 = 0
     /// Inodes on the orphan list (unlinked while open, or in a truncate of several steps).
     var orphans: Set<UInt32> = []
     /// Open file descriptions per inode (`OpenFile`).
@@ -89,38 +91,54 @@ extension Filesystem {
             throw HoldfastError.readOnly(readOnlyReasons.isEmpty ? ["opened read-only"] : readOnlyReasons)
         }
         return try writer.withLock { state throws -> R in
-            let pending = PendingChanges()
-            pending.spare = pages
-            defer { for p in pending.spare { budget.freePage(p, for: .pageCachePage) } }
-            guard !state.closed else { throw HoldfastError.invalidArgument("the filesystem is closed") }
-            if let why = writeFailures.readOnlyReason { throw HoldfastError.readOnly([why]) }
-            let handle = state.transaction.begin(credits: credits)
-            var ctx = WriteContext(fs: self, handle: handle, state: state, pending: pending)
-            let result: R
-            do {
-                result = try body(&ctx)
-                try ctx.finishDeferredWrites()
-            } catch {
-                handle.abort()
-                buddies?.invalidate(ctx.pending.bitmapGroups)
-                ctx.pending.discardPages(pageCache)
-                throw error
+            guard !state.closed else {
+                for p in pages { budget.freePage(p, for: .pageCachePage) }
+                throw HoldfastError.invalidArgument("the filesystem is closed")
             }
-            handle.stop()
-            state.freeBlocks = UInt64(Int64(state.freeBlocks) + ctx.counts.blocks)
-            state.freeInodes = UInt64(Int64(state.freeInodes) + ctx.counts.inodes)
-            ctx.pending.apply(to: state)
-            ctx.pending.publishPages(pageCache)
+            if let why = writeFailures.readOnlyReason {
+                for p in pages { budget.freePage(p, for: .pageCachePage) }
+                throw HoldfastError.readOnly([why])
+            }
+            let result = try runOperation(state, credits: credits, pages: pages, body)
             if state.transaction.dirtyBytes >= budget.limit / 4 { try commitLocked(state, flush: false) }
             return result
         }
+    }
+
+    /// One handle under the write lock (held by the caller): the body's changes stay if it
+    /// succeeds, and are rolled back, page cache included, if it throws.
+    func runOperation<R>(_ state: WriteState, credits: Int, pages: [Page], _ body: (inout WriteContext) throws -> R) throws -> R {
+        let pending = PendingChanges()
+        pending.spare = pages
+        defer { for p in pending.spare { budget.freePage(p, for: .pageCachePage) } }
+        let handle = state.transaction.begin(credits: credits)
+        var ctx = WriteContext(fs: self, handle: handle, state: state, pending: pending)
+        let result: R
+        do {
+            result = try body(&ctx)
+            try ctx.finishDeferredWrites()
+        } catch {
+            handle.abort()
+            buddies?.invalidate(ctx.pending.bitmapGroups)
+            ctx.pending.discardPages(pageCache)
+            throw error
+        }
+        handle.stop()
+        state.freeBlocks = UInt64(Int64(state.freeBlocks) + ctx.counts.blocks)
+        state.freeInodes = UInt64(Int64(state.freeInodes) + ctx.counts.inodes)
+        ctx.pending.apply(to: state)
+        ctx.pending.publishPages(pageCache)
+        state.reservedBlocks = UInt64(max(0, Int64(state.reservedBlocks) + ctx.pending.reserved))
+        return result
     }
 
     /// Commits the running transaction, then writes the superblock (free counts, write time) straight
     /// to the device. Nothing here allocates from the budget: a commit cannot fail for want of memory.
     private func commitLocked(_ state: WriteState, force: Bool = false, flush: Bool = true) throws {
         // Ordered data: file data goes to the device before the metadata that points at it. A page
-        // whose write fails stays dirty and its error is the file's (fsync reports it).
+        // whose write fails stays dirty and its error is the file's (fsync reports it). Delayed
+        // pages get their blocks first.
+        mapAllDelayed(state)
         pageCache?.writeBack(nil)
         guard force || state.transaction.dirtyBlocks > 0 else { return }
         do {
@@ -146,7 +164,11 @@ extension Filesystem {
     /// commit error, or a write of file data that failed since the last sync, once.
     public func sync() throws(HoldfastError) {
         try commitAll()
-        if let e = pageCache?.checkAnyError() { throw HoldfastError.io(e) }
+        guard let pageCache else { return }
+        if let e = pageCache.checkAnyError() { throw HoldfastError.io(e) }
+        // Nothing is reported durable that is not: pages left dirty (no memory to map them).
+        let dirty = pageCache.dirtyFiles
+        if !dirty.isEmpty { throw HoldfastError.dataNotWritten(inodes: dirty, cause: nil) }
     }
 
     /// Commits and flushes, reporting a commit error nobody was told of.
@@ -182,13 +204,15 @@ extension Filesystem {
             failure = pageCache.checkError(inode)
         }
         if let failure { throw HoldfastError.io(failure) }
+        // Nothing is reported durable that is not: pages still dirty (no memory to map them).
+        if pageCache.dirtyFiles.contains(inode) { throw HoldfastError.dataNotWritten(inodes: [inode], cause: nil) }
     }
 
     /// Commits, marks the image cleanly unmounted and closes it for writing. Dirty file data is
     /// written first (each write tried a few times); data that cannot be written makes close fail
     /// naming the files, and the image is then left marked for e2fsck, never reported clean.
     public func close() throws(HoldfastError) {
-        guard let writer else { return }
+        guard let writer, !writer.withLock({ $0.closed }) else { return }  // a failed close said so already
         try guarded {
             // Files still open go now, as at the last close; a truncate cut short is finished.
             let orphans = writer.withLock { state in
@@ -201,8 +225,10 @@ extension Filesystem {
             pageCache?.stopFlusher()
             var unwritten: [UInt32] = []
             if let pageCache {
-                for attempt in 0..<3 where !pageCache.writeBack(nil) {
-                    if attempt < 2 { usleep(50_000) }
+                // Each try maps delayed pages and writes everything dirty (a commit does both).
+                for attempt in 0..<20 where !pageCache.dirtyFiles.isEmpty {
+                    if attempt > 0 { usleep(UInt32(min(50_000, 1_000 << attempt))) }
+                    try writer.withLock { state in if !state.closed { try commitLocked(state, flush: false) } }
                 }
                 unwritten = pageCache.dirtyFiles
             }
@@ -260,6 +286,8 @@ extension Filesystem {
                 freeBlocks += UInt64(gd.freeBlocksCount)
                 freeInodes += UInt64(gd.freeInodesCount)
             }
+            // Blocks promised to delayed pages are as good as used.
+            freeBlocks -= min(freeBlocks, writer?.withLock { $0.reservedBlocks } ?? 0)
             let reserved = superblock.reservedBlocksCount
             return FilesystemStatistics(
                 blockSize: blockSize, blocks: superblock.blocksCount, freeBlocks: freeBlocks,
