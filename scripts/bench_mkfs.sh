@@ -4,7 +4,7 @@ set -euo pipefail
 
 usage() {
     cat <<'USAGE'
-Usage: scripts/bench_mkfs.sh [--holdfast PATH] [--runs N] [--workdir DIR]
+Usage: scripts/bench_mkfs.sh [--holdfast PATH] [--runs N] [--workdir DIR] [--shape spread|bigdir]
 
 Benchmark (not a test) of building a populated ext4 image from a directory:
   holdfast:  HOLDFAST mkfs IMG SIZE --from TREE
@@ -24,6 +24,7 @@ Options:
   --holdfast PATH  holdfast binary (default: .build/release/holdfast here)
   --runs N         runs per tool and tree (default: 3)
   --workdir DIR    cache and scratch (default: /tmp/holdfast-mkfs-bench; ~3 GiB)
+  --shape NAME     only this tree (default: both)
 USAGE
 }
 
@@ -31,11 +32,13 @@ HERE="$(cd "$(dirname "$0")" && pwd)"
 HOLDFAST="$HERE/../.build/release/holdfast"
 RUNS=3
 WORK=/tmp/holdfast-mkfs-bench
+SHAPES="spread bigdir"
 while [ $# -gt 0 ]; do
     case "$1" in
         --holdfast) HOLDFAST="$2"; shift 2 ;;
         --runs) RUNS="$2"; shift 2 ;;
         --workdir) WORK="$2"; shift 2 ;;
+        --shape) SHAPES="$2"; shift 2 ;;
         -h|--help) usage; exit 0 ;;
         *) echo "bench_mkfs.sh: unknown option $1" >&2; usage >&2; exit 2 ;;
     esac
@@ -56,7 +59,7 @@ stats() { # values... -> "median min max"
     printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {printf "%.3f %.3f %.3f", a[int((NR+1)/2)], a[1], a[NR]}'
 }
 
-for shape in spread bigdir; do
+for shape in $SHAPES; do
     tree="$WORK/$shape"
     if [ ! -d "$tree" ]; then
         echo "building the $shape tree in $tree ..." >&2
