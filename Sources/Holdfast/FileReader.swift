@@ -22,7 +22,8 @@ extension Filesystem {
         try guarded { try stream(inode, from: from, to: to, chunk: chunk, body) }
     }
 
-    func stream(_ inode: Inode, from: UInt64, to: UInt64, chunk: Int, _ body: (DataPiece) throws -> Void) throws {
+    func stream(_ given: Inode, from: UInt64, to: UInt64, chunk: Int, _ body: (DataPiece) throws -> Void) throws {
+        var inode = given
         let end = min(to, inode.size)
         guard from < end else { return }
         if inode.hasInlineData {
@@ -48,6 +49,14 @@ extension Filesystem {
         defer { budget.uncharge(bufferBytes, for: .readBuffer) }
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: bufferBytes, alignment: 4096)
         defer { buffer.deallocate() }
+        if let pageCache {
+            // Pinned (after the buffer's charge, which may need to reclaim them), then the mapping
+            // read afresh: a page the flusher writes, or a delayed page it maps, meanwhile is still
+            // there for the overlay, never read as the stale block or the hole it replaced.
+            pageCache.beginRead(inode.number)
+            if let fresh = try? readInode(inode.number), fresh.mode == given.mode { inode = fresh }
+        }
+        defer { pageCache?.endRead(given.number) }
 
         var position = from
         let cached = pageCache?.hasPages(inode.number) ?? false

@@ -46,6 +46,10 @@ public final class PageCache: @unchecked Sendable {
         var dirty = false
         var writeback = false
         var held = false
+        /// Listed in the clean queue (at most once).
+        var queued = false
+        /// When the page last became dirty (fsync waits only for what was dirty when it began).
+        var dirtiedAt: UInt64 = 0
     }
 
     final class FileState {
@@ -66,6 +70,9 @@ public final class PageCache: @unchecked Sendable {
         var anonymousSeen: UInt64 = 0
         /// The flusher leaves a file whose write just failed alone until then.
         var retryAfter: UInt64 = 0
+        /// Reads in progress: while any runs, reclaim leaves the file's pages alone, so a read that
+        /// saw the device (or a hole) before a page was written still finds the page.
+        var readers = 0
     }
 
     // Everything below is guarded by `monitor`.
@@ -148,15 +155,25 @@ public final class PageCache: @unchecked Sendable {
         while true {
             let short = missing(inode, first: first, count: count) - spare.count
             for _ in 0..<max(0, short) {
-                guard let p = budget.allocatePage(at: .pageCacheLocked) else {
-                    throw OutOfMemoryError(site: .pageCacheLocked, bytes: blockSize, limit: budget.limit)
+                var page = budget.allocatePage(at: .pageCacheLocked)
+                if page == nil {
+                    // noWait reclaims nothing; our own clean pages can go without any lock but ours.
+                    _ = dropClean(bytes: max(1, short) * blockSize)
+                    page = budget.allocatePage(at: .pageCacheLocked)
                 }
-                spare.append(p)
+                guard let page else { throw OutOfMemoryError(site: .pageCacheLocked, bytes: blockSize, limit: budget.limit) }
+                spare.append(page)
             }
             // Pages may have gone between the count and the lock (reclaim): count again then.
             if let held = monitor.withLock({ () -> [HeldPage]? in
                 let file = files[inode] ?? FileState()
                 files[inode] = file
+                // Never change a page while its write is in flight: the device would get half of it.
+                // Waiting lets go of the monitor, and pages may go meanwhile: count again after.
+                if (first..<(first + count)).contains(where: { file.pages[$0]?.writeback == true }) {
+                    monitor.wait(timeoutNanoseconds: 10_000_000)
+                    return nil
+                }
                 var absent = 0
                 for i in first..<(first + count) where file.pages[i] == nil { absent += 1 }
                 guard absent <= spare.count else { return nil }
@@ -164,8 +181,6 @@ public final class PageCache: @unchecked Sendable {
                 out.reserveCapacity(Int(count))
                 for i in first..<(first + count) {
                     if file.pages[i] != nil {
-                        // Never change a page while its write is in flight: the device would get half of it.
-                        while file.pages[i]!.writeback { monitor.wait(timeoutNanoseconds: 10_000_000) }
                         file.pages[i]!.held = true
                         out.append(HeldPage(index: i, bytes: budget.bytes(file.pages[i]!.page), isNew: false))
                     } else {
@@ -305,8 +320,12 @@ public final class PageCache: @unchecked Sendable {
     /// for the operation (publish makes it dirty). False when there is no page: the device has the data.
     public func zero(_ inode: UInt32, index: UInt64, from: Int, to: Int) -> Bool {
         monitor.withLock {
-            guard let file = files[inode], file.pages[index] != nil else { return false }
-            while file.pages[index]!.writeback { monitor.wait(timeoutNanoseconds: 10_000_000) }
+            while true {
+                guard let file = files[inode], let page = file.pages[index] else { return false }
+                if page.writeback { monitor.wait(timeoutNanoseconds: 10_000_000); continue }  // then look again
+                break
+            }
+            let file = files[inode]!
             file.pages[index]!.held = true
             let bytes = budget.bytes(file.pages[index]!.page)
             UnsafeMutableRawBufferPointer(rebasing: bytes[from..<to]).initializeMemory(as: UInt8.self, repeating: 0)
@@ -318,6 +337,7 @@ public final class PageCache: @unchecked Sendable {
     func setDirty(_ inode: UInt32, _ file: FileState, _ i: UInt64, now: UInt64) {
         guard !file.pages[i]!.dirty else { return }
         file.pages[i]!.dirty = true
+        file.pages[i]!.dirtiedAt = now
         file.dirtyIndices.insert(i)
         dirtyPages += 1
         if file.dirtySince == 0 {
@@ -338,9 +358,22 @@ public final class PageCache: @unchecked Sendable {
         }
     }
 
+    /// Files (or just `inode`) with a page dirty since before `time` (monotonic ns) that is still
+    /// dirty: what an fsync that began then must not call written.
+    public func dirtySince(before time: UInt64, inode: UInt32? = nil) -> [UInt32] {
+        monitor.withLock {
+            let candidates = inode.map { [$0] } ?? Array(dirtyInodes.keys)
+            return candidates.filter { n in
+                guard let file = files[n] else { return false }
+                return file.dirtyIndices.contains { file.pages[$0]!.dirtiedAt <= time }
+                    || file.pages.values.contains { $0.writeback && $0.dirtiedAt <= time }
+            }.sorted()
+        }
+    }
+
     /// State kept for a file with neither pages nor an error to report goes.
     func forgetIfEmpty(_ inode: UInt32, _ file: FileState) {
-        if file.pages.isEmpty && file.errors == 0 { files[inode] = nil }
+        if file.pages.isEmpty && file.errors == 0 && file.readers == 0 { files[inode] = nil }
     }
 
     // MARK: Reading
@@ -348,6 +381,23 @@ public final class PageCache: @unchecked Sendable {
     /// Is logical block `index` of `inode` cached?
     public func hasPage(_ inode: UInt32, _ index: UInt64) -> Bool {
         monitor.withLock { files[inode]?.pages[index] != nil }
+    }
+
+    /// A read of `inode` starts: its pages stay until `endRead` (see `FileState.readers`).
+    public func beginRead(_ inode: UInt32) {
+        monitor.withLock {
+            let file = files[inode] ?? FileState()
+            files[inode] = file
+            file.readers += 1
+        }
+    }
+
+    public func endRead(_ inode: UInt32) {
+        monitor.withLock {
+            guard let file = files[inode] else { return }
+            file.readers -= 1
+            forgetIfEmpty(inode, file)
+        }
     }
 
     /// Does `inode` have pages here (so a read must look at them)?
@@ -383,10 +433,20 @@ public final class PageCache: @unchecked Sendable {
         var freed: [Page] = []
         monitor.withLock {
             let want = (bytes + blockSize - 1) / blockSize
+            var keep: [(inode: UInt32, index: UInt64)] = []
+            defer { cleanQueue.append(contentsOf: keep) }
             while freed.count < want && cleanQueueHead < cleanQueue.count {
                 let (inode, index) = cleanQueue[cleanQueueHead]
                 cleanQueueHead += 1
-                guard let file = files[inode], let p = file.pages[index], !p.dirty, !p.writeback, !p.held else { continue }
+                guard let file = files[inode], let p = file.pages[index] else { continue }
+                if p.dirty || p.writeback {
+                    file.pages[index]!.queued = false  // listed again when its write completes
+                    continue
+                }
+                if p.held || file.readers > 0 {
+                    keep.append((inode, index))  // clean, but not now: later
+                    continue
+                }
                 file.pages[index] = nil
                 cachedPages -= 1
                 freed.append(p.page)

@@ -97,7 +97,10 @@ extension PageCache {
                 guard file.pages[i] != nil else { continue }
                 file.pages[i]!.writeback = false
                 if error == nil && !backedOff {
-                    cleanQueue.append((run.inode, i))
+                    if !file.pages[i]!.queued {
+                        file.pages[i]!.queued = true
+                        cleanQueue.append((run.inode, i))
+                    }
                 } else {
                     setDirty(run.inode, file, i, now: now)
                 }
@@ -164,6 +167,7 @@ extension PageCache {
         let failure: DeviceError? = monitor.withLock {
             guard dirtyPages + writebackPages >= dirtyLimit else { return nil }
             counters.throttledWriters += 1
+            let errorsBefore = allErrors
             var progress = counters.pagesWritten
             var since = Monitor.nanoseconds
             while dirtyPages + writebackPages >= dirtyLimit {
@@ -175,7 +179,8 @@ extension PageCache {
                 if counters.pagesWritten != progress {
                     progress = counters.pagesWritten
                     since = now
-                } else if let e = lastError, now - since >= stuckNanoseconds {
+                } else if allErrors != errorsBefore, let e = lastError, now - since >= stuckNanoseconds {
+                    // Only an error of this wait: writeback is failing now, not hours ago.
                     return e
                 }
             }
@@ -285,7 +290,11 @@ extension PageCache {
             }
             if let mapper {
                 var short = false
-                for inode in waiting where !mapper(inode) { short = true }
+                for inode in waiting where !mapper(inode) {
+                    short = true
+                    // Whatever the reason, this file waits a while before the next try.
+                    monitor.withLock { files[inode]?.retryAfter = Monitor.nanoseconds + 200_000_000 }
+                }
                 if short {
                     monitor.withLock { counters.writebackRetries += 1 }
                     backoffs += 1
@@ -311,7 +320,7 @@ extension PageCache {
                         }
                         if !taken.isEmpty { return taken }
                         // Only delayed pages: back to the top, where they get their blocks.
-                        if delayedPages > 0 && delayedMapper != nil { return [] }
+                        if delayedMapper != nil && files.contains(where: { $0.value.delayed > 0 && $0.value.retryAfter <= now }) { return [] }
                     }
                     flusherKick = false
                     monitor.wait(timeoutNanoseconds: eligible.isEmpty && dirtyPages > 0 ? 50_000_000 : 200_000_000)

@@ -39,9 +39,8 @@ public final class OpenFile: Sendable {
     /// fsync(2) through this description: the file's data and the metadata reach the image, and a
     /// write error since this description last asked is thrown (once).
     public func sync() throws(HoldfastError) {
-        var cursor = errorCursor.withLock { $0 }
-        defer { errorCursor.withLock { $0 = cursor } }
-        try fs.fsync(inode, cursor: &cursor)
+        // The cursor stays locked through the fsync: two syncs at once hear of an error once.
+        try errorCursor.withLock { (cursor: inout UInt64?) throws(HoldfastError) in try fs.fsync(inode, cursor: &cursor) }
     }
 
     deinit { try? close() }

@@ -23,6 +23,10 @@ final class WriteState {
     var freeInodes: UInt64 = 0
     /// Blocks reserved for delayed pages (free on disk, promised to data not yet written).
     var reservedBlocks: UInt64 = 0
+    /// A commit without a flush happened since the last flush (fsync still owes one).
+    var unflushed = false
+    /// The page cache's written-pages count at the last flush: data written since is not durable.
+    var writtenAtFlush = 0
     /// Inodes on the orphan list (unlinked while open, or in a truncate of several steps).
     var orphans: Set<UInt32> = []
     /// Open file descriptions per inode (`OpenFile`).
@@ -107,7 +111,13 @@ extension Filesystem {
 
     /// One handle under the write lock (held by the caller): the body's changes stay if it
     /// succeeds, and are rolled back, page cache included, if it throws.
+    /// It runs in a `noFS` scope: reclaim started under the write lock drops only memory that
+    /// needs no filesystem work to give back.
     func runOperation<R>(_ state: WriteState, credits: Int, pages: [Page], _ body: (inout WriteContext) throws -> R) throws -> R {
+        try MemoryScope.noFS { () throws -> R in try runOperationLocked(state, credits: credits, pages: pages, body) }
+    }
+
+    private func runOperationLocked<R>(_ state: WriteState, credits: Int, pages: [Page], _ body: (inout WriteContext) throws -> R) throws -> R {
         let pending = PendingChanges()
         pending.spare = pages
         defer { for p in pending.spare { budget.freePage(p, for: .pageCachePage) } }
@@ -140,7 +150,22 @@ extension Filesystem {
         // pages get their blocks first.
         mapAllDelayed(state)
         pageCache?.writeBack(nil)
-        guard force || state.transaction.dirtyBlocks > 0 else { return }
+        guard force || state.transaction.dirtyBlocks > 0 else {
+            // Nothing to commit, but data (the flusher's, or an unflushed commit's) may be written
+            // and not yet durable: a flush is still owed.
+            let written = pageCache?.statistics.pagesWritten ?? 0
+            if flush && (state.unflushed || written != state.writtenAtFlush) {
+                do { try device.flush() } catch {
+                    let e = HoldfastError.wrap(error)
+                    if state.pendingError == nil { state.pendingError = e }
+                    throw e
+                }
+                state.unflushed = false
+                state.writtenAtFlush = written
+            }
+            return
+        }
+        let writtenBefore = pageCache?.statistics.pagesWritten ?? 0
         do {
             try state.transaction.commit(flush: flush) {
                 state.superblock.freeBlocksCount = state.freeBlocks
@@ -153,6 +178,12 @@ extension Filesystem {
                 let block = UInt64(Superblock.byteOffset / bs)
                 cache.patchIfCached(block, at: Superblock.byteOffset % bs, raw)
             }
+            if flush {
+                state.unflushed = false
+                state.writtenAtFlush = writtenBefore
+            } else {
+                state.unflushed = true
+            }
         } catch {
             let e = HoldfastError.wrap(error)
             if state.pendingError == nil { state.pendingError = e }
@@ -163,12 +194,27 @@ extension Filesystem {
     /// Commits every change so far and makes it durable (sync(2) of the whole image). Reports a
     /// commit error, or a write of file data that failed since the last sync, once.
     public func sync() throws(HoldfastError) {
+        let start = Monitor.nanoseconds
+        mapDelayedOutsideLock(nil)
         try commitAll()
         guard let pageCache else { return }
         if let e = pageCache.checkAnyError() { throw HoldfastError.io(e) }
-        // Nothing is reported durable that is not: pages left dirty (no memory to map them).
-        let dirty = pageCache.dirtyFiles
+        // Nothing is reported durable that is not: pages dirty before this call and still dirty
+        // (no memory to map them). Pages other threads dirtied meanwhile are theirs to sync.
+        let dirty = pageCache.dirtySince(before: start)
         if !dirty.isEmpty { throw HoldfastError.dataNotWritten(inodes: dirty, cause: nil) }
+    }
+
+    /// Gives delayed pages their blocks before a commit, taking the write lock per file and
+    /// backing off between tries, so a short while without memory is waited out, not reported.
+    private func mapDelayedOutsideLock(_ inode: UInt32?) {
+        guard let pageCache else { return }
+        for attempt in 0..<6 {
+            let waiting = inode.map { n in pageCache.delayedInodes.filter { $0 == n } } ?? pageCache.delayedInodes
+            if waiting.isEmpty { return }
+            if attempt > 0 { usleep(UInt32(1_000 << attempt)) }
+            for n in waiting { _ = mapDelayedForWriteback(n) }
+        }
     }
 
     /// Commits and flushes, reporting a commit error nobody was told of.
@@ -193,6 +239,8 @@ extension Filesystem {
     /// `cursor` nil: the file's anonymous cursor.
     func fsync(_ inode: UInt32, cursor: inout UInt64?) throws(HoldfastError) {
         _ = try self.inode(inode)
+        let start = Monitor.nanoseconds
+        mapDelayedOutsideLock(inode)
         pageCache?.writeBack(inode)
         try commitAll()
         guard let pageCache else { return }
@@ -205,7 +253,7 @@ extension Filesystem {
         }
         if let failure { throw HoldfastError.io(failure) }
         // Nothing is reported durable that is not: pages still dirty (no memory to map them).
-        if pageCache.dirtyFiles.contains(inode) { throw HoldfastError.dataNotWritten(inodes: [inode], cause: nil) }
+        if !pageCache.dirtySince(before: start, inode: inode).isEmpty { throw HoldfastError.dataNotWritten(inodes: [inode], cause: nil) }
     }
 
     /// Commits, marks the image cleanly unmounted and closes it for writing. Dirty file data is
@@ -220,7 +268,14 @@ extension Filesystem {
                 discardAllPreallocations(state)
                 return state.closed ? [] : state.orphans.sorted()
             }
-            for number in orphans { try finishOrphan(number) }
+            // An orphan that cannot be finished now (read-only after a write error, no memory) stays
+            // on the list for the next open; the data and the commit come first either way.
+            var orphanError: (any Error)?
+            if writeFailures.readOnlyReason == nil {
+                for number in orphans {
+                    do { try finishOrphan(number) } catch { orphanError = orphanError ?? error }
+                }
+            }
             // From here writeback runs on this thread only.
             pageCache?.stopFlusher()
             var unwritten: [UInt32] = []
@@ -250,6 +305,7 @@ extension Filesystem {
             if !unwritten.isEmpty {
                 throw HoldfastError.dataNotWritten(inodes: unwritten, cause: pageCache?.checkAnyError() ?? writeFailures.firstError)
             }
+            if let orphanError { throw orphanError }
         }
     }
 
