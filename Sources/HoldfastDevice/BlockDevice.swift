@@ -143,27 +143,17 @@ public final class ImageFile: BlockDevice {
         guard isWritable else { throw DeviceError(.write, path: path, offset: offset, errno: EROFS) }
         let total = pieces.reduce(0) { $0 + $1.count }
         guard offset + UInt64(total) <= byteCount else { throw DeviceError(.write, path: path, offset: offset, errno: ENOSPC) }
-        var vectors = pieces.map { iovec(iov_base: UnsafeMutableRawPointer(mutating: $0.baseAddress), iov_len: $0.count) }
+        var vectors = IOVectors(pieces)
         var done = 0
-        var first = 0
         while done < total {
-            let n = vectors[first...].withUnsafeBufferPointer { Syscall.pwritev(fd, $0, offset + UInt64(done)) }
+            let n = vectors.withRemaining { Syscall.pwritev(fd, $0, $1, offset + UInt64(done)) }
             if n < 0 {
                 let e = Syscall.errno
                 if e == EINTR { continue }
                 throw DeviceError(.write, path: path, offset: offset + UInt64(done), errno: e)
             }
             done += n
-            // A short write: skip the pieces it finished and the written part of the next.
-            var left = n
-            while first < vectors.count, left >= vectors[first].iov_len {
-                left -= vectors[first].iov_len
-                first += 1
-            }
-            if left > 0 {
-                vectors[first].iov_base += left
-                vectors[first].iov_len -= left
-            }
+            vectors.advance(by: n)
         }
         wrote(total)
     }

@@ -19,8 +19,8 @@ enum Syscall {
         Glibc.pwrite(fd, bytes.baseAddress, bytes.count, off_t(offset))
     }
 
-    static func pwritev(_ fd: Int32, _ vectors: UnsafeBufferPointer<iovec>, _ offset: UInt64) -> Int {
-        Glibc.pwritev(fd, vectors.baseAddress, Int32(min(vectors.count, 1024)), off_t(offset))
+    static func pwritev(_ fd: Int32, _ vectors: UnsafePointer<iovec>?, _ count: Int32, _ offset: UInt64) -> Int {
+        Glibc.pwritev(fd, vectors, count, off_t(offset))
     }
 
     static func fdatasync(_ fd: Int32) -> Int32 { Glibc.fdatasync(fd) }

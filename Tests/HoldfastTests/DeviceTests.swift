@@ -51,4 +51,22 @@ struct DeviceTests {
         #expect(budget.statistics(.deviceFlush).hits == 1 && budget.statistics(.deviceRead).hits == 1)
         #expect(budget.faultsFired == 1)
     }
+
+    @Test("vectored I/O resumes after a short call at the right byte of the right piece")
+    func vectorsAdvancePastShortCalls() throws {
+        var storage = [UInt8](repeating: 0, count: 12)
+        storage.withUnsafeMutableBytes { raw in
+            let pieces = (0..<3).map { UnsafeMutableRawBufferPointer(rebasing: raw[($0 * 4)..<($0 * 4 + 4)]) }
+            var v = IOVectors(pieces)
+            v.advance(by: 6)  // the first piece and half the second
+            let (base, count) = v.withRemaining { p, n in (p!.pointee.iov_base, n) }
+            #expect(count == 2)
+            #expect(base == raw.baseAddress! + 6)
+            v.advance(by: 2)
+            #expect(v.withRemaining { _, n in n } == 1)
+            #expect(v.withRemaining { p, _ in p!.pointee.iov_len } == 4)
+            v.advance(by: 4)
+            #expect(v.withRemaining { _, n in n } == 0)
+        }
+    }
 }

@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import HoldfastDevice
 import HoldfastFormat
 import HoldfastMemory
 
@@ -36,25 +37,17 @@ enum DataSource {
                 at += piece.count
             }
         case .file(let fd, let offset, let count):
-            var vectors = pieces.map { iovec(iov_base: $0.baseAddress, iov_len: $0.count) }
-            var done = 0, first = 0
+            var vectors = IOVectors(pieces)
+            var done = 0
             while done < count {
-                let n = vectors[first...].withUnsafeBufferPointer { preadv(fd, $0.baseAddress, Int32(min($0.count, 1024)), off_t(offset) + off_t(done)) }
+                let n = vectors.withRemaining { preadv(fd, $0, $1, off_t(offset) + off_t(done)) }
                 if n < 0 {
                     if errno == EINTR { continue }
                     throw HoldfastError.hostFile(path: "source file", operation: "read", errno: errno)
                 }
                 if n == 0 { throw HoldfastError.hostFile(path: "source file", operation: "read (file shrank)", errno: EIO) }
                 done += n
-                var left = n
-                while first < vectors.count, left >= vectors[first].iov_len {
-                    left -= vectors[first].iov_len
-                    first += 1
-                }
-                if left > 0 {
-                    vectors[first].iov_base! += left
-                    vectors[first].iov_len -= left
-                }
+                vectors.advance(by: n)
             }
         }
     }
