@@ -140,19 +140,13 @@ extension Filesystem {
         }
     }
 
-    /// Reads up to `count` bytes at `offset` into a new array (zeros for holes).
+    /// Reads up to `count` bytes at `offset` into a new array (zeros for holes), through the page
+    /// cache: sequential reads read ahead (see `CachedRead.swift`).
     public func read(_ inode: Inode, offset: UInt64, count: Int) throws(HoldfastError) -> [UInt8] {
         let end = min(inode.size, offset + UInt64(count))
         guard offset < end else { return [] }
         var out = [UInt8](repeating: 0, count: Int(end - offset))
-        try streamData(inode, from: offset, to: end) { piece in
-            if case .data(let at, let bytes) = piece {
-                let o = Int(at - offset)
-                out.withUnsafeMutableBytes { dst in
-                    UnsafeMutableRawBufferPointer(rebasing: dst[o..<(o + bytes.count)]).copyMemory(from: bytes)
-                }
-            }
-        }
+        try guarded { try out.withUnsafeMutableBytes { try readCached(inode, offset: offset, into: $0) } }
         return out
     }
 

@@ -173,7 +173,9 @@ public final class Filesystem: Sendable {
         self.buddies = writable ? BuddyCache(budget: budget) : nil
         let failures = WriteFailures(policy: errors)
         self.writeFailures = failures
-        self.pageCache = writable ? PageCache(device: device, budget: budget, onWriteError: { failures.record($0) }) : nil
+        // Read-only opens have one too: reads go through it.
+        self.pageCache = PageCache(device: device, budget: budget, onWriteError: { failures.record($0) })
+        self.extentStatus = ExtentStatusCache(budget: budget)
         self.readOnlyReasons = readOnlyReasons
         self.journalReplay = replay
         self.journalSuperblock = journalSuperblock
@@ -187,8 +189,10 @@ public final class Filesystem: Sendable {
     let writer: Locked<WriteState>?
     /// The block groups' buddy bitmaps, for the allocator; nil when opened read-only.
     let buddies: BuddyCache?
-    /// File data written and not yet on the image; nil when opened read-only.
+    /// File data: written and not yet on the image, and read (with readahead).
     public let pageCache: PageCache?
+    /// What reads learnt of files' extent trees (and the delayed extents writes made).
+    public let extentStatus: ExtentStatusCache
     /// Failed writebacks and what the errors policy made of them.
     let writeFailures: WriteFailures
     /// Writes into holes wait to allocate (see `DelayedAllocation.swift`).
@@ -204,7 +208,7 @@ public final class Filesystem: Sendable {
 
     /// Every allocation site the engine has, layer by layer (`holdfast sites`).
     public static var allocationSites: [AllocationSite] {
-        AllocationSite.deviceSites + AllocationSite.cacheSites + AllocationSite.pageCacheSites + AllocationSite.journalSites + AllocationSite.filesystemSites
+        AllocationSite.deviceSites + AllocationSite.cacheSites + AllocationSite.pageCacheSites + AllocationSite.extentStatusSites + AllocationSite.journalSites + AllocationSite.filesystemSites
     }
 
     /// Reads a metadata block through the cache, after checking it lies inside the filesystem.

@@ -118,6 +118,17 @@ public final class BufferCache: Sendable {
         return data
     }
 
+    /// Consecutive blocks from `first` into `pieces` (one block each), bypassing the cache, in one
+    /// vectored read unless journal redirects fall in the run.
+    public func read(blocks first: UInt64, scattering pieces: [UnsafeMutableRawBufferPointer]) throws {
+        let i = redirects.firstIndex(atOrAfter: first)
+        if i < redirects.entries.count, redirects.entries[i].target < first + UInt64(pieces.count) {
+            for (k, piece) in pieces.enumerated() { try read(blocks: first + UInt64(k), into: piece) }
+            return
+        }
+        try device.read(scattering: pieces, at: first * UInt64(blockSize))
+    }
+
     /// Bulk read of consecutive blocks into `buffer` (a multiple of the block size), bypassing the cache:
     /// file data is read once and streamed out, so caching it would only evict metadata.
     public func read(blocks first: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws {

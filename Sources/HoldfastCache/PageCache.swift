@@ -11,7 +11,7 @@ extension AllocationSite {
         "a page a write finds it needs under the write lock after all: no reclaim, no waiting there")
     public static let writebackVector = AllocationSite("writeback.vector", .mayFail, .writeback,
         "the page list of one writeback run; without it the flusher backs off, then writes page by page")
-    public static let pageCacheSites: [AllocationSite] = [.pageCachePage, .pageCacheLocked, .writebackVector]
+    public static let pageCacheSites: [AllocationSite] = [.pageCachePage, .pageCacheLocked, .writebackVector, .pageCacheRead, .readahead]
 }
 
 /// File data by inode and logical block, in arena pages charged at `.pageCachePage`.
@@ -46,6 +46,9 @@ public final class PageCache: @unchecked Sendable {
         var dirty = false
         var writeback = false
         var held = false
+        /// A read is filling it from the device (see `PageCacheReads.swift`): nobody else touches
+        /// its bytes until the read completes it.
+        var reading = false
         /// Listed in the clean queue (at most once).
         var queued = false
         /// When the page last became dirty (fsync waits only for what was dirty when it began).
@@ -73,6 +76,10 @@ public final class PageCache: @unchecked Sendable {
         /// Reads in progress: while any runs, reclaim leaves the file's pages alone, so a read that
         /// saw the device (or a hole) before a page was written still finds the page.
         var readers = 0
+        /// Sequential-read detection and the last readahead window (see `readPlan`).
+        var nextRead: UInt64 = 0
+        var windowStart: UInt64 = 0
+        var windowSize: UInt64 = 0
     }
 
     // Everything below is guarded by `monitor`.
@@ -85,6 +92,8 @@ public final class PageCache: @unchecked Sendable {
     var cachedPages = 0
     var delayedPages = 0
     var delayedMapper: (@Sendable (UInt32) -> Bool)?
+    /// Bumped by every `drop`: a read that mapped blocks before it caches nothing it read then.
+    var dropEpoch: UInt64 = 0
     /// Clean pages in the order they became clean, for the shrinker (entries may be stale).
     var cleanQueue: [(inode: UInt32, index: UInt64)] = []
     var cleanQueueHead = 0
@@ -170,7 +179,7 @@ public final class PageCache: @unchecked Sendable {
                 files[inode] = file
                 // Never change a page while its write is in flight: the device would get half of it.
                 // Waiting lets go of the monitor, and pages may go meanwhile: count again after.
-                if (first..<(first + count)).contains(where: { file.pages[$0]?.writeback == true }) {
+                if (first..<(first + count)).contains(where: { file.pages[$0].map { $0.writeback || $0.reading } == true }) {
                     monitor.wait(timeoutNanoseconds: 10_000_000)
                     return nil
                 }
@@ -264,12 +273,14 @@ public final class PageCache: @unchecked Sendable {
             while file.pages.contains(where: { $0.key >= first && $0.key < end && $0.value.writeback }) {
                 monitor.wait(timeoutNanoseconds: 10_000_000)
             }
+            dropEpoch += 1
             for (i, p) in file.pages where i >= first && i < end {
                 if p.physical == nil { delayed += 1; file.delayed -= 1; delayedPages -= 1 }
                 clearDirty(inode, file, i)
                 file.pages[i] = nil
                 cachedPages -= 1
-                freed.append(p.page)
+                // A page being read into stays its reader's, who frees it on finding it gone.
+                if !p.reading { freed.append(p.page) }
             }
             if first == 0 && end == .max {
                 files[inode] = nil
@@ -322,7 +333,7 @@ public final class PageCache: @unchecked Sendable {
         monitor.withLock {
             while true {
                 guard let file = files[inode], let page = file.pages[index] else { return false }
-                if page.writeback { monitor.wait(timeoutNanoseconds: 10_000_000); continue }  // then look again
+                if page.writeback || page.reading { monitor.wait(timeoutNanoseconds: 10_000_000); continue }  // then look again
                 break
             }
             let file = files[inode]!
@@ -495,10 +506,18 @@ public struct PageCacheStatistics: Sendable {
     public var throttledWriters = 0
     public var writeErrors = 0
     public var reclaimedPages = 0
+    /// Reads: blocks served from pages already cached, blocks read in for a read, blocks read
+    /// ahead, blocks read around the cache for want of pages, readaheads cut short by memory.
+    public var readHits = 0
+    public var readMisses = 0
+    public var readaheadPages = 0
+    public var uncachedBlocks = 0
+    public var readaheadCut = 0
 
     public var line: String {
         "pagecache dirty=\(dirtyPages) delayed=\(delayedPages) writeback=\(writebackPages) clean=\(cleanPages) written=\(pagesWritten) "
             + "flusher-passes=\(flusherPasses) writeback-retries=\(writebackRetries) reserve-runs=\(reserveRuns) "
-            + "throttled=\(throttledWriters) write-errors=\(writeErrors) reclaimed=\(reclaimedPages)"
+            + "throttled=\(throttledWriters) write-errors=\(writeErrors) reclaimed=\(reclaimedPages) "
+            + "read-hits=\(readHits) read-misses=\(readMisses) readahead=\(readaheadPages) readahead-cut=\(readaheadCut) uncached=\(uncachedBlocks)"
     }
 }

@@ -11,6 +11,9 @@ public protocol BlockDevice: AnyObject, Sendable {
     var isWritable: Bool { get }
     /// Fills `buffer` from `offset`; a read past the end is an error, never a silent short read.
     func read(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws(DeviceError)
+    /// Fills `pieces` back to back from `offset`, in one call where the device can (preadv): the
+    /// page cache reads a run of blocks straight into its pages.
+    func read(scattering pieces: [UnsafeMutableRawBufferPointer], at offset: UInt64) throws(DeviceError)
     /// Copies `count` bytes at `offset` into the host file `fd` at `destination`, without passing
     /// through a user-space buffer where the device can (extraction's bulk path).
     func copy(from offset: UInt64, count: Int, to fd: Int32, at destination: UInt64) throws(DeviceError)
@@ -36,6 +39,15 @@ extension BlockDevice {
         }
         if let failure { throw failure }
         return out
+    }
+
+    /// One read per piece, for devices without a vectored read.
+    public func read(scattering pieces: [UnsafeMutableRawBufferPointer], at offset: UInt64) throws(DeviceError) {
+        var at = offset
+        for piece in pieces {
+            try read(into: piece, at: at)
+            at += UInt64(piece.count)
+        }
     }
 
     /// One write per piece, for devices without a vectored write.
@@ -118,6 +130,23 @@ public final class ImageFile: BlockDevice {
                 throw DeviceError(.read, path: path, offset: offset, errno: 0, shortBy: buffer.count - done)
             }
             done += n
+        }
+    }
+
+    public func read(scattering pieces: [UnsafeMutableRawBufferPointer], at offset: UInt64) throws(DeviceError) {
+        let total = pieces.reduce(0) { $0 + $1.count }
+        var vectors = IOVectors(pieces)
+        var done = 0
+        while done < total {
+            let n = vectors.withRemaining { Syscall.preadv(fd, $0, $1, offset + UInt64(done)) }
+            if n < 0 {
+                let e = Syscall.errno
+                if e == EINTR { continue }
+                throw DeviceError(.read, path: path, offset: offset + UInt64(done), errno: e)
+            }
+            if n == 0 { throw DeviceError(.read, path: path, offset: offset, errno: 0, shortBy: total - done) }
+            done += n
+            vectors.advance(by: n)
         }
     }
 

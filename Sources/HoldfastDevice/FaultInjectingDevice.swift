@@ -34,6 +34,11 @@ public final class FaultInjectingDevice: BlockDevice {
         try underlying.read(into: buffer, at: offset)
     }
 
+    public func read(scattering pieces: [UnsafeMutableRawBufferPointer], at offset: UInt64) throws(DeviceError) {
+        try check(.deviceRead, .read, offset)
+        try underlying.read(scattering: pieces, at: offset)
+    }
+
     public func copy(from offset: UInt64, count: Int, to fd: Int32, at destination: UInt64) throws(DeviceError) {
         try check(.deviceRead, .read, offset)
         try underlying.copy(from: offset, count: count, to: fd, at: destination)

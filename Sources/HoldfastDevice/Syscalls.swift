@@ -19,6 +19,10 @@ enum Syscall {
         Glibc.pwrite(fd, bytes.baseAddress, bytes.count, off_t(offset))
     }
 
+    static func preadv(_ fd: Int32, _ vectors: UnsafePointer<iovec>?, _ count: Int32, _ offset: UInt64) -> Int {
+        Glibc.preadv(fd, vectors, count, off_t(offset))
+    }
+
     static func pwritev(_ fd: Int32, _ vectors: UnsafePointer<iovec>?, _ count: Int32, _ offset: UInt64) -> Int {
         Glibc.pwritev(fd, vectors, count, off_t(offset))
     }

@@ -183,6 +183,7 @@ extension WriteContext {
                 // New delayed pages reserve their blocks now: no space is an error of this write,
                 // never of a writeback that cannot report it.
                 try reserveDelayed(pages.reduce(0) { $0 + ($1.isNew ? 1 : 0) })
+                pending.delayedRuns.append((inode, logical + done, n))
             }
             // The part of each page the source covers; new pages get their other bytes first.
             var pieces: [UnsafeMutableRawBufferPointer] = []

@@ -97,6 +97,10 @@ final class PendingChanges {
     var reserved: Int64 = 0
     /// Delayed pages this operation gave blocks: [first, first+count) of an inode, from `physical`.
     var assigned: [(inode: UInt32, first: UInt64, count: UInt64, physical: UInt64)] = []
+    /// Inodes whose extent tree or block map this operation changed: their extent-status entries go.
+    var remapped: Set<UInt32> = []
+    /// Stretches of new delayed pages [first, first+count) per inode, for the extent-status cache.
+    var delayedRuns: [(inode: UInt32, first: UInt64, count: UInt64)] = []
     /// Set while delayed pages get their blocks: that allocation spends the reservation.
     var mappingDelayed = false
 
@@ -108,7 +112,10 @@ final class PendingChanges {
 
     /// The operation succeeded: freed ranges lose their pages (waiting out writes in flight, so no
     /// freed block is written after the lock goes), held pages become dirty.
-    func publishPages(_ cache: PageCache?) {
+    func publishPages(_ cache: PageCache?, _ extents: ExtentStatusCache) {
+        // Before the pages go: a read that maps afresh after the drop finds no stale extent.
+        for inode in remapped { extents.invalidate(inode) }
+        for d in delayedRuns where !remapped.contains(d.inode) { extents.markDelayed(d.inode, first: d.first, count: d.count) }
         guard let cache else { return }
         for a in assigned { cache.assign(a.inode, first: a.first, count: a.count, physical: a.physical) }
         for d in droppedRanges { reserved -= Int64(cache.drop(d.inode, from: d.from, to: d.to)) }
@@ -116,7 +123,9 @@ final class PendingChanges {
     }
 
     /// The operation failed and its blocks are rolled back: pages it added go.
-    func discardPages(_ cache: PageCache?) {
+    func discardPages(_ cache: PageCache?, _ extents: ExtentStatusCache) {
+        // Reads may have cached the tree as the operation left it half-changed.
+        for inode in remapped { extents.invalidate(inode) }
         guard let cache else { return }
         for (inode, held) in heldPages { cache.discard(inode, held) }
     }

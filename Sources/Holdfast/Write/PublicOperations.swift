@@ -124,7 +124,7 @@ extension Filesystem {
     /// write lock; first the writer waits while dirty data is over its limit (the throttle).
     func pagesForWrite(_ inode: UInt32, at offset: UInt64, count: Int) throws -> [Page] {
         // A write past the largest file size is refused by the write itself, with its error.
-        guard let pageCache, count > 0, offset < UInt64(UInt32.max) * UInt64(blockSize),
+        guard writer != nil, let pageCache, count > 0, offset < UInt64(UInt32.max) * UInt64(blockSize),
               UInt64(count) <= UInt64(UInt32.max) * UInt64(blockSize) - offset else { return [] }
         let bs = UInt64(blockSize)
         let first = offset / bs, end = (offset + UInt64(count) + bs - 1) / bs

@@ -130,14 +130,14 @@ extension Filesystem {
         } catch {
             handle.abort()
             buddies?.invalidate(ctx.pending.bitmapGroups)
-            ctx.pending.discardPages(pageCache)
+            ctx.pending.discardPages(pageCache, extentStatus)
             throw error
         }
         handle.stop()
         state.freeBlocks = UInt64(Int64(state.freeBlocks) + ctx.counts.blocks)
         state.freeInodes = UInt64(Int64(state.freeInodes) + ctx.counts.inodes)
         ctx.pending.apply(to: state)
-        ctx.pending.publishPages(pageCache)
+        ctx.pending.publishPages(pageCache, extentStatus)
         state.reservedBlocks = UInt64(max(0, Int64(state.reservedBlocks) + ctx.pending.reserved))
         return result
     }
@@ -260,7 +260,14 @@ extension Filesystem {
     /// written first (each write tried a few times); data that cannot be written makes close fail
     /// naming the files, and the image is then left marked for e2fsck, never reported clean.
     public func close() throws(HoldfastError) {
-        guard let writer, !writer.withLock({ $0.closed }) else { return }  // a failed close said so already
+        guard let writer else {
+            // Read-only: nothing to write; what the caches hold goes back now.
+            cache.drain()
+            pageCache?.dropAllClean()
+            extentStatus.dropAll()
+            return
+        }
+        guard !writer.withLock({ $0.closed }) else { return }  // a failed close said so already
         try guarded {
             // Files still open go now, as at the last close; a truncate cut short is finished.
             let orphans = writer.withLock { state in
@@ -300,6 +307,7 @@ extension Filesystem {
                 buddies?.dropAll()
                 cache.drain()
                 pageCache?.dropAllClean()
+                extentStatus.dropAll()
                 if let e = state.pendingError { state.pendingError = nil; throw e }
             }
             if !unwritten.isEmpty {

@@ -1,0 +1,171 @@
+import HoldfastMemory
+
+extension AllocationSite {
+    public static let pageCacheRead = AllocationSite("pagecache.read", .mayFail, .page,
+        "a page a read fills from the device; without one the read goes around the cache")
+    public static let readahead = AllocationSite("pagecache.readahead", .mayFail, .page,
+        "a page read ahead of a sequential reader; short of memory the read simply reads less")
+}
+
+/// Reads through the cache.
+///
+/// A read maps the blocks it wants (its own and a readahead window), then puts placeholder pages
+/// (`reading`) in the cache for the mapped blocks it lacks and fills them from the device with the
+/// monitor let go. Writers wait for placeholders as they wait for writeback, so a page is never
+/// changed under a read that fills it. A `drop` (truncate, punch, unlink) meanwhile takes them
+/// away: the read then caches nothing and starts over, since the blocks it mapped may have gone to
+/// another file by then. Holes and unwritten extents are not cached: they read as zeros.
+extension PageCache {
+    /// A page a read fills: logical block `index` from device block `physical`.
+    public struct ReadSlot {
+        public let index: UInt64
+        public let physical: UInt64
+        public let bytes: UnsafeMutableRawBufferPointer
+        let page: Page
+    }
+
+    /// What a read of blocks [first, end) should bring in.
+    public struct ReadPlan {
+        /// Fill [first, fillEnd): the read's own blocks and the readahead window after them.
+        public let fillEnd: UInt64
+        /// Pages missing among the read's own blocks, and in the readahead part.
+        public let missingDemand: Int
+        public let missingAhead: Int
+    }
+
+    /// Plans a read of logical blocks [first, end) of a file of `limit` blocks. A read that starts
+    /// where the last one ended is sequential: its first gets a window of twice its size, and each
+    /// read that reaches into the last window starts the next one, twice as large, up to
+    /// `maxWindow` blocks (so readahead comes in a few large reads, not one per call). Any other
+    /// read resets the window and reads just its own blocks.
+    public func readPlan(_ inode: UInt32, first: UInt64, end: UInt64, limit: UInt64, maxWindow: UInt64) -> ReadPlan {
+        monitor.withLock {
+            let file = files[inode] ?? FileState()
+            files[inode] = file
+            var fillEnd = end
+            if first == file.nextRead {
+                if file.windowSize == 0 {
+                    file.windowSize = min(max(4, 2 * (end - first)), maxWindow)
+                    file.windowStart = end
+                    fillEnd = end + file.windowSize
+                } else if end > file.windowStart {
+                    file.windowStart = max(file.windowStart + file.windowSize, end)
+                    file.windowSize = min(2 * file.windowSize, maxWindow)
+                    fillEnd = file.windowStart + file.windowSize
+                }
+            } else {
+                file.windowSize = 0
+            }
+            file.nextRead = end
+            fillEnd = max(end, min(fillEnd, limit))
+            var demand = 0, ahead = 0
+            for i in first..<fillEnd where file.pages[i] == nil {
+                if i < end { demand += 1 } else { ahead += 1 }
+            }
+            forgetIfEmpty(inode, file)
+            return ReadPlan(fillEnd: fillEnd, missingDemand: demand, missingAhead: ahead)
+        }
+    }
+
+    /// The count of drops so far: a read notes it before it maps blocks.
+    public var epoch: UInt64 { monitor.withLock { dropEpoch } }
+
+    /// Placeholders for the blocks of `runs` (logical, length, device block) that have no page, in
+    /// order, from `spare` while it lasts. The caller fills them and calls `finishRead`.
+    public func beginFill(_ inode: UInt32, runs: [(logical: UInt64, length: UInt64, physical: UInt64)],
+                          spare: inout [Page]) -> [ReadSlot] {
+        monitor.withLock {
+            guard !spare.isEmpty else { return [] }
+            let file = files[inode] ?? FileState()
+            files[inode] = file
+            var slots: [ReadSlot] = []
+            for run in runs {
+                for k in 0..<run.length where file.pages[run.logical + k] == nil {
+                    guard let page = spare.popLast() else { return slots }
+                    let index = run.logical + k
+                    var cached = CachedPage(page: page, physical: run.physical + k)
+                    cached.reading = true
+                    file.pages[index] = cached
+                    cachedPages += 1
+                    slots.append(ReadSlot(index: index, physical: run.physical + k, bytes: budget.bytes(page), page: page))
+                }
+            }
+            return slots
+        }
+    }
+
+    /// Completes the read's placeholders and copies what the cache holds of bytes
+    /// [offset, offset + out.count) of the file into `out` (block `index` at its byte offset).
+    /// After a drop since `epoch` the placeholders go, nothing is copied and the result is nil: the
+    /// read starts over. Otherwise the result says which blocks of the range were copied; the
+    /// others are holes, or blocks the read could not cache.
+    public func finishRead(_ inode: UInt32, _ slots: [ReadSlot], epoch: UInt64,
+                           offset: UInt64, into out: UnsafeMutableRawBufferPointer) -> [Bool]? {
+        var freed: [Page] = []
+        defer { for p in freed { budget.freePage(p, for: .pageCacheRead) } }
+        return monitor.withLock { () -> [Bool]? in
+            let keep = dropEpoch == epoch
+            settle(inode, slots, keep: keep, freed: &freed)
+            guard keep else { return nil }
+            let bs = UInt64(blockSize)
+            let first = offset / bs, end = (offset + UInt64(out.count) + bs - 1) / bs
+            var copied = [Bool](repeating: false, count: Int(end - first))
+            guard let file = files[inode], !file.pages.isEmpty else { return copied }
+            var hits = 0
+            for i in first..<end {
+                guard let p = file.pages[i], p.uptodate, !p.reading else { continue }
+                let from = max(offset, i * bs), to = min(offset + UInt64(out.count), (i + 1) * bs)
+                let source = UnsafeRawBufferPointer(budget.bytes(p.page))
+                UnsafeMutableRawBufferPointer(rebasing: out[Int(from - offset)..<Int(to - offset)])
+                    .copyMemory(from: UnsafeRawBufferPointer(rebasing: source[Int(from - i * bs)..<Int(to - i * bs)]))
+                copied[Int(i - first)] = true
+                hits += 1
+            }
+            let demandFilled = slots.filter { $0.index < end }.count
+            counters.readHits += hits - demandFilled
+            counters.readMisses += demandFilled
+            counters.readaheadPages += slots.count - demandFilled
+            return copied
+        }
+    }
+
+    /// The device failed the read: its placeholders go.
+    public func abandonRead(_ inode: UInt32, _ slots: [ReadSlot]) {
+        var freed: [Page] = []
+        monitor.withLock { settle(inode, slots, keep: false, freed: &freed) }
+        for p in freed { budget.freePage(p, for: .pageCacheRead) }
+    }
+
+    /// Under the lock: placeholders become clean pages (`keep`) or go; pages a drop already took
+    /// out of the map are only freed.
+    private func settle(_ inode: UInt32, _ slots: [ReadSlot], keep: Bool, freed: inout [Page]) {
+        let file = files[inode]
+        for slot in slots {
+            guard let file, let p = file.pages[slot.index], p.page == slot.page else {
+                freed.append(slot.page)
+                continue
+            }
+            if keep {
+                file.pages[slot.index]!.reading = false
+                file.pages[slot.index]!.uptodate = true
+                file.pages[slot.index]!.queued = true
+                cleanQueue.append((inode, slot.index))
+            } else {
+                file.pages[slot.index] = nil
+                cachedPages -= 1
+                freed.append(slot.page)
+            }
+        }
+        if !slots.isEmpty { monitor.broadcast() }
+        if let file { forgetIfEmpty(inode, file) }
+    }
+
+    /// Counts a read that went around the cache for want of pages (`blocks` blocks), and a
+    /// readahead cut short for want of memory.
+    public func countShortRead(uncachedBlocks: Int, readaheadCut: Bool) {
+        monitor.withLock {
+            counters.uncachedBlocks += uncachedBlocks
+            if readaheadCut { counters.readaheadCut += 1 }
+        }
+    }
+}

@@ -1,0 +1,213 @@
+import Foundation
+import Holdfast
+import HoldfastCache
+import HoldfastMemory
+import Testing
+
+/// Reads at an offset through the page cache: readahead for sequential readers, less of it short
+/// of memory, and never a stale byte after a write, truncate, punch or a block changing hands.
+@Suite("reads through the page cache", .serialized)
+struct CachedReadTests {
+    /// An image holding `/f`, `megabytes` of a pattern, written by Holdfast and closed.
+    static func imageWithFile(_ scratch: Scratch, megabytes: Int, seed: UInt64 = 7) throws -> (String, [UInt8]) {
+        let image = scratch.path("r.img")
+        try WritePathTests.makeImage(image, blockSize: 4096, megabytes: 128)
+        let data = PageCacheTests.pattern(megabytes << 20, seed: seed)
+        let fs = try WritePathTests.open(image)
+        let f = try fs.create(path: "/f", kind: .regular, owner: Ownership(permissions: 0o644))
+        try fs.write(f, at: 0, data)
+        try fs.close()
+        return (image, data)
+    }
+
+    static func readOnly(_ image: String, memory: Int, faults: FaultPlan? = nil) throws -> Filesystem {
+        var options = OpenOptions(memoryBudget: memory)
+        options.faultPlan = faults
+        return try Filesystem.open(path: image, options: options)
+    }
+
+    @Test("sequential reads read ahead in growing windows and return the image's bytes")
+    func sequentialReadahead() throws {
+        let scratch = try Scratch()
+        let (image, data) = try Self.imageWithFile(scratch, megabytes: 8)
+        let fs = try Self.readOnly(image, memory: 16 << 20)
+        let inode = try fs.resolve("/f")
+        var back: [UInt8] = []
+        for offset in stride(from: 0, to: data.count, by: 128 << 10) {
+            back += try fs.read(inode, offset: UInt64(offset), count: 128 << 10)
+        }
+        #expect(back == data)
+        let s = fs.pageCache!.statistics
+        let blocks = data.count / 4096
+        // Only the first read waits for its own blocks; every later one finds them read ahead.
+        #expect(s.readMisses == 32, "\(s.line)")
+        #expect(s.readaheadPages == blocks - 32, "\(s.line)")
+        #expect(s.readHits == blocks - 32, "\(s.line)")
+        #expect(s.readaheadCut == 0 && s.uncachedBlocks == 0)
+        // A second pass is all hits: the pages stayed.
+        let hitsBefore = s.readHits
+        #expect(try fs.read(inode, offset: 0, count: data.count) == data)
+        #expect(fs.pageCache!.statistics.readHits == hitsBefore + blocks)
+        try fs.close()
+    }
+
+    @Test("random reads read no more than they ask for")
+    func randomReadsNoReadahead() throws {
+        let scratch = try Scratch()
+        let (image, data) = try Self.imageWithFile(scratch, megabytes: 8)
+        let fs = try Self.readOnly(image, memory: 16 << 20)
+        let inode = try fs.resolve("/f")
+        var rng = SplitMix(seed: 3)
+        for _ in 0..<200 {
+            let offset = Int(rng.next() % UInt64(data.count - 10_000)) | 1  // never a block start: never sequential
+            let count = Int(rng.next() % 9000) + 1
+            #expect(try fs.read(inode, offset: UInt64(offset), count: count) == Array(data[offset..<(offset + count)]))
+        }
+        let s = fs.pageCache!.statistics
+        #expect(s.readaheadPages == 0, "\(s.line)")
+        #expect(s.readMisses > 0 && s.readMisses <= 200 * 4)
+        try fs.close()
+    }
+
+    @Test("short of memory a read reads ahead less, then goes around the cache, and its bytes are exact",
+          arguments: ["site=pagecache.readahead,persistent", "category=page,persistent", "category=page,probability=0.4,seed=2"])
+    func shortOfMemory(spec: String) throws {
+        let scratch = try Scratch()
+        let (image, data) = try Self.imageWithFile(scratch, megabytes: 4)
+        let fs = try Self.readOnly(image, memory: 4 << 20, faults: try FaultPlan(parsing: spec))
+        let inode = try fs.resolve("/f")
+        var back: [UInt8] = []
+        for offset in stride(from: 0, to: data.count, by: 100_000) {
+            back += try fs.read(inode, offset: UInt64(offset), count: 100_000)
+        }
+        #expect(back == data)
+        let s = fs.pageCache!.statistics
+        #expect(s.readaheadCut > 0, "\(s.line)")
+        if spec.hasPrefix("site=") {
+            #expect(s.readaheadPages == 0 && s.uncachedBlocks == 0, "demand pages still come: \(s.line)")
+        } else if spec.contains("persistent") {
+            // Reads that share an edge block both read it.
+            #expect(s.uncachedBlocks >= data.count / 4096 && s.readMisses == 0 && s.readaheadPages == 0, "\(s.line)")
+        } else {
+            #expect(s.uncachedBlocks > 0 && s.readMisses + s.readaheadPages > 0, "\(s.line)")
+        }
+        try fs.close()
+        #expect(fs.budget.used == 0)
+    }
+
+    @Test("a file larger than the budget reads through it: clean pages are reclaimed, the budget holds")
+    func largerThanBudget() throws {
+        let scratch = try Scratch()
+        let (image, data) = try Self.imageWithFile(scratch, megabytes: 24)
+        let fs = try Self.readOnly(image, memory: 2 << 20)
+        let inode = try fs.resolve("/f")
+        for offset in stride(from: 0, to: data.count, by: 64 << 10) {
+            let part = try fs.read(inode, offset: UInt64(offset), count: 64 << 10)
+            #expect(part == Array(data[offset..<(offset + (64 << 10))]))
+        }
+        let s = fs.pageCache!.statistics
+        #expect(s.reclaimedPages > 0 && s.readaheadPages > data.count / 4096 / 2, "\(s.line)")
+        #expect(fs.budget.peak <= 2 << 20)
+        try fs.close()
+        #expect(fs.budget.used == 0)
+    }
+
+    @Test("cached pages never go stale: overwrite, truncate and grow, punch, and blocks reused by another file")
+    func coherentAfterChanges() throws {
+        let scratch = try Scratch()
+        let (image, data) = try Self.imageWithFile(scratch, megabytes: 2)
+        let fs = try WritePathTests.open(image, memory: 8 << 20)
+        let f = try fs.resolve("/f").number
+        #expect(try fs.read(try fs.inode(f), offset: 0, count: data.count) == data)
+        #expect(fs.pageCache!.statistics.cleanPages >= 512, "the file is cached clean")
+        var expected = data
+        let patch = PageCacheTests.pattern(10_000, seed: 99)
+        try fs.write(f, at: 5000, patch)
+        expected.replaceSubrange(5000..<15_000, with: patch)
+        #expect(try fs.read(try fs.inode(f), offset: 0, count: data.count) == expected)
+        try fs.truncate(f, to: 300_000)
+        try fs.truncate(f, to: UInt64(data.count))
+        expected.replaceSubrange(300_000..<data.count, with: [UInt8](repeating: 0, count: data.count - 300_000))
+        #expect(try fs.read(try fs.inode(f), offset: 0, count: data.count) == expected, "grown back: zeros, not the old pages")
+        try fs.fallocate(f, offset: 40_960, length: 81_920, mode: .punchHole)
+        expected.replaceSubrange(40_960..<122_880, with: [UInt8](repeating: 0, count: 81_920))
+        #expect(try fs.read(try fs.inode(f), offset: 0, count: data.count) == expected)
+        // The file goes; a new one gets its blocks: reads of the new one show only its own bytes.
+        try fs.unlink(path: "/f")
+        let g = try fs.create(path: "/g", kind: .regular, owner: Ownership(permissions: 0o644))
+        let other = PageCacheTests.pattern(data.count, seed: 100)
+        try fs.write(g, at: 0, other)
+        try fs.sync()
+        #expect(try fs.read(try fs.inode(g), offset: 0, count: other.count) == other)
+        try fs.close()
+        try WritePathTests.expectClean(image)
+    }
+
+    @Test("a reader racing truncates and rewrites of two files sees only its own file's bytes or zeros")
+    func readerRacingReallocation() throws {
+        let scratch = try Scratch()
+        let image = scratch.path("race.img")
+        try WritePathTests.makeImage(image, blockSize: 4096, megabytes: 64)
+        let fs = try WritePathTests.open(image, memory: 4 << 20)
+        let files = try [1, 2].map { try fs.create(path: "/r\($0)", kind: .regular, owner: Ownership(permissions: 0o644)) }
+        /// Every 8-byte word of block `index` of file `id` holds (id, index): a block of the other
+        /// file, or of another place in this one, is seen at once.
+        func contents(_ id: UInt64, blocks: Int) -> [UInt8] {
+            var out = [UInt8](repeating: 0, count: blocks * 4096)
+            out.withUnsafeMutableBytes { raw in
+                let words = raw.bindMemory(to: UInt64.self)
+                for i in 0..<words.count { words[i] = id << 32 | UInt64(i / 512) }
+            }
+            return out
+        }
+        for (k, f) in files.enumerated() { try fs.write(f, at: 0, contents(UInt64(k + 1), blocks: 256)) }
+        try fs.sync()
+        let stop = Locked(false)
+        let wrong = Locked<[String]>([])
+        let reader = Thread {
+            var rng = SplitMix(seed: 11)
+            var offset: UInt64 = 0
+            while !stop.withLock({ $0 }) {
+                guard let inode = try? fs.inode(files[0]), let bytes = try? fs.read(inode, offset: offset, count: 65536) else { continue }
+                bytes.withUnsafeBytes { raw in
+                    for w in stride(from: 0, to: raw.count - 7, by: 8) {
+                        let word = raw.loadUnaligned(fromByteOffset: w, as: UInt64.self)
+                        let at = (offset + UInt64(w)) / 4096
+                        if word != 0 && word != 1 << 32 | at {
+                            wrong.withLock { $0.append("block \(at) read \(String(word, radix: 16))") }
+                            return
+                        }
+                    }
+                }
+                // Mostly sequential (readahead), sometimes a jump.
+                offset = rng.next() % 8 == 0 ? (rng.next() % 256) * 4096 : (offset + 65536) % (1 << 20)
+            }
+        }
+        reader.start()
+        for round in 0..<150 {
+            for (k, f) in files.enumerated() {
+                try fs.truncate(f, to: 0)
+                try fs.write(f, at: 0, contents(UInt64(k + 1), blocks: 256))
+            }
+            if round % 10 == 0 { try fs.sync() }
+        }
+        stop.withLock { $0 = true }
+        while !reader.isFinished { usleep(1000) }
+        #expect(wrong.withLock { $0 }.isEmpty, "\(wrong.withLock { $0.prefix(5) })")
+        try fs.close()
+        try WritePathTests.expectClean(image)
+    }
+}
+
+/// A small seeded generator for test offsets.
+struct SplitMix {
+    var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+}
