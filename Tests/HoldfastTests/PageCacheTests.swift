@@ -324,6 +324,11 @@ struct PageCacheTortureTests {
             try fs.write(n, at: 0, a)
             try d.sync()
             out.acknowledged["/a"] = a
+            // Read back in order through the description (readahead), after the clean pages went.
+            fs.pageCache?.dropAllClean()
+            var back: [UInt8] = []
+            for offset in stride(from: 0, to: a.count, by: 16 << 10) { back += try d.read(at: UInt64(offset), count: 16 << 10) }
+            if back != a { Issue.record("\(label): /a read back wrong") }
         }
         // B: overwrite, truncate, fallocate, punch, then fsync: the expected bytes follow each step.
         _ = step {
@@ -342,6 +347,7 @@ struct PageCacheTortureTests {
             b.replaceSubrange((8 << 10)..<(16 << 10), with: [UInt8](repeating: 0, count: 8 << 10))
             try d.sync()
             out.acknowledged["/b"] = b
+            if try fs.read(try fs.inode(n), offset: 0, count: 1 << 20) != b { Issue.record("\(label): /b read back wrong") }
         }
         // C: unlinked while open, written after, closed (the orphan goes at the last close).
         _ = step {
@@ -411,7 +417,7 @@ struct PageCacheTortureTests {
         #expect(dry.cleanFailures == 0)
         #expect(dry.acknowledged.count == 14)
         let sites = budget.hitSites.filter { $0.site.category != .io && $0.hits > 0 }
-        for name in ["pagecache.page", "writeback.vector", "handle.undo", "buffer.block"] {
+        for name in ["pagecache.page", "writeback.vector", "handle.undo", "buffer.block", "pagecache.read", "pagecache.readahead", "extent-status.entry"] {
             #expect(sites.contains { $0.site.name == name }, "the workload never reaches \(name)")
         }
         var report: [String] = []
