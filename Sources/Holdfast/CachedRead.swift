@@ -69,12 +69,13 @@ extension Filesystem {
             do {
                 try forEachRun(inode, from: from) { run in
                     guard run.logical < to else { return false }
-                    let start = max(run.logical, from), stop = min(run.logical + run.length, to)
-                    if start > at { found.append(.init(logical: at, length: start - at, status: .hole)) }
-                    found.append(.init(logical: start, length: stop - start, physical: run.physical! + (start - run.logical),
+                    // Whole extents, also past `to`: the next reads in them then walk no tree.
+                    if run.logical > at { found.append(.init(logical: at, length: run.logical - at, status: .hole)) }
+                    let start = max(run.logical, at)
+                    found.append(.init(logical: start, length: run.logical + run.length - start, physical: run.physical! + (start - run.logical),
                                        status: run.unwritten ? .unwritten : .written))
-                    at = stop
-                    return stop < to
+                    at = run.logical + run.length
+                    return at < to
                 }
             } catch {
                 extentStatus.endWalk(number)

@@ -46,6 +46,7 @@ struct ImageOptions: ParsableArguments {
         MemoryReport.shared.enabled = stats
         let fs = try Filesystem.open(path: image, options: options)
         MemoryReport.shared.pageCache = fs.pageCache
+        MemoryReport.shared.extentStatus = fs.extentStatus
         for w in fs.warnings { Output.error("holdfast: warning: \(w)") }
         return fs
     }
@@ -63,6 +64,7 @@ final class MemoryReport: @unchecked Sendable {
     static let shared = MemoryReport()
     var budget: MemoryBudget?
     var pageCache: PageCache?
+    var extentStatus: ExtentStatusCache?
     var enabled = false
 
     /// The `--stats` lines: sites that were hit, then the budget.
@@ -75,6 +77,7 @@ final class MemoryReport: @unchecked Sendable {
         }
         out.append("reclaim passes=\(b.reclaimPasses) freed=\(b.reclaimedBytes) long-waits=\(b.longWaits) stalls=\(b.stalls)")
         if let pageCache { out.append(pageCache.statistics.line) }
+        if let extentStatus { out.append(extentStatus.statistics.line) }
         if let plan = b.faultPlan { out.append("inject plan=\(plan) fired=\(b.faultsFired)") }
         return out
     }

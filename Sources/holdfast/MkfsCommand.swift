@@ -49,6 +49,7 @@ struct MkfsCommand: ParsableCommand {
             MemoryReport.shared.enabled = stats
             let fs = try Filesystem.open(path: image, options: open)
             MemoryReport.shared.pageCache = fs.pageCache
+            MemoryReport.shared.extentStatus = fs.extentStatus
             let status = StatusLine(label: "mkfs")
             do {
                 let summary = try fs.populateRoot(from: from) { s in
