@@ -20,7 +20,8 @@ extension Filesystem {
         let number = given.number
         let first = offset / bs, end = (offset + UInt64(out.count) + bs - 1) / bs
         let plan = cache.readPlan(number, first: first, end: end, limit: (given.size + bs - 1) / bs, maxWindow: readaheadBlocks)
-        // Pages are taken before the file is pinned: taking them may reclaim the file's own clean pages.
+        // Nothing is pinned while the read maps blocks (which may need memory, and reclaim may take
+        // this file's clean pages): a writeback or drop meanwhile makes it start over instead.
         var spare: [Page] = []
         defer { for p in spare { budget.freePage(p, for: .pageCacheRead) } }
         var cut = false
@@ -31,10 +32,10 @@ extension Filesystem {
             }
             spare.append(page)
         }
-        cache.beginRead(number)
-        defer { cache.endRead(number) }
+        cache.beginCachedRead(number)
+        defer { cache.endCachedRead(number) }
         for _ in 0..<8 {
-            let epoch = cache.epoch
+            let epoch = cache.epoch(number)
             // The mapping read afresh after the epoch: a block mapped now is the file's at `epoch`.
             var inode = given
             if let fresh = try? readInode(number), fresh.mode == given.mode { inode = fresh }
@@ -47,7 +48,8 @@ extension Filesystem {
                 cache.abandonRead(number, slots)
                 throw error
             }
-            // nil: a truncate or punch came in between; its blocks may be another file's now.
+            // nil: a truncate or punch came in between (its blocks may be another file's now), or a
+            // page became clean and may have gone after the mapping said "hole".
             guard let copied = cache.finishRead(number, slots, epoch: epoch, offset: offset, into: out) else { continue }
             let uncached = try readAround(runs, copied: copied, first: first, offset: offset, into: out)
             if uncached > 0 || cut { cache.countShortRead(uncachedBlocks: uncached, readaheadCut: cut) }

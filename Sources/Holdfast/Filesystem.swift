@@ -1,6 +1,7 @@
 import HoldfastCache
 import HoldfastDevice
 import HoldfastFormat
+import Synchronization
 import HoldfastJournal
 import HoldfastMemory
 
@@ -191,6 +192,9 @@ public final class Filesystem: Sendable {
     let buddies: BuddyCache?
     /// File data: written and not yet on the image, and read (with readahead).
     public let pageCache: PageCache?
+    /// Last closes of unlinked files whose orphan work waited on the list for want of memory.
+    let deferredEvictions = Atomic<Int>(0)
+    public var evictionsDeferred: Int { deferredEvictions.load(ordering: .relaxed) }
     /// What reads learnt of files' extent trees (and the delayed extents writes made).
     public let extentStatus: ExtentStatusCache
     /// Failed writebacks and what the errors policy made of them.
@@ -201,6 +205,10 @@ public final class Filesystem: Sendable {
     // The cache gives its own pages back when it goes; only the redirect table is the filesystem's.
     deinit {
         if writer != nil { finishWriting(reportingTo: nil) }
+        // The caches may outlive the filesystem (`--stats` keeps them for their counters): what
+        // they hold goes back now. Dirty pages, if any are left, stay charged: they were never written.
+        pageCache?.dropAllClean()
+        extentStatus.dropAll()
         if redirectBytes > 0 { budget.uncharge(redirectBytes, for: .journalRedirects) }
     }
 

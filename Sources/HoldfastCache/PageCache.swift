@@ -76,6 +76,12 @@ public final class PageCache: @unchecked Sendable {
         /// Reads in progress: while any runs, reclaim leaves the file's pages alone, so a read that
         /// saw the device (or a hole) before a page was written still finds the page.
         var readers = 0
+        /// Reads through the cache in progress: they keep this state (and `cleaned`) alive but
+        /// pin nothing, so a read never keeps reclaim from its own file's clean pages.
+        var cachedReaders = 0
+        /// Writebacks of the file completed: a page that became clean may be reclaimed, so a
+        /// read whose mapping is older than that starts over (`finishRead`).
+        var cleaned: UInt64 = 0
         /// Sequential-read detection and the last readahead window (see `readPlan`).
         var nextRead: UInt64 = 0
         var windowStart: UInt64 = 0
@@ -384,7 +390,7 @@ public final class PageCache: @unchecked Sendable {
 
     /// State kept for a file with neither pages nor an error to report goes.
     func forgetIfEmpty(_ inode: UInt32, _ file: FileState) {
-        if file.pages.isEmpty && file.errors == 0 && file.readers == 0 { files[inode] = nil }
+        if file.pages.isEmpty && file.errors == 0 && file.readers == 0 && file.cachedReaders == 0 { files[inode] = nil }
     }
 
     // MARK: Reading

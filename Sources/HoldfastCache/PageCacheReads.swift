@@ -67,8 +67,33 @@ extension PageCache {
         }
     }
 
-    /// The count of drops so far: a read notes it before it maps blocks.
-    public var epoch: UInt64 { monitor.withLock { dropEpoch } }
+    /// What a read notes before it maps blocks: the drops so far and the file's completed writebacks.
+    public struct ReadEpoch: Equatable {
+        let drops: UInt64
+        let cleaned: UInt64
+    }
+
+    /// A read through the cache of `inode` begins (pair with `endCachedRead`); nothing is pinned.
+    public func beginCachedRead(_ inode: UInt32) {
+        monitor.withLock {
+            let file = files[inode] ?? FileState()
+            files[inode] = file
+            file.cachedReaders += 1
+        }
+    }
+
+    public func endCachedRead(_ inode: UInt32) {
+        monitor.withLock {
+            guard let file = files[inode] else { return }
+            file.cachedReaders -= 1
+            forgetIfEmpty(inode, file)
+        }
+    }
+
+    /// Between `beginCachedRead` and `endCachedRead`.
+    public func epoch(_ inode: UInt32) -> ReadEpoch {
+        monitor.withLock { ReadEpoch(drops: dropEpoch, cleaned: files[inode]?.cleaned ?? 0) }
+    }
 
     /// Placeholders for the blocks of `runs` (logical, length, device block) that have no page, in
     /// order, from `spare` while it lasts. The caller fills them and calls `finishRead`.
@@ -96,15 +121,16 @@ extension PageCache {
 
     /// Completes the read's placeholders and copies what the cache holds of bytes
     /// [offset, offset + out.count) of the file into `out` (block `index` at its byte offset).
-    /// After a drop since `epoch` the placeholders go, nothing is copied and the result is nil: the
+    /// After a drop or a completed writeback of the file since `epoch` the placeholders go, nothing is copied and the result is nil: the
     /// read starts over. Otherwise the result says which blocks of the range were copied; the
     /// others are holes, or blocks the read could not cache.
-    public func finishRead(_ inode: UInt32, _ slots: [ReadSlot], epoch: UInt64,
+    public func finishRead(_ inode: UInt32, _ slots: [ReadSlot], epoch: ReadEpoch,
                            offset: UInt64, into out: UnsafeMutableRawBufferPointer) -> [Bool]? {
         var freed: [Page] = []
         defer { for p in freed { budget.freePage(p, for: .pageCacheRead) } }
         return monitor.withLock { () -> [Bool]? in
-            let keep = dropEpoch == epoch
+            // A drop, or a page cleaned (and so reclaimable) since the mapping was read: start over.
+            let keep = epoch == ReadEpoch(drops: dropEpoch, cleaned: files[inode]?.cleaned ?? 0)
             settle(inode, slots, keep: keep, freed: &freed)
             guard keep else { return nil }
             let bs = UInt64(blockSize)

@@ -105,6 +105,7 @@ extension PageCache {
                     setDirty(run.inode, file, i, now: now)
                 }
             }
+            if error == nil && !backedOff { file.cleaned += 1 }
             file.writeback -= run.indices.count
             writebackPages -= run.indices.count
             if backedOff {

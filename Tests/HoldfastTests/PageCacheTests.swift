@@ -288,6 +288,48 @@ struct PageCacheTests {
     }
 }
 
+extension PageCacheTests {
+    @Test("the last close of an unlinked file never fails for want of memory: the orphan waits on the list, nothing leaks")
+    func evictionCannotFail() throws {
+        let scratch = try Scratch()
+        let pristine = scratch.path("e.img")
+        try WritePathTests.makeImage(pristine, blockSize: 4096, megabytes: 32)
+        /// An unlinked file still open, its last close still to come.
+        func prepare(_ image: String, _ plan: FaultPlan?) throws -> (Filesystem, OpenFile) {
+            try Support.sh(["cp", pristine, image])
+            var options = OpenOptions(memoryBudget: 4 << 20, writable: true)
+            options.faultPlan = plan
+            options.flusher = false  // the same hits in the same order each run
+            let fs = try Filesystem.open(path: image, options: options)
+            let n = try fs.create(path: "/u", kind: .regular, owner: Ownership(permissions: 0o644))
+            try fs.write(n, at: 0, Self.pattern(3 << 20, seed: 21))
+            try fs.sync()
+            let d = try fs.openFile(n)
+            try fs.unlink(path: "/u")
+            return (fs, d)
+        }
+        let (dry, dd) = try prepare(scratch.path("dry.img"), nil)
+        let hits = dry.budget.hitSites.first { $0.site.name == "handle.undo" }?.hits ?? 0
+        try dd.close()
+        try dry.close()
+        #expect(hits > 0)
+        // Every handle from the last close on fails for memory.
+        let image = scratch.path("e.run.img")
+        let (fs, d) = try prepare(image, FaultPlan(nth: hits + 1, site: "handle.undo", persistent: true))
+        try d.close()  // must not throw
+        #expect(fs.evictionsDeferred == 1)
+        #expect(throws: HoldfastError.self, "the image's close cannot finish the orphan either, and says so") { try fs.close() }
+        // The next open finishes it: the blocks come back and e2fsck is clean.
+        let again = try WritePathTests.open(image)
+        let free = try again.statistics().freeBlocks
+        try again.close()
+        let base = try WritePathTests.open(scratch.path("dry.img"))
+        #expect(free == (try base.statistics().freeBlocks), "the unlinked file's blocks are free again")
+        try base.close()
+        try WritePathTests.expectClean(image)
+    }
+}
+
 /// The torture run of the page cache (DESIGN.md, fault injection): a mixed workload of writes,
 /// overwrites, truncates, fallocate, fsync and unlink while open, with each allocation site it
 /// reaches failing in turn (its first, middle and last hit; once, and from then on). Every run:

@@ -1,4 +1,8 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import HoldfastDevice
+import Synchronization
 import HoldfastMemory
 
 /// An open file description: while one is open, the inode outlives its last link (unlink(2) of
@@ -78,8 +82,25 @@ extension Filesystem {
                 discardPreallocation(inode, state)
                 return !state.closed && state.orphans.contains(inode)
             }
-            if last { try finishOrphan(inode) }
+            if last { try evict(inode) }
         }
+    }
+
+    /// The last close of an unlinked file (ext4's evict) cannot fail for want of memory: short of
+    /// it, the orphan work is tried again after a pause, and if memory stays short the inode waits
+    /// on the orphan list, which the image's close or its next open finishes. Nothing leaks and
+    /// nothing is reported; only a device error is.
+    func evict(_ inode: UInt32) throws {
+        for attempt in 0..<4 {
+            do {
+                try finishOrphan(inode)
+                return
+            } catch {
+                guard case .outOfMemory = HoldfastError.wrap(error) else { throw error }
+                usleep(UInt32(1000 << attempt))
+            }
+        }
+        deferredEvictions.add(1, ordering: .relaxed)
     }
 
     /// Is any file description open on `inode`?

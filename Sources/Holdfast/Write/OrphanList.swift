@@ -114,8 +114,10 @@ final class PendingChanges {
     /// freed block is written after the lock goes), held pages become dirty.
     func publishPages(_ cache: PageCache?, _ extents: ExtentStatusCache) {
         // Before the pages go: a read that maps afresh after the drop finds no stale extent.
-        for inode in remapped { extents.invalidate(inode) }
-        for d in delayedRuns where !remapped.contains(d.inode) { extents.markDelayed(d.inode, first: d.first, count: d.count) }
+        // Dropped delayed pages leave no trace in the tree: their delayed extents go too.
+        let forgotten = remapped.union(droppedRanges.map(\.inode))
+        for inode in forgotten { extents.invalidate(inode) }
+        for d in delayedRuns where !forgotten.contains(d.inode) { extents.markDelayed(d.inode, first: d.first, count: d.count) }
         guard let cache else { return }
         for a in assigned { cache.assign(a.inode, first: a.first, count: a.count, physical: a.physical) }
         for d in droppedRanges { reserved -= Int64(cache.drop(d.inode, from: d.from, to: d.to)) }
