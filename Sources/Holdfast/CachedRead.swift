@@ -13,9 +13,23 @@ extension Filesystem {
     /// clipped to i_size. Short of memory a read first reads ahead less, then reads around the
     /// cache: it never fails for want of pages.
     func readCached(_ given: Inode, offset: UInt64, into out: UnsafeMutableRawBufferPointer) throws {
-        guard let cache = pageCache, !given.hasInlineData, out.count > 0 else {
+        guard pageCache != nil, !given.hasInlineData, out.count > 0 else {
             return try readStreamed(given, offset: offset, into: out)
         }
+        // A large read goes in pieces of at most a sixteenth of the budget (1 MiB at most), so the
+        // pages it takes at once never crowd out the metadata its mapping needs.
+        let piece = UInt64(max(1, min(1 << 20, budget.limit / 16) / blockSize) * blockSize)
+        var at: UInt64 = 0
+        while at < UInt64(out.count) {
+            // Piece ends fall on block boundaries of the file, so the next piece reads on sequentially.
+            let stop = min(UInt64(out.count), (offset + at) / UInt64(blockSize) * UInt64(blockSize) + piece - offset)
+            try readCachedPiece(given, offset: offset + at, into: UnsafeMutableRawBufferPointer(rebasing: out[Int(at)..<Int(stop)]))
+            at = stop
+        }
+    }
+
+    private func readCachedPiece(_ given: Inode, offset: UInt64, into out: UnsafeMutableRawBufferPointer) throws {
+        guard let cache = pageCache else { return }
         let bs = UInt64(blockSize)
         let number = given.number
         let first = offset / bs, end = (offset + UInt64(out.count) + bs - 1) / bs

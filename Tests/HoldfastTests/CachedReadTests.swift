@@ -112,6 +112,27 @@ struct CachedReadTests {
         #expect(fs.budget.used == 0)
     }
 
+    @Test("one read of a file six times the budget, with an extent tree of index blocks, returns its bytes")
+    func oneReadLargerThanBudget() throws {
+        let scratch = try Scratch()
+        let image = scratch.path("frag.img")
+        try WritePathTests.makeImage(image, blockSize: 4096, megabytes: 64)
+        let fs = try WritePathTests.open(image, memory: 4 << 20, delayedAllocation: false)
+        let f = try fs.create(path: "/frag", kind: .regular, owner: Ownership(permissions: 0o644))
+        var expected = [UInt8](repeating: 0, count: 2999 * 2 * 4096 + 1)  // the size ends after the last byte
+        for k in 0..<3000 {  // every other block: 3,000 extents, index blocks above the leaves
+            try fs.write(f, at: UInt64(k * 2 * 4096), [UInt8(k & 0xFF) | 1])
+            expected[k * 2 * 4096] = UInt8(k & 0xFF) | 1
+        }
+        try fs.sync()
+        fs.pageCache!.dropAllClean()
+        // The read's pages must never crowd out the blocks its mapping needs.
+        #expect(try fs.read(try fs.inode(f), offset: 0, count: expected.count + 4096) == expected)
+        #expect(fs.budget.peak <= 4 << 20)
+        try fs.close()
+        try WritePathTests.expectClean(image)
+    }
+
     @Test("cached pages never go stale: overwrite, truncate and grow, punch, and blocks reused by another file")
     func coherentAfterChanges() throws {
         let scratch = try Scratch()
