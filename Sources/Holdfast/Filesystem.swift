@@ -154,6 +154,7 @@ public final class Filesystem: Sendable {
         handedOver = true
         if options.writable {
             pageCache?.setDelayedMapper { [weak self] inode in self?.mapDelayedForWriteback(inode) ?? false }
+            pageCache?.setUpWritebackReserve()
             try startWriting()
             if options.flusher { pageCache?.startFlusher() }
         }

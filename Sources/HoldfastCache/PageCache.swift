@@ -11,7 +11,10 @@ extension AllocationSite {
         "a page a write finds it needs under the write lock after all: no reclaim, no waiting there")
     public static let writebackVector = AllocationSite("writeback.vector", .mayFail, .writeback,
         "the page list of one writeback run; without it the flusher backs off, then writes page by page")
-    public static let pageCacheSites: [AllocationSite] = [.pageCachePage, .pageCacheLocked, .writebackVector, .pageCacheRead, .readahead]
+    public static let writebackReserve = AllocationSite("writeback.reserve", .mayFail, .writeback,
+        "the writeback reserve: one run's page list, kept from the start for when the budget has none")
+    public static let pageCacheSites: [AllocationSite] = [.pageCachePage, .pageCacheLocked, .writebackVector, .writebackReserve,
+                                                           .pageCacheRead, .readahead]
 }
 
 /// File data by inode and logical block, in arena pages charged at `.pageCachePage`.
@@ -114,6 +117,9 @@ public final class PageCache: @unchecked Sendable {
     var flusherKick = false
     var flusherThread: pthread_t?
 
+    /// One run's page list set aside while the filesystem is writable (rule 3): writeback that
+    /// finds the budget full and may not back off still writes a run in one call.
+    let writebackPool = Locked<MemoryPool<Int>?>(nil)
     /// Called (from the thread that wrote) for each failed writeback, for the errors policy.
     let onWriteError: @Sendable (DeviceError) -> Void
     private let shrinkerToken = Locked<ShrinkerToken?>(nil)
@@ -141,6 +147,19 @@ public final class PageCache: @unchecked Sendable {
             for (_, p) in file.pages { budget.freePage(p.page, for: .pageCachePage) }
         }
     }
+
+    /// Sets the writeback reserve aside (a writable open); false if the budget cannot hold it.
+    @discardableResult
+    public func setUpWritebackReserve() -> Bool {
+        // The page list is a Swift array; the pool holds its charge, so the budget stays true.
+        let pool = try? MemoryPool(name: "writeback", site: .writebackReserve, minimum: 1,
+                                   elementBytes: maxRunPages * PageCache.vectorBytesPerPage, budget: budget, make: { 0 })
+        writebackPool.withLock { $0 = pool }
+        return pool != nil
+    }
+
+    /// Gives the reserve back (close, after the last writeback).
+    public func releaseWritebackReserve() { writebackPool.withLock { $0 = nil } }
 
     // MARK: Writing into pages
 
@@ -509,6 +528,8 @@ public struct PageCacheStatistics: Sendable {
     public var writebackRetries = 0
     /// Runs written page by page because their page list could not be had.
     public var reserveRuns = 0
+    /// Runs written in one call on the writeback reserve because the budget had no page list.
+    public var poolRuns = 0
     public var throttledWriters = 0
     public var writeErrors = 0
     public var reclaimedPages = 0
@@ -522,7 +543,7 @@ public struct PageCacheStatistics: Sendable {
 
     public var line: String {
         "pagecache dirty=\(dirtyPages) delayed=\(delayedPages) writeback=\(writebackPages) clean=\(cleanPages) written=\(pagesWritten) "
-            + "flusher-passes=\(flusherPasses) writeback-retries=\(writebackRetries) reserve-runs=\(reserveRuns) "
+            + "flusher-passes=\(flusherPasses) writeback-retries=\(writebackRetries) reserve-runs=\(reserveRuns) pool-runs=\(poolRuns) "
             + "throttled=\(throttledWriters) write-errors=\(writeErrors) reclaimed=\(reclaimedPages) "
             + "read-hits=\(readHits) read-misses=\(readMisses) readahead=\(readaheadPages) readahead-cut=\(readaheadCut) uncached=\(uncachedBlocks)"
     }

@@ -56,8 +56,9 @@ extension PageCache {
 
     /// Writes one run taken by `takeRuns`. Its page list is charged at `.writebackVector`; if that
     /// fails and `mayBackOff`, the run goes back to dirty for a later pass (false is returned),
-    /// else it is written page by page, which needs no memory at all. A device error leaves the
-    /// pages dirty and is recorded against the file.
+    /// else it takes the writeback reserve, and with the reserve in use it is written page by
+    /// page, which needs no memory at all. A device error leaves the pages dirty and is recorded
+    /// against the file.
     func write(_ run: Run, mayBackOff: Bool) -> Bool {
         let vectorBytes = run.pages.count * Self.vectorBytesPerPage
         var gathered = budget.charge(vectorBytes, at: .writebackVector)
@@ -65,12 +66,18 @@ extension PageCache {
             finish(run, error: nil, backedOff: true)
             return false
         }
-        if !gathered { monitor.withLock { counters.reserveRuns += 1 } }
+        let pool = gathered ? nil : writebackPool.withLock { $0 }
+        let reserved = pool?.allocate()
+        defer { if let reserved { pool?.free(reserved) } }
+        if !gathered {
+            monitor.withLock { if reserved != nil { counters.poolRuns += 1 } else { counters.reserveRuns += 1 } }
+        }
+        let vectored = gathered || reserved != nil
         budget.writebackStarted()
         var failure: DeviceError?
         let bs = UInt64(blockSize)
         do throws(DeviceError) {
-            if gathered && run.pages.count > 1 {
+            if vectored && run.pages.count > 1 {
                 try device.write(gathering: run.pages.map { UnsafeRawBufferPointer(budget.bytes($0)) }, at: run.physical * bs)
             } else {
                 for (k, page) in run.pages.enumerated() {

@@ -135,7 +135,7 @@ struct PageCacheTests {
         let vector = fs.budget.statistics(.writebackVector)
         #expect(vector.injected > 0, "the plan must have failed writeback allocations")
         let stats = fs.pageCache!.statistics
-        #expect(stats.writebackRetries + stats.reserveRuns > 0, "failed allocations are retried or written page by page")
+        #expect(stats.writebackRetries + stats.reserveRuns + stats.poolRuns > 0, "failed allocations are retried, or written on the reserve or page by page")
         #expect(stats.writeErrors == 0)
         try WritePathTests.expectClean(image)
         for (path, data) in expected { #expect(try Self.dumped(image, path, scratch) == data, "\(path)") }
@@ -289,6 +289,47 @@ struct PageCacheTests {
 }
 
 extension PageCacheTests {
+    @Test("pages a write finds it needs under the lock come noWait (the cache's own clean pages first), or it fails holding nothing",
+          arguments: [false, true])
+    func lockedTopUp(failing: Bool) throws {
+        let scratch = try Scratch()
+        let image = scratch.path("l.img")
+        try WritePathTests.makeImage(image, blockSize: 4096, megabytes: 8)
+        let budget = MemoryBudget(limit: 1 << 20, faultPlan: failing ? FaultPlan(site: "pagecache.page-locked", persistent: true) : nil)
+        let cache = PageCache(device: try ImageFile(path: image, writable: true), budget: budget)
+        let baseline = budget.used
+        var spare: [Page] = []
+        if failing {
+            #expect(throws: OutOfMemoryError.self) { _ = try cache.hold(7, first: 0, count: 4, physical: 100, spare: &spare) }
+            #expect(!cache.hasPages(7), "nothing held after the failure")
+        } else {
+            let held = try cache.hold(7, first: 0, count: 4, physical: 100, spare: &spare)
+            #expect(held.count == 4 && held.allSatisfy(\.isNew))
+            #expect(budget.statistics(.pageCacheLocked).hits == 4)
+            cache.discard(7, held.map { ($0.index, $0.isNew) })
+        }
+        #expect(budget.used == baseline)
+    }
+
+    @Test("writeback that finds the budget full and may not back off writes its run in one call on the reserve")
+    func writebackOnTheReserve() throws {
+        let scratch = try Scratch()
+        let image = scratch.path("r.img")
+        try WritePathTests.makeImage(image, blockSize: 4096, megabytes: 64)
+        // Every page list from the budget fails: the flusher backs off, sync may not and uses the reserve.
+        let fs = try WritePathTests.open(image, memory: 4 << 20, faults: FaultPlan(site: "writeback.vector", persistent: true))
+        let data = Self.pattern(3 << 20, seed: 31)
+        let f = try fs.create(path: "/r", kind: .regular, owner: Ownership(permissions: 0o644))
+        try fs.write(f, at: 0, data)
+        try fs.sync()
+        let s = fs.pageCache!.statistics
+        #expect(s.poolRuns > 0 && s.reserveRuns == 0, "\(s.line)")
+        #expect(s.writeErrors == 0)
+        try fs.close()
+        #expect(fs.budget.used == 0, "the reserve goes back at close")
+        #expect(try Self.dumped(image, "/r", scratch) == data)
+    }
+
     @Test("the last close of an unlinked file never fails for want of memory: the orphan waits on the list, nothing leaks")
     func evictionCannotFail() throws {
         let scratch = try Scratch()

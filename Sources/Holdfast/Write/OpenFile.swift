@@ -47,6 +47,9 @@ public final class OpenFile: Sendable {
         try errorCursor.withLock { (cursor: inout UInt64?) throws(HoldfastError) in try fs.fsync(inode, cursor: &cursor) }
     }
 
+    /// fdatasync(2) through this description (the same as `sync` until commits go through a journal).
+    public func dataSync() throws(HoldfastError) { try sync() }
+
     /// pread(2) through this description: up to `count` bytes at `offset` (fewer at the end of
     /// the file), through the page cache, reading ahead while the reads are sequential.
     public func read(at offset: UInt64, count: Int) throws(HoldfastError) -> [UInt8] {

@@ -236,6 +236,11 @@ extension Filesystem {
         try fsync(inode, cursor: &cursor)
     }
 
+    /// fdatasync(2): the file's data and what is needed to read it back. Commits here write in
+    /// place (no journal yet), so there is no commit finer than fsync's and the two do the same:
+    /// the data, then the metadata, then a flush, with the same error reporting.
+    public func fdatasync(_ inode: UInt32) throws(HoldfastError) { try fsync(inode) }
+
     /// `cursor` nil: the file's anonymous cursor.
     func fsync(_ inode: UInt32, cursor: inout UInt64?) throws(HoldfastError) {
         _ = try self.inode(inode)
@@ -307,6 +312,7 @@ extension Filesystem {
                 buddies?.dropAll()
                 cache.drain()
                 pageCache?.dropAllClean()
+                pageCache?.releaseWritebackReserve()  // no writeback after close
                 extentStatus.dropAll()
                 if let e = state.pendingError { state.pendingError = nil; throw e }
             }
