@@ -34,7 +34,7 @@ extension PageCache {
     }
 
     /// Plans a read of logical blocks [first, end) of a file of `limit` blocks. A read that starts
-    /// where the last one ended is sequential: its first gets a window of twice its size, and each
+    /// where the last one ended (or in its last block) is sequential: its first gets a window of twice its size, and each
     /// read that reaches into the last window starts the next one, twice as large, up to
     /// `maxWindow` blocks (so readahead comes in a few large reads, not one per call). Any other
     /// read resets the window and reads just its own blocks.
@@ -43,7 +43,9 @@ extension PageCache {
             let file = files[inode] ?? FileState()
             files[inode] = file
             var fillEnd = end
-            if first == file.nextRead {
+            // Sequential: starting where the last read ended, or in the block it ended in
+            // (reads that are not block-aligned share their edge blocks).
+            if first == file.nextRead || (file.nextRead > 0 && first == file.nextRead - 1) {
                 if file.windowSize == 0 {
                     file.windowSize = min(max(4, 2 * (end - first)), maxWindow)
                     file.windowStart = end

@@ -8,9 +8,9 @@ struct CatCommand: ParsableCommand {
         discussion: """
             Symlinks are followed inside the image (never onto the host). Holes read as zeros.
 
-            Without --offset or --length the whole file is streamed through one bounded buffer.
-            With either, the bytes are read as pread(2) would, in --chunk sized reads through the
-            page cache: sequential reads read ahead (--stats shows read-hits, readahead and the
+            Without --offset or --length the whole file is streamed through one bounded buffer. \
+            With either, the bytes are read as pread(2) would, in --chunk sized reads through the \
+            page cache: sequential reads read ahead (--stats shows read-hits, readahead and the \
             reads that went around the cache for want of memory).
 
             Examples:

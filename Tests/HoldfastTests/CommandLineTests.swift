@@ -55,6 +55,15 @@ struct CommandLineTests {
         #expect(try Support.sh([Support.holdfast, "cat", img, "/etc/pw"]) == "root:x:0:0\n")
         let blob = try Support.run([Support.holdfast, "cat", img, "/etc/deep/blob"]).stdout
         #expect(blob == (try Data(contentsOf: URL(fileURLWithPath: s.path("tree/etc/deep/blob")))))
+        // Ranges read through the page cache, in small reads: the same bytes, and readahead at work.
+        let whole = try Data(contentsOf: URL(fileURLWithPath: s.path("tree/etc/deep/blob")))
+        let part = try Support.run([Support.holdfast, "cat", img, "/etc/deep/blob", "--offset", "5000", "--length", "150000", "--chunk", "16K", "--stats"])
+        #expect(part.status == 0 && part.stdout == whole[5000..<155_000])
+        #expect(part.stderr.contains("read-misses=") && !part.stderr.contains("readahead=0 "), "\(part.stderr)")
+        let tail = try Support.run([Support.holdfast, "cat", img, "/etc/deep/blob", "--offset", "199990"])
+        #expect(tail.stdout == whole[199_990...], "--offset alone reads to the end")
+        let bad = try Support.run([Support.holdfast, "cat", img, "/etc/deep/blob", "--offset", "lots"])
+        #expect(bad.status != 0 && bad.stderr.contains("--offset"), "\(bad.stderr)")
         let stat = try Support.sh([Support.holdfast, "stat", img, "/etc/passwd"])
         #expect(stat.contains("Mode:       04755"))
         #expect(stat.contains("Size:       11"))
