@@ -155,6 +155,7 @@ public final class Filesystem: Sendable {
         if options.writable {
             pageCache?.setDelayedMapper { [weak self] inode in self?.mapDelayedForWriteback(inode) ?? false }
             pageCache?.setUpWritebackReserve()
+            refillEvictionReserve()
             try startWriting()
             if options.flusher { pageCache?.startFlusher() }
         }
@@ -193,9 +194,14 @@ public final class Filesystem: Sendable {
     let buddies: BuddyCache?
     /// File data: written and not yet on the image, and read (with readahead).
     public let pageCache: PageCache?
-    /// Last closes of unlinked files whose orphan work waited on the list for want of memory.
+    /// Last closes of unlinked files whose orphan work waited on the list for want of memory,
+    /// and those the eviction reserve carried through.
     let deferredEvictions = Atomic<Int>(0)
+    let evictionsFromReserve = Atomic<Int>(0)
     public var evictionsDeferred: Int { deferredEvictions.load(ordering: .relaxed) }
+    public var evictionsOnReserve: Int { evictionsFromReserve.load(ordering: .relaxed) }
+    /// Bytes of the eviction reserve now charged (see `Eviction.swift`).
+    let evictionReserveHeld = Locked<Int>(0)
     /// What reads learnt of files' extent trees (and the delayed extents writes made).
     public let extentStatus: ExtentStatusCache
     /// Failed writebacks and what the errors policy made of them.
@@ -209,7 +215,9 @@ public final class Filesystem: Sendable {
         // The caches may outlive the filesystem (`--stats` keeps them for their counters): what
         // they hold goes back now. Dirty pages, if any are left, stay charged: they were never written.
         pageCache?.dropAllClean()
+        pageCache?.releaseWritebackReserve()
         extentStatus.dropAll()
+        releaseEvictionReserve()
         if redirectBytes > 0 { budget.uncharge(redirectBytes, for: .journalRedirects) }
     }
 

@@ -7,5 +7,5 @@ extension AllocationSite {
     static let extractHardLink = AllocationSite("extract.hard-link", .mayFail, .inode, "where extract put the first link of a multiply-linked inode")
 
     /// The filesystem layer's sites.
-    static let filesystemSites: [AllocationSite] = [.readBuffer, .directoryListing, .journalRedirects, .extractHardLink, .allocatorBuddy, .writebackMap]
+    static let filesystemSites: [AllocationSite] = [.readBuffer, .directoryListing, .journalRedirects, .extractHardLink, .allocatorBuddy, .writebackMap, .evictionReserve]
 }

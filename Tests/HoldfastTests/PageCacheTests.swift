@@ -330,6 +330,31 @@ extension PageCacheTests {
         #expect(try Self.dumped(image, "/r", scratch) == data)
     }
 
+    @Test("an eviction with every byte of the budget held elsewhere runs on the reserve set aside for it")
+    func evictionOnTheReserve() throws {
+        let scratch = try Scratch()
+        let image = scratch.path("v.img")
+        try WritePathTests.makeImage(image, blockSize: 4096, megabytes: 32)
+        let fs = try WritePathTests.open(image, memory: 4 << 20)
+        let before = try fs.statistics().freeBlocks
+        let n = try fs.create(path: "/v", kind: .regular, owner: Ownership(permissions: 0o644))
+        try fs.write(n, at: 0, Self.pattern(2 << 20, seed: 41))
+        try fs.sync()
+        let d = try fs.openFile(n)
+        try fs.unlink(path: "/v")
+        // Reclaim takes what it can, then every free byte is held: only the reserve is left.
+        var held: [Page] = []
+        while let p = fs.budget.allocatePage(at: .pageCachePage) { held.append(p) }
+        try d.close()
+        for p in held { fs.budget.freePage(p, for: .pageCachePage) }
+        #expect(fs.evictionsOnReserve == 1 && fs.evictionsDeferred == 0)
+        try fs.sync()
+        #expect(try fs.statistics().freeBlocks == before, "the file's blocks are free at once")
+        try fs.close()
+        #expect(fs.budget.used == 0)
+        try WritePathTests.expectClean(image)
+    }
+
     @Test("the last close of an unlinked file never fails for want of memory: the orphan waits on the list, nothing leaks")
     func evictionCannotFail() throws {
         let scratch = try Scratch()

@@ -89,22 +89,6 @@ extension Filesystem {
         }
     }
 
-    /// The last close of an unlinked file (ext4's evict) cannot fail for want of memory: short of
-    /// it, the orphan work is tried again after a pause, and if memory stays short the inode waits
-    /// on the orphan list, which the image's close or its next open finishes. Nothing leaks and
-    /// nothing is reported; only a device error is.
-    func evict(_ inode: UInt32) throws {
-        for attempt in 0..<4 {
-            do {
-                try finishOrphan(inode)
-                return
-            } catch {
-                guard case .outOfMemory = HoldfastError.wrap(error) else { throw error }
-                usleep(UInt32(1000 << attempt))
-            }
-        }
-        deferredEvictions.add(1, ordering: .relaxed)
-    }
 
     /// Is any file description open on `inode`?
     func isOpen(_ state: WriteState, _ inode: UInt32) -> Bool { state.openCounts[inode] != nil }

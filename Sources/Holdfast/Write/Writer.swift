@@ -313,6 +313,7 @@ extension Filesystem {
                 cache.drain()
                 pageCache?.dropAllClean()
                 pageCache?.releaseWritebackReserve()  // no writeback after close
+                releaseEvictionReserve()  // nor a last close
                 extentStatus.dropAll()
                 if let e = state.pendingError { state.pendingError = nil; throw e }
             }
