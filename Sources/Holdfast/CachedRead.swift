@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import HoldfastCache
 import HoldfastFormat
 import HoldfastMemory
@@ -46,9 +49,11 @@ extension Filesystem {
             }
             spare.append(page)
         }
-        cache.beginCachedRead(number)
-        defer { cache.endCachedRead(number) }
-        for _ in 0..<8 {
+        cache.beginRead(number, pinning: false)
+        defer { cache.endRead(number, pinning: false) }
+        for attempt in 0..<16 {
+            // Changes keep coming in between: give them a moment to pass.
+            if attempt >= 4 { usleep(UInt32(50 << min(attempt - 4, 6))) }
             let epoch = cache.epoch(number)
             // The mapping read afresh after the epoch: a block mapped now is the file's at `epoch`.
             var inode = given
@@ -64,12 +69,22 @@ extension Filesystem {
             }
             // nil: a truncate or punch came in between (its blocks may be another file's now), or a
             // page became clean and may have gone after the mapping said "hole".
-            guard let copied = cache.finishRead(number, slots, epoch: epoch, offset: offset, into: out) else { continue }
+            guard let copied = cache.finishRead(number, slots, epoch: epoch, offset: offset, into: out) else {
+                cache.countRestart(fellBack: false)
+                continue
+            }
             let uncached = try readAround(runs, copied: copied, first: first, offset: offset, into: out)
+            // Blocks read around the cache were read after the check: a drop meanwhile may have
+            // given them to another file, so they count only if still nothing moved.
+            if uncached > 0 && cache.epoch(number) != epoch {
+                cache.countRestart(fellBack: false)
+                continue
+            }
             if uncached > 0 || cut { cache.countShortRead(uncachedBlocks: uncached, readaheadCut: cut) }
             return
         }
-        // Drops kept racing this read: read as a stream does.
+        // Changes kept racing this read: read as a stream does.
+        cache.countRestart(fellBack: true)
         try readStreamed(given, offset: offset, into: out)
     }
 
@@ -83,7 +98,11 @@ extension Filesystem {
             var found: [ExtentStatusCache.Extent] = []
             var at = from
             do {
-                try forEachRun(inode, from: from) { run in
+                // The tree as it is now that the walk is registered: an inode read before could
+                // hold a tree an invalidation came too early to stop this walk from caching.
+                var current = inode
+                if let fresh = try? readInode(number), fresh.mode == inode.mode { current = fresh }
+                try forEachRun(current, from: from) { run in
                     guard run.logical < to else { return false }
                     // Whole extents, also past `to`: the next reads in them then walk no tree.
                     if run.logical > at { found.append(.init(logical: at, length: run.logical - at, status: .hole)) }

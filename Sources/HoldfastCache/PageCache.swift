@@ -79,12 +79,13 @@ public final class PageCache: @unchecked Sendable {
         /// Reads in progress: while any runs, reclaim leaves the file's pages alone, so a read that
         /// saw the device (or a hole) before a page was written still finds the page.
         var readers = 0
-        /// Reads through the cache in progress: they keep this state (and `cleaned`) alive but
+        /// Reads through the cache in progress: they keep this state (and `changes`) alive but
         /// pin nothing, so a read never keeps reclaim from its own file's clean pages.
         var cachedReaders = 0
-        /// Writebacks of the file completed: a page that became clean may be reclaimed, so a
-        /// read whose mapping is older than that starts over (`finishRead`).
-        var cleaned: UInt64 = 0
+        /// Drops of the file's pages and blocks given to its delayed pages: after either, a
+        /// mapping read before may be wrong (a freed block, or a hole whose page was written and
+        /// may be reclaimed), so a read that began before starts over (`finishRead`).
+        var changes: UInt64 = 0
         /// Sequential-read detection and the last readahead window (see `readPlan`).
         var nextRead: UInt64 = 0
         var windowStart: UInt64 = 0
@@ -101,8 +102,6 @@ public final class PageCache: @unchecked Sendable {
     var cachedPages = 0
     var delayedPages = 0
     var delayedMapper: (@Sendable (UInt32) -> Bool)?
-    /// Bumped by every `drop`: a read that mapped blocks before it caches nothing it read then.
-    var dropEpoch: UInt64 = 0
     /// Clean pages in the order they became clean, for the shrinker (entries may be stale).
     var cleanQueue: [(inode: UInt32, index: UInt64)] = []
     var cleanQueueHead = 0
@@ -298,7 +297,7 @@ public final class PageCache: @unchecked Sendable {
             while file.pages.contains(where: { $0.key >= first && $0.key < end && $0.value.writeback }) {
                 monitor.wait(timeoutNanoseconds: 10_000_000)
             }
-            dropEpoch += 1
+            file.changes += 1
             for (i, p) in file.pages where i >= first && i < end {
                 if p.physical == nil { delayed += 1; file.delayed -= 1; delayedPages -= 1 }
                 clearDirty(inode, file, i)
@@ -308,7 +307,8 @@ public final class PageCache: @unchecked Sendable {
                 if !p.reading { freed.append(p.page) }
             }
             if first == 0 && end == .max {
-                files[inode] = nil
+                // The inode is gone; a read still running keeps the state (and sees `changes`).
+                if file.readers == 0 && file.cachedReaders == 0 { files[inode] = nil } else { file.errors = 0 }
                 dirtyInodes[inode] = nil
             } else {
                 forgetIfEmpty(inode, file)
@@ -344,6 +344,7 @@ public final class PageCache: @unchecked Sendable {
     public func assign(_ inode: UInt32, first: UInt64, count: UInt64, physical: UInt64) {
         monitor.withLock {
             guard let file = files[inode] else { return }
+            file.changes += 1
             for k in 0..<count where file.pages[first + k]?.physical == nil && file.pages[first + k] != nil {
                 file.pages[first + k]!.physical = physical + k
                 file.delayed -= 1
@@ -419,19 +420,20 @@ public final class PageCache: @unchecked Sendable {
         monitor.withLock { files[inode]?.pages[index] != nil }
     }
 
-    /// A read of `inode` starts: its pages stay until `endRead` (see `FileState.readers`).
-    public func beginRead(_ inode: UInt32) {
+    /// A read of `inode` starts. `pinning`: its pages stay until `endRead` (see `FileState.readers`);
+    /// otherwise only the file's state stays (a read through the cache, see `FileState.cachedReaders`).
+    public func beginRead(_ inode: UInt32, pinning: Bool = true) {
         monitor.withLock {
             let file = files[inode] ?? FileState()
             files[inode] = file
-            file.readers += 1
+            if pinning { file.readers += 1 } else { file.cachedReaders += 1 }
         }
     }
 
-    public func endRead(_ inode: UInt32) {
+    public func endRead(_ inode: UInt32, pinning: Bool = true) {
         monitor.withLock {
             guard let file = files[inode] else { return }
-            file.readers -= 1
+            if pinning { file.readers -= 1 } else { file.cachedReaders -= 1 }
             forgetIfEmpty(inode, file)
         }
     }
@@ -475,6 +477,9 @@ public final class PageCache: @unchecked Sendable {
                 let (inode, index) = cleanQueue[cleanQueueHead]
                 cleanQueueHead += 1
                 guard let file = files[inode], let p = file.pages[index] else { continue }
+                // A stale entry (its page went and another took the index) may name a page a read
+                // is filling: that one is listed when the read completes it.
+                if p.reading || !p.queued { continue }
                 if p.dirty || p.writeback {
                     file.pages[index]!.queued = false  // listed again when its write completes
                     continue
@@ -540,6 +545,10 @@ public struct PageCacheStatistics: Sendable {
     public var readaheadPages = 0
     public var uncachedBlocks = 0
     public var readaheadCut = 0
+    /// Reads started over because the file changed under them, and reads that gave up on the
+    /// cache after many such restarts and streamed instead.
+    public var readRestarts = 0
+    public var readFallbacks = 0
 
     public var line: String {
         "pagecache dirty=\(dirtyPages) delayed=\(delayedPages) writeback=\(writebackPages) clean=\(cleanPages) written=\(pagesWritten) "

@@ -71,30 +71,21 @@ extension PageCache {
 
     /// What a read notes before it maps blocks: the drops so far and the file's completed writebacks.
     public struct ReadEpoch: Equatable {
-        let drops: UInt64
-        let cleaned: UInt64
+        let state: FileState?
+        let changes: UInt64
+
+        public static func == (a: ReadEpoch, b: ReadEpoch) -> Bool { a.state === b.state && a.changes == b.changes }
     }
 
-    /// A read through the cache of `inode` begins (pair with `endCachedRead`); nothing is pinned.
-    public func beginCachedRead(_ inode: UInt32) {
-        monitor.withLock {
-            let file = files[inode] ?? FileState()
-            files[inode] = file
-            file.cachedReaders += 1
-        }
+    /// Under the lock.
+    func currentEpoch(_ inode: UInt32) -> ReadEpoch {
+        let file = files[inode]
+        return ReadEpoch(state: file, changes: file?.changes ?? 0)
     }
 
-    public func endCachedRead(_ inode: UInt32) {
-        monitor.withLock {
-            guard let file = files[inode] else { return }
-            file.cachedReaders -= 1
-            forgetIfEmpty(inode, file)
-        }
-    }
-
-    /// Between `beginCachedRead` and `endCachedRead`.
+    /// Between `beginRead(pinning: false)` and `endRead(pinning: false)`.
     public func epoch(_ inode: UInt32) -> ReadEpoch {
-        monitor.withLock { ReadEpoch(drops: dropEpoch, cleaned: files[inode]?.cleaned ?? 0) }
+        monitor.withLock { currentEpoch(inode) }
     }
 
     /// Placeholders for the blocks of `runs` (logical, length, device block) that have no page, in
@@ -123,7 +114,7 @@ extension PageCache {
 
     /// Completes the read's placeholders and copies what the cache holds of bytes
     /// [offset, offset + out.count) of the file into `out` (block `index` at its byte offset).
-    /// After a drop or a completed writeback of the file since `epoch` the placeholders go, nothing is copied and the result is nil: the
+    /// After a drop of the file's pages, or blocks given to its delayed pages, since `epoch` the placeholders go, nothing is copied and the result is nil: the
     /// read starts over. Otherwise the result says which blocks of the range were copied; the
     /// others are holes, or blocks the read could not cache.
     public func finishRead(_ inode: UInt32, _ slots: [ReadSlot], epoch: ReadEpoch,
@@ -131,8 +122,8 @@ extension PageCache {
         var freed: [Page] = []
         defer { for p in freed { budget.freePage(p, for: .pageCacheRead) } }
         return monitor.withLock { () -> [Bool]? in
-            // A drop, or a page cleaned (and so reclaimable) since the mapping was read: start over.
-            let keep = epoch == ReadEpoch(drops: dropEpoch, cleaned: files[inode]?.cleaned ?? 0)
+            // A drop, or blocks given to delayed pages, since the mapping was read: start over.
+            let keep = epoch == currentEpoch(inode)
             settle(inode, slots, keep: keep, freed: &freed)
             guard keep else { return nil }
             let bs = UInt64(blockSize)
@@ -186,6 +177,11 @@ extension PageCache {
         }
         if !slots.isEmpty { monitor.broadcast() }
         if let file { forgetIfEmpty(inode, file) }
+    }
+
+    /// Counts a read that started over, or gave up on the cache (`fellBack`).
+    public func countRestart(fellBack: Bool) {
+        monitor.withLock { if fellBack { counters.readFallbacks += 1 } else { counters.readRestarts += 1 } }
     }
 
     /// Counts a read that went around the cache for want of pages (`blocks` blocks), and a

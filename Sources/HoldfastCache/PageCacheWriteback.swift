@@ -112,7 +112,6 @@ extension PageCache {
                     setDirty(run.inode, file, i, now: now)
                 }
             }
-            if error == nil && !backedOff { file.cleaned += 1 }
             file.writeback -= run.indices.count
             writebackPages -= run.indices.count
             if backedOff {

@@ -134,17 +134,22 @@ public final class ImageFile: BlockDevice {
     }
 
     public func read(scattering pieces: [UnsafeMutableRawBufferPointer], at offset: UInt64) throws(DeviceError) {
-        let total = pieces.reduce(0) { $0 + $1.count }
         var vectors = IOVectors(pieces)
+        try moveAll(&vectors, total: pieces.reduce(0) { $0 + $1.count }, at: offset, .read) { Syscall.preadv(fd, $0, $1, $2) }
+    }
+
+    /// Repeats a vectored call until `total` bytes moved, resuming after short calls.
+    private func moveAll(_ vectors: inout IOVectors, total: Int, at offset: UInt64, _ operation: DeviceError.Operation,
+                         _ call: (UnsafePointer<iovec>?, Int32, UInt64) -> Int) throws(DeviceError) {
         var done = 0
         while done < total {
-            let n = vectors.withRemaining { Syscall.preadv(fd, $0, $1, offset + UInt64(done)) }
+            let n = vectors.withRemaining { call($0, $1, offset + UInt64(done)) }
             if n < 0 {
                 let e = Syscall.errno
                 if e == EINTR { continue }
-                throw DeviceError(.read, path: path, offset: offset + UInt64(done), errno: e)
+                throw DeviceError(operation, path: path, offset: offset + UInt64(done), errno: e)
             }
-            if n == 0 { throw DeviceError(.read, path: path, offset: offset, errno: 0, shortBy: total - done) }
+            if n == 0 { throw DeviceError(operation, path: path, offset: offset, errno: 0, shortBy: total - done) }
             done += n
             vectors.advance(by: n)
         }
@@ -173,17 +178,7 @@ public final class ImageFile: BlockDevice {
         let total = pieces.reduce(0) { $0 + $1.count }
         guard offset + UInt64(total) <= byteCount else { throw DeviceError(.write, path: path, offset: offset, errno: ENOSPC) }
         var vectors = IOVectors(pieces)
-        var done = 0
-        while done < total {
-            let n = vectors.withRemaining { Syscall.pwritev(fd, $0, $1, offset + UInt64(done)) }
-            if n < 0 {
-                let e = Syscall.errno
-                if e == EINTR { continue }
-                throw DeviceError(.write, path: path, offset: offset + UInt64(done), errno: e)
-            }
-            done += n
-            vectors.advance(by: n)
-        }
+        try moveAll(&vectors, total: total, at: offset, .write) { Syscall.pwritev(fd, $0, $1, $2) }
         wrote(total)
     }
 
