@@ -554,6 +554,7 @@ public struct PageCacheStatistics: Sendable {
         "pagecache dirty=\(dirtyPages) delayed=\(delayedPages) writeback=\(writebackPages) clean=\(cleanPages) written=\(pagesWritten) "
             + "flusher-passes=\(flusherPasses) writeback-retries=\(writebackRetries) reserve-runs=\(reserveRuns) pool-runs=\(poolRuns) "
             + "throttled=\(throttledWriters) write-errors=\(writeErrors) reclaimed=\(reclaimedPages) "
-            + "read-hits=\(readHits) read-misses=\(readMisses) readahead=\(readaheadPages) readahead-cut=\(readaheadCut) uncached=\(uncachedBlocks)"
+            + "read-hits=\(readHits) read-misses=\(readMisses) readahead=\(readaheadPages) readahead-cut=\(readaheadCut) uncached=\(uncachedBlocks) "
+            + "read-restarts=\(readRestarts) read-fallbacks=\(readFallbacks)"
     }
 }
