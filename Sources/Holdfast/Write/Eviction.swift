@@ -21,10 +21,16 @@ extension Filesystem {
 
     /// Takes the reserve if it is not held (at open, and after an eviction used it).
     func refillEvictionReserve() {
-        evictionReserveHeld.withLock { held in
-            guard held == 0, budget.charge(evictionReserveBytes, at: .evictionReserve) else { return }
-            held = evictionReserveBytes
+        guard evictionReserveHeld.withLock({ $0 }) == 0 else { return }
+        // Charged with no lock held (it may reclaim); a second refill that raced this one gives its charge back.
+        let bytes = evictionReserveBytes
+        guard budget.charge(bytes, at: .evictionReserve) else { return }
+        let kept = evictionReserveHeld.withLock { held -> Bool in
+            guard held == 0 else { return false }
+            held = bytes
+            return true
         }
+        if !kept { budget.uncharge(bytes, for: .evictionReserve) }
     }
 
     /// Gives the reserve back to the budget (for an eviction's work, or at close).
