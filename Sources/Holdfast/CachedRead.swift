@@ -56,8 +56,7 @@ extension Filesystem {
             if attempt >= 4 { usleep(UInt32(50 << min(attempt - 4, 6))) }
             let epoch = cache.epoch(number)
             // The mapping read afresh after the epoch: a block mapped now is the file's at `epoch`.
-            var inode = given
-            if let fresh = try? readInode(number), fresh.mode == given.mode { inode = fresh }
+            let inode = try currentInode(given)
             let fillEnd = max(end, min(plan.fillEnd, (inode.size + bs - 1) / bs))
             let runs = try mappedData(inode, from: first, to: fillEnd)
             let slots = cache.beginFill(number, runs: runs, spare: &spare)
@@ -100,8 +99,7 @@ extension Filesystem {
             do {
                 // The tree as it is now that the walk is registered: an inode read before could
                 // hold a tree an invalidation came too early to stop this walk from caching.
-                var current = inode
-                if let fresh = try? readInode(number), fresh.mode == inode.mode { current = fresh }
+                let current = try currentInode(inode)
                 try forEachRun(current, from: from) { run in
                     guard run.logical < to else { return false }
                     // Whole extents, also past `to`: the next reads in them then walk no tree.
@@ -125,6 +123,15 @@ extension Filesystem {
             let start = max(e.logical, from), stop = min(e.end, to)
             return stop > start ? (start, stop - start, e.physical + (start - e.logical)) : nil
         }
+    }
+
+    /// The inode as it is now; never an older copy, whose tree may name freed blocks.
+    private func currentInode(_ given: Inode) throws -> Inode {
+        let fresh = try readInode(given.number)
+        guard fresh.mode != 0, fresh.fileType == given.fileType else {
+            throw HoldfastError.notFound("inode \(given.number) (freed or reused while it was read)")
+        }
+        return fresh
     }
 
     /// Reads the placeholders from the device, one vectored read per physically contiguous stretch.

@@ -86,6 +86,8 @@ public final class PageCache: @unchecked Sendable {
         /// mapping read before may be wrong (a freed block, or a hole whose page was written and
         /// may be reclaimed), so a read that began before starts over (`finishRead`).
         var changes: UInt64 = 0
+        /// Operations changing the file's mapping right now (see `beginRemap`).
+        var remapping = 0
         /// Sequential-read detection and the last readahead window (see `readPlan`).
         var nextRead: UInt64 = 0
         var windowStart: UInt64 = 0
@@ -410,7 +412,7 @@ public final class PageCache: @unchecked Sendable {
 
     /// State kept for a file with neither pages nor an error to report goes.
     func forgetIfEmpty(_ inode: UInt32, _ file: FileState) {
-        if file.pages.isEmpty && file.errors == 0 && file.readers == 0 && file.cachedReaders == 0 { files[inode] = nil }
+        if file.pages.isEmpty && file.errors == 0 && file.readers == 0 && file.cachedReaders == 0 && file.remapping == 0 { files[inode] = nil }
     }
 
     // MARK: Reading

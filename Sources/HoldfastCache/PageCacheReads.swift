@@ -73,14 +73,38 @@ extension PageCache {
     public struct ReadEpoch: Equatable {
         let state: FileState?
         let changes: UInt64
+        /// An operation was changing the mapping: no epoch taken or checked then is good.
+        let busy: Bool
 
-        public static func == (a: ReadEpoch, b: ReadEpoch) -> Bool { a.state === b.state && a.changes == b.changes }
+        public static func == (a: ReadEpoch, b: ReadEpoch) -> Bool {
+            a.state === b.state && a.changes == b.changes && !a.busy && !b.busy
+        }
     }
 
     /// Under the lock.
     func currentEpoch(_ inode: UInt32) -> ReadEpoch {
         let file = files[inode]
-        return ReadEpoch(state: file, changes: file?.changes ?? 0)
+        return ReadEpoch(state: file, changes: file?.changes ?? 0, busy: (file?.remapping ?? 0) > 0)
+    }
+
+    /// An operation (under the write lock) starts changing the mapping of `inode`: the tree is
+    /// visible to reads as it changes, and may name blocks whose data is not written yet.
+    public func beginRemap(_ inode: UInt32) {
+        monitor.withLock {
+            let file = files[inode] ?? FileState()
+            files[inode] = file
+            file.remapping += 1
+        }
+    }
+
+    /// The operation ended (published or rolled back): reads that overlapped it start over.
+    public func endRemap(_ inode: UInt32) {
+        monitor.withLock {
+            guard let file = files[inode] else { return }
+            file.remapping -= 1
+            file.changes += 1
+            forgetIfEmpty(inode, file)
+        }
     }
 
     /// Between `beginRead(pinning: false)` and `endRead(pinning: false)`.

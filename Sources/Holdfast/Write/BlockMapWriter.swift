@@ -20,7 +20,7 @@ extension WriteContext {
     /// allocating indirect blocks near the data. The range must be a hole. Data blocks are not
     /// counted in i_blocks here (the caller allocated them); indirect blocks are.
     func mapBlocks(logical: UInt64, physical: UInt64, count: Int, into rec: inout InodeRecord) throws {
-        pending.remapped.insert(rec.number)
+        noteRemap(rec.number)
         guard count > 0 else { return }
         let n = UInt64(count)
         guard logical + n <= blockMapReach else {
@@ -98,7 +98,7 @@ extension WriteContext {
     /// left empty; partly emptied indirect blocks are rewritten. Returns the data blocks freed.
     @discardableResult
     func unmapBlocks(from: UInt64, of rec: inout InodeRecord) throws -> Int {
-        pending.remapped.insert(rec.number)
+        noteRemap(rec.number)
         var area = rec.blockArea
         var pending = PendingFree()
         var freed = 0

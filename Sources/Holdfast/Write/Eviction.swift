@@ -21,7 +21,7 @@ extension Filesystem {
 
     /// Takes the reserve if it is not held (at open, and after an eviction used it).
     func refillEvictionReserve() {
-        guard evictionReserveHeld.withLock({ $0 }) == 0 else { return }
+        guard let writer, !writer.withLock({ $0.closed }), evictionReserveHeld.withLock({ $0 }) == 0 else { return }
         // Charged with no lock held (it may reclaim); a second refill that raced this one gives its charge back.
         let bytes = evictionReserveBytes
         guard budget.charge(bytes, at: .evictionReserve) else { return }

@@ -93,7 +93,7 @@ extension WriteContext {
 
     /// Maps a new run of blocks. The run must not overlap anything already mapped.
     func insertExtent(_ e: Extent, into rec: inout InodeRecord) throws {
-        pending.remapped.insert(rec.number)
+        noteRemap(rec.number)
         precondition(e.length > 0)
         let (root, depth) = try rootNode(rec)
         let entries = try insert(e, into: root, depth: depth, rec: &rec)
@@ -153,7 +153,7 @@ extension WriteContext {
     /// Returns how many data blocks were freed.
     @discardableResult
     func removeExtents(from: UInt32, of rec: inout InodeRecord) throws -> Int {
-        pending.remapped.insert(rec.number)
+        noteRemap(rec.number)
         let (root, depth) = try rootNode(rec)
         var freed = 0
         let left = try remove(from: from, in: root, depth: depth, rec: &rec, freed: &freed)
@@ -246,7 +246,7 @@ extension WriteContext {
     /// Removes the leaf entry that starts at `logical` (it must exist). Emptied nodes are freed
     /// and index keys follow their child's new first key.
     func deleteExtent(startingAt logical: UInt32, from rec: inout InodeRecord) throws {
-        pending.remapped.insert(rec.number)
+        noteRemap(rec.number)
         let area = rec.blockArea
         let root = ExtentEntries(try ExtentNode(area, inode: rec.number, block: nil, checksumSeed: nil))
         let depth = area.le16(6)
@@ -293,7 +293,7 @@ extension WriteContext {
     /// With `free`, the unmapped blocks go back to the allocator (punch hole); without, the caller
     /// maps them again (unwritten-to-written conversion).
     func unmapRange(_ start: UInt64, _ end: UInt64, of rec: inout InodeRecord, free: Bool) throws {
-        pending.remapped.insert(rec.number)
+        noteRemap(rec.number)
         guard start < end else { return }
         if free { pending.droppedRanges.append((rec.number, start, end)) }
         let runs = try mappedRuns(rec, from: start, to: end)

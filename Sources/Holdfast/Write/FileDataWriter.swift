@@ -191,7 +191,10 @@ extension WriteContext {
             for (k, page) in pages.enumerated() {
                 let start = blockStart + UInt64(k) * bs
                 let head = Int(max(from, start) - start), tail = Int(min(to, start + bs) - start)
-                if page.isNew && (head > 0 || tail < blockSize) {
+                // On a block mapped just now, a clean page a read left holds the block's old bytes,
+                // not the file's: its uncovered part is zeros too. (Delayed pages, physical nil,
+                // that exist hold this file's data.)
+                if (page.isNew || (fresh && physical != nil)) && (head > 0 || tail < blockSize) {
                     if fresh {
                         page.bytes.initializeMemory(as: UInt8.self, repeating: 0)
                     } else if let physical {

@@ -119,6 +119,7 @@ final class PendingChanges {
         for inode in forgotten { extents.invalidate(inode) }
         for d in delayedRuns where !forgotten.contains(d.inode) { extents.markDelayed(d.inode, first: d.first, count: d.count) }
         guard let cache else { return }
+        defer { for inode in remapped { cache.endRemap(inode) } }
         for a in assigned { cache.assign(a.inode, first: a.first, count: a.count, physical: a.physical) }
         for d in droppedRanges { reserved -= Int64(cache.drop(d.inode, from: d.from, to: d.to)) }
         for (inode, held) in heldPages { cache.publish(inode, held.map(\.index)) }
@@ -129,6 +130,7 @@ final class PendingChanges {
         // Reads may have cached the tree as the operation left it half-changed.
         for inode in remapped { extents.invalidate(inode) }
         guard let cache else { return }
+        defer { for inode in remapped { cache.endRemap(inode) } }
         for (inode, held) in heldPages { cache.discard(inode, held) }
     }
 }

@@ -97,3 +97,11 @@ final class CountChanges {
     var blocks: Int64 = 0
     var inodes: Int64 = 0
 }
+
+extension WriteContext {
+    /// This operation is about to change the mapping of `inode`: until it ends, reads of the file
+    /// keep nothing they read (the tree, visible as it changes, may name blocks not yet written).
+    func noteRemap(_ inode: UInt32) {
+        if pending.remapped.insert(inode).inserted { fs.pageCache?.beginRemap(inode) }
+    }
+}
