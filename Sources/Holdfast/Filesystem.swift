@@ -179,6 +179,7 @@ public final class Filesystem: Sendable {
         // Read-only opens have one too: reads go through it.
         self.pageCache = PageCache(device: device, budget: budget, onWriteError: { failures.record($0) })
         self.extentStatus = ExtentStatusCache(budget: budget)
+        self.inodeCache = InodeCache(budget: budget, inodeSize: Int(superblock.inodeSize), pages: pageCache, extents: extentStatus)
         self.readOnlyReasons = readOnlyReasons
         self.journalReplay = replay
         self.journalSuperblock = journalSuperblock
@@ -204,6 +205,8 @@ public final class Filesystem: Sendable {
     let evictionReserveHeld = Locked<Int>(0)
     /// What reads learnt of files' extent trees (and the delayed extents writes made).
     public let extentStatus: ExtentStatusCache
+    /// Decoded inodes, and the open file descriptions that keep theirs in memory.
+    public let inodeCache: InodeCache
     /// Failed writebacks and what the errors policy made of them.
     let writeFailures: WriteFailures
     /// Writes into holes wait to allocate (see `DelayedAllocation.swift`).
@@ -217,6 +220,7 @@ public final class Filesystem: Sendable {
         pageCache?.dropAllClean()
         pageCache?.releaseWritebackReserve()
         extentStatus.dropAll()
+        inodeCache.dropAll()
         releaseEvictionReserve()
         if redirectBytes > 0 { budget.uncharge(redirectBytes, for: .journalRedirects) }
     }
@@ -225,7 +229,7 @@ public final class Filesystem: Sendable {
 
     /// Every allocation site the engine has, layer by layer (`holdfast sites`).
     public static var allocationSites: [AllocationSite] {
-        AllocationSite.deviceSites + AllocationSite.cacheSites + AllocationSite.pageCacheSites + AllocationSite.extentStatusSites + AllocationSite.journalSites + AllocationSite.filesystemSites
+        AllocationSite.deviceSites + AllocationSite.cacheSites + AllocationSite.pageCacheSites + AllocationSite.extentStatusSites + AllocationSite.inodeCacheSites + AllocationSite.journalSites + AllocationSite.filesystemSites
     }
 
     /// Reads a metadata block through the cache, after checking it lies inside the filesystem.
@@ -266,11 +270,26 @@ public final class Filesystem: Sendable {
         try guarded { try readInode(number) }
     }
 
+    /// Inode `number` from the inode cache, else from its table (and cached, memory permitting).
     func readInode(_ number: UInt32) throws -> Inode {
-        let sb = superblock
-        guard number >= 1, number <= sb.inodesCount else {
-            throw CorruptionError(.inode, inode: number, .outOfRange(field: "inode number", value: UInt64(number), limit: UInt64(sb.inodesCount)))
+        guard number >= 1, number <= superblock.inodesCount else {
+            throw CorruptionError(.inode, inode: number, .outOfRange(field: "inode number", value: UInt64(number), limit: UInt64(superblock.inodesCount)))
         }
+        if let cached = inodeCache.lookup(number) { return cached }
+        let load = inodeCache.beginLoad(number)
+        do {
+            let inode = try readInodeFromTable(number)
+            if let load { inodeCache.finishLoad(number, load, inode) }
+            return inode
+        } catch {
+            if let load { inodeCache.abandonLoad(number, load) }
+            throw error
+        }
+    }
+
+    /// Inode `number` (in range) decoded from its slot in the inode table.
+    private func readInodeFromTable(_ number: UInt32) throws -> Inode {
+        let sb = superblock
         let group = (number - 1) / sb.inodesPerGroup
         let index = Int((number - 1) % sb.inodesPerGroup)
         let gd = try descriptor(group)

@@ -305,16 +305,28 @@ public final class ExtentStatusCache: @unchecked Sendable {
         lock.withLock {
             let victims = inodes.filter { $0.value.delayed == 0 && $0.value.walkers == 0 }.sorted { $0.value.lastUse < $1.value.lastUse }
             var freed = 0
-            for (inode, file) in victims where freed < bytes {
-                let n = file.extents.count
-                file.version += 1
-                entries -= n
-                freed += n * Self.entryBytes
-                inodes[inode] = nil
-                counters.reclaimedEntries += n
-            }
-            if freed > 0 { budget.uncharge(freed, for: .extentStatusEntry) }
+            for (inode, file) in victims where freed < bytes { freed += free(inode, file) }
             return freed
+        }
+    }
+
+    /// Under the lock: the entries of a clean inode go; returns the bytes freed.
+    private func free(_ inode: UInt32, _ file: InodeEntries) -> Int {
+        let n = file.extents.count
+        file.version += 1
+        entries -= n
+        inodes[inode] = nil
+        counters.reclaimedEntries += n
+        if n > 0 { budget.uncharge(n * Self.entryBytes, for: .extentStatusEntry) }
+        return n * Self.entryBytes
+    }
+
+    /// Frees the entries of `inode` (its inode was reclaimed) unless it has delayed extents or a
+    /// walk in progress; returns the bytes freed.
+    func reclaim(inode: UInt32) -> Int {
+        lock.withLock {
+            guard let file = inodes[inode], file.delayed == 0, file.walkers == 0 else { return 0 }
+            return free(inode, file)
         }
     }
 

@@ -508,6 +508,34 @@ public final class PageCache: @unchecked Sendable {
     /// Gives every clean page back (after a close).
     public func dropAllClean() { _ = dropClean(bytes: .max / 2) }
 
+    /// Does `inode` have pages that must stay: dirty, under writeback, waiting for blocks, held
+    /// by an operation, or being read? (Inode reclaim passes over such an inode.)
+    public func isBusy(_ inode: UInt32) -> Bool {
+        monitor.withLock {
+            guard let file = files[inode] else { return false }
+            return file.dirty > 0 || file.writeback > 0 || file.delayed > 0 || file.readers > 0 || file.cachedReaders > 0
+                || file.remapping > 0 || file.pages.values.contains { $0.held || $0.reading }
+        }
+    }
+
+    /// Frees the clean pages of `inode` (its inode was reclaimed); returns the bytes freed. Pages
+    /// that are dirty, in flight, held or being filled stay.
+    func dropClean(of inode: UInt32) -> Int {
+        var freed: [Page] = []
+        monitor.withLock {
+            guard let file = files[inode], file.readers == 0 else { return }
+            for (index, p) in file.pages where !(p.dirty || p.writeback || p.held || p.reading) {
+                file.pages[index] = nil
+                freed.append(p.page)
+            }
+            cachedPages -= freed.count
+            counters.reclaimedPages += freed.count
+            forgetIfEmpty(inode, file)
+        }
+        for p in freed { budget.freePage(p, for: .pageCachePage) }
+        return freed.count * blockSize
+    }
+
     // MARK: Statistics
 
     public var statistics: PageCacheStatistics {

@@ -47,6 +47,7 @@ struct ImageOptions: ParsableArguments {
         let fs = try Filesystem.open(path: image, options: options)
         MemoryReport.shared.pageCache = fs.pageCache
         MemoryReport.shared.extentStatus = fs.extentStatus
+        MemoryReport.shared.inodeCache = fs.inodeCache
         for w in fs.warnings { Output.error("holdfast: warning: \(w)") }
         return fs
     }
@@ -65,6 +66,7 @@ final class MemoryReport: @unchecked Sendable {
     var budget: MemoryBudget?
     var pageCache: PageCache?
     var extentStatus: ExtentStatusCache?
+    var inodeCache: InodeCache?
     var enabled = false
 
     /// The `--stats` lines: sites that were hit, then the budget.
@@ -78,6 +80,7 @@ final class MemoryReport: @unchecked Sendable {
         out.append("reclaim passes=\(b.reclaimPasses) freed=\(b.reclaimedBytes) long-waits=\(b.longWaits) stalls=\(b.stalls)")
         if let pageCache { out.append(pageCache.statistics.line) }
         if let extentStatus { out.append(extentStatus.statistics.line) }
+        if let inodeCache { out.append(inodeCache.statistics.line) }
         if let plan = b.faultPlan { out.append("inject plan=\(plan) fired=\(b.faultsFired)") }
         return out
     }

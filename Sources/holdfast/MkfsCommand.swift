@@ -50,6 +50,7 @@ struct MkfsCommand: ParsableCommand {
             let fs = try Filesystem.open(path: image, options: open)
             MemoryReport.shared.pageCache = fs.pageCache
             MemoryReport.shared.extentStatus = fs.extentStatus
+            MemoryReport.shared.inodeCache = fs.inodeCache
             let status = StatusLine(label: "mkfs")
             do {
                 let summary = try fs.populateRoot(from: from) { s in

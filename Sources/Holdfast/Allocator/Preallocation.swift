@@ -54,6 +54,7 @@ extension WriteContext {
             let g = group(ofBlock: start)
             if fs.buddies?.pin(g) == true {
                 state.preallocations[rec.number] = Preallocation(logical: logical + UInt64(taken), physical: start + UInt64(taken), count: run - taken, group: g)
+                fs.inodeCache.setPreallocated(rec.number, true)
             }
         }
         return (start, taken)
@@ -76,6 +77,7 @@ extension Filesystem {
     func dropPreallocation(_ inode: UInt32, _ state: WriteState) {
         guard let pa = state.preallocations.removeValue(forKey: inode) else { return }
         buddies?.unpin(pa.group)
+        inodeCache.setPreallocated(inode, false)
     }
 
     func discardAllPreallocations(_ state: WriteState) {

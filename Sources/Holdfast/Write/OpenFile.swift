@@ -63,25 +63,25 @@ extension Filesystem {
     /// Opens `inode` for use as a file description (see `OpenFile`).
     public func openFile(_ inode: UInt32) throws(HoldfastError) -> OpenFile {
         try guarded {
-            if let writer {
-                // Checked and counted under the write lock: no unlink can free it in between.
-                try writer.withLock { state in
-                    let rec = try readInode(inode)
-                    guard rec.mode != 0, rec.linksCount > 0 else { throw HoldfastError.notFound("inode \(inode)") }
-                    state.openCounts[inode, default: 0] += 1
-                }
+            let open = { () throws in
+                let rec = try self.readInode(inode)
+                guard rec.mode != 0, rec.linksCount > 0 else { throw HoldfastError.notFound("inode \(inode)") }
+                try self.inodeCache.open(inode)
             }
+            // Checked and counted under the write lock: no unlink can free it in between.
+            if let writer { try writer.withLock { _ in try open() } } else { try open() }
             return OpenFile(self, inode: inode)
         }
     }
 
     func release(_ inode: UInt32) throws(HoldfastError) {
-        guard let writer else { return }
+        guard let writer else {
+            inodeCache.close(inode)
+            return
+        }
         try guarded {
             let last = writer.withLock { state -> Bool in
-                guard let n = state.openCounts[inode] else { return false }
-                if n > 1 { state.openCounts[inode] = n - 1; return false }
-                state.openCounts[inode] = nil
+                guard inodeCache.isOpen(inode), inodeCache.close(inode) == 0 else { return false }
                 discardPreallocation(inode, state)
                 return !state.closed && state.orphans.contains(inode)
             }
@@ -91,5 +91,5 @@ extension Filesystem {
 
 
     /// Is any file description open on `inode`?
-    func isOpen(_ state: WriteState, _ inode: UInt32) -> Bool { state.openCounts[inode] != nil }
+    func isOpen(_ state: WriteState, _ inode: UInt32) -> Bool { inodeCache.isOpen(inode) }
 }

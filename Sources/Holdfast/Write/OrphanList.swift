@@ -103,6 +103,8 @@ final class PendingChanges {
     var delayedRuns: [(inode: UInt32, first: UInt64, count: UInt64)] = []
     /// Set while delayed pages get their blocks: that allocation spends the reservation.
     var mappingDelayed = false
+    /// Inodes whose slot this operation wrote: their cached copies go when it ends, either way.
+    var storedInodes: Set<UInt32> = []
 
     func apply(to state: WriteState) {
         if let head = orphanHead { state.superblock.lastOrphan = head }

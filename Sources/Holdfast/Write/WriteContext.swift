@@ -73,6 +73,9 @@ struct WriteContext {
         let (block, offset) = try inodeLocation(r.number)
         let raw = r.raw
         try handle.modify(block) { $0.setBytes(offset, raw) }
+        // The slot changed: no cached copy of it may stay (again when the operation ends, for a rollback).
+        fs.inodeCache.invalidate(r.number)
+        pending.storedInodes.insert(r.number)
     }
 
     /// The decoded view of a record (for the read path's walkers), sealed first.

@@ -29,8 +29,6 @@ final class WriteState {
     var writtenAtFlush = 0
     /// Inodes on the orphan list (unlinked while open, or in a truncate of several steps).
     var orphans: Set<UInt32> = []
-    /// Open file descriptions per inode (`OpenFile`).
-    var openCounts: [UInt32: Int] = [:]
     /// Preallocation windows of files being appended to while open.
     var preallocations: [UInt32: Preallocation] = [:]
 
@@ -129,6 +127,8 @@ extension Filesystem {
             try ctx.finishDeferredWrites()
         } catch {
             handle.abort()
+            // The rollback rewrote these slots: copies cached since the changes go.
+            for number in ctx.pending.storedInodes { inodeCache.invalidate(number) }
             buddies?.invalidate(ctx.pending.bitmapGroups)
             ctx.pending.discardPages(pageCache, extentStatus)
             throw error
@@ -270,13 +270,14 @@ extension Filesystem {
             cache.drain()
             pageCache?.dropAllClean()
             extentStatus.dropAll()
+            inodeCache.dropAll()
             return
         }
         guard !writer.withLock({ $0.closed }) else { return }  // a failed close said so already
         try guarded {
             // Files still open go now, as at the last close; a truncate cut short is finished.
             let orphans = writer.withLock { state in
-                state.openCounts.removeAll()
+                inodeCache.closeAll()
                 discardAllPreallocations(state)
                 return state.closed ? [] : state.orphans.sorted()
             }
@@ -315,6 +316,7 @@ extension Filesystem {
                 pageCache?.releaseWritebackReserve()  // no writeback after close
                 releaseEvictionReserve()  // nor a last close
                 extentStatus.dropAll()
+                inodeCache.dropAll()
                 if let e = state.pendingError { state.pendingError = nil; throw e }
             }
             if !unwritten.isEmpty {
