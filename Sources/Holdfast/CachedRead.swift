@@ -58,7 +58,15 @@ extension Filesystem {
             // The mapping read afresh after the epoch: a block mapped now is the file's at `epoch`.
             let inode = try currentInode(given)
             let fillEnd = max(end, min(plan.fillEnd, (inode.size + bs - 1) / bs))
-            let runs = try mappedData(inode, from: first, to: fillEnd)
+            let runs: [(logical: UInt64, length: UInt64, physical: UInt64)]
+            do {
+                runs = try mappedData(inode, from: first, to: fillEnd)
+            } catch let e as CorruptionError {
+                // A tree block freed and reused while the walk read it reads as garbage: start over.
+                guard cache.epoch(number) != epoch else { throw e }
+                cache.countRestart(fellBack: false)
+                continue
+            }
             let slots = cache.beginFill(number, runs: runs, spare: &spare)
             do {
                 try fill(slots)
@@ -126,7 +134,7 @@ extension Filesystem {
     }
 
     /// The inode as it is now; never an older copy, whose tree may name freed blocks.
-    private func currentInode(_ given: Inode) throws -> Inode {
+    func currentInode(_ given: Inode) throws -> Inode {
         let fresh = try readInode(given.number)
         guard fresh.mode != 0, fresh.fileType == given.fileType else {
             throw HoldfastError.notFound("inode \(given.number) (freed or reused while it was read)")

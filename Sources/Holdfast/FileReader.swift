@@ -24,7 +24,7 @@ extension Filesystem {
 
     func stream(_ given: Inode, from: UInt64, to: UInt64, chunk: Int, _ body: (DataPiece) throws -> Void) throws {
         var inode = given
-        let end = min(to, inode.size)
+        var end = min(to, inode.size)
         guard from < end else { return }
         if inode.hasInlineData {
             // Past the inline bytes a file reads as zeros, as the kernel's inline read path fills them.
@@ -49,21 +49,79 @@ extension Filesystem {
         defer { budget.uncharge(bufferBytes, for: .readBuffer) }
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: bufferBytes, alignment: 4096)
         defer { buffer.deallocate() }
-        if let pageCache {
-            // Pinned (after the buffer's charge, which may need to reclaim them), then the mapping
-            // read afresh: a page the flusher writes, or a delayed page it maps, meanwhile is still
-            // there for the overlay, never read as the stale block or the hole it replaced.
-            pageCache.beginRead(inode.number)
-            if let fresh = try? readInode(inode.number), fresh.mode == given.mode { inode = fresh }
-        }
+        // Pinned (after the buffer's charge, which may need to reclaim them): a page the flusher
+        // writes, or a delayed page it maps, meanwhile is still there for the overlay, never read
+        // as the stale block or the hole it replaced.
+        pageCache?.beginRead(given.number)
         defer { pageCache?.endRead(given.number) }
 
         var position = from
-        let cached = pageCache?.hasPages(inode.number) ?? false
+        var restarts = 0
+        while position < end {
+            // A truncate or punch may free a block between the mapping and the read, and another
+            // file may have it by then: a chunk counts only if the file's mapping did not move
+            // since the epoch, taken before the inode is read afresh; else the walk starts over
+            // from where it got to.
+            let epoch = pageCache?.epoch(given.number)
+            if pageCache != nil {
+                inode = try currentInode(given)
+                end = min(end, inode.size)
+                guard position < end else { break }
+            }
+            let cached = pageCache?.hasPages(inode.number) ?? false
+            var moved = false
+            let unmoved = { [pageCache, number = inode.number] () -> Bool in
+                guard let epoch, let pageCache, pageCache.epoch(number) != epoch else { return true }
+                moved = true
+                return false
+            }
+            do {
+                try streamRuns(inode, from: &position, end: end, buffer: buffer, chunkBlocks: chunkBlocks, cached: cached, verify: unmoved, body)
+            } catch let e as CorruptionError {
+                // A tree block freed and reused while the walk read it reads as garbage: start over.
+                guard !unmoved() else { throw e }
+            }
+            guard moved else { break }
+            restarts += 1
+            pageCache?.countRestart(fellBack: false)
+            if restarts >= 4 { usleep(UInt32(50 << min(restarts - 4, 6))) }
+            if restarts >= 16, let writer {
+                // Changes keep racing this read: one chunk under the write lock, where none runs.
+                var piece: (bytes: Int, offset: UInt64)?
+                try writer.withLock { _ in
+                    try MemoryScope.noFS {
+                        inode = try currentInode(given)
+                        end = min(end, inode.size)
+                        piece = try readChunk(inode, at: position, end: end, buffer: buffer, chunkBlocks: chunkBlocks)
+                    }
+                }
+                if let piece {
+                    let skip = Int(piece.offset % UInt64(blockSize))
+                    try body(.data(offset: piece.offset, bytes: UnsafeRawBufferPointer(rebasing: buffer[skip..<(skip + piece.bytes)])))
+                    position += UInt64(piece.bytes)
+                }
+                pageCache?.countRestart(fellBack: true)
+                restarts = 0
+            }
+        }
+    }
+
+    /// Streams [position, end) of `inode` by its runs, advancing `position` past what `body` got.
+    /// Each chunk read from the device is given to `body` only if `verify` accepts it; a refusal
+    /// stops the walk there.
+    private func streamRuns(_ inode: Inode, from position: inout UInt64, end: UInt64, buffer: UnsafeMutableRawBufferPointer,
+                            chunkBlocks: Int, cached: Bool, verify: () -> Bool,
+                            _ body: (DataPiece) throws -> Void) throws {
+        let bs = UInt64(blockSize)
+        var at = position
+        defer { position = at }
         /// A hole on disk; with pages cached, delayed pages (data without a block yet) may be in it.
         func hole(_ start: UInt64, _ stop: UInt64) throws {
-            guard cached, let pageCache else { return try body(.hole(offset: start, length: stop - start)) }
-            var at = start
+            guard cached, let pageCache else {
+                try body(.hole(offset: start, length: stop - start))
+                at = stop
+                return
+            }
             while at < stop {
                 let skip = Int(at % bs)
                 let blocks = min(UInt64(chunkBlocks), (stop - at + UInt64(skip) + bs - 1) / bs)
@@ -78,35 +136,55 @@ extension Filesystem {
                 at += UInt64(usable)
             }
         }
-        try forEachRun(inode, from: from / bs) { run in
+        var refused = false
+        try forEachRun(inode, from: at / bs) { run in
             let runStart = run.logical * bs
             let runEnd = min((run.logical + run.length) * bs, end)
             if runStart >= end { return false }
-            if runStart > position {
-                try hole(position, runStart)
-                position = runStart
-            }
-            guard runEnd > position else { return true }
+            if runStart > at { try hole(at, runStart) }
+            guard runEnd > at else { return true }
             if !run.hasData {
-                try body(.hole(offset: position, length: runEnd - position))
-                position = runEnd
-                return position < end
+                try body(.hole(offset: at, length: runEnd - at))
+                at = runEnd
+                return at < end
             }
-            while position < runEnd {
-                let blockIndex = position / bs - run.logical
-                let skip = Int(position % bs)
-                let blocks = min(UInt64(chunkBlocks), (runEnd - position + UInt64(skip) + bs - 1) / bs)
+            while at < runEnd {
+                let skip = Int(at % bs)
+                let blocks = min(UInt64(chunkBlocks), (runEnd - at + UInt64(skip) + bs - 1) / bs)
                 let part = UnsafeMutableRawBufferPointer(rebasing: buffer[0..<Int(blocks * bs)])
-                try cache.read(blocks: run.physical! + blockIndex, into: part)
+                try cache.read(blocks: run.physical! + (at / bs - run.logical), into: part)
                 // Data written and not yet on the image is in the page cache.
-                if cached { pageCache?.overlay(inode.number, first: position / bs, count: Int(blocks), into: part) }
-                let usable = min(Int(blocks * bs) - skip, Int(runEnd - position))
-                try body(.data(offset: position, bytes: UnsafeRawBufferPointer(rebasing: part[skip..<(skip + usable)])))
-                position += UInt64(usable)
+                if cached { pageCache?.overlay(inode.number, first: at / bs, count: Int(blocks), into: part) }
+                guard verify() else { refused = true; return false }
+                let usable = min(Int(blocks * bs) - skip, Int(runEnd - at))
+                try body(.data(offset: at, bytes: UnsafeRawBufferPointer(rebasing: part[skip..<(skip + usable)])))
+                at += UInt64(usable)
             }
-            return position < end
+            return at < end
         }
-        if position < end { try hole(position, end) }
+        if !refused && at < end { try hole(at, end) }
+    }
+
+    /// Reads the chunk of `inode` at byte `position` (below `end`) into `buffer`, pages cached
+    /// over it, for a caller holding the write lock. Returns the bytes of it the file has there
+    /// (the chunk starts `position % blockSize` into the buffer); nil past the last block.
+    private func readChunk(_ inode: Inode, at position: UInt64, end: UInt64, buffer: UnsafeMutableRawBufferPointer,
+                           chunkBlocks: Int) throws -> (bytes: Int, offset: UInt64)? {
+        guard position < end else { return nil }
+        let bs = UInt64(blockSize)
+        let skip = Int(position % bs)
+        let blocks = min(UInt64(chunkBlocks), (end - position + UInt64(skip) + bs - 1) / bs)
+        let part = UnsafeMutableRawBufferPointer(rebasing: buffer[0..<Int(blocks * bs)])
+        part.initializeMemory(as: UInt8.self, repeating: 0)
+        let first = position / bs
+        for run in try mappedData(inode, from: first, to: first + blocks) {
+            let from = max(run.logical, first), to = min(run.logical + run.length, first + blocks)
+            guard from < to else { continue }
+            let into = UnsafeMutableRawBufferPointer(rebasing: part[Int((from - first) * bs)..<Int((to - first) * bs)])
+            try cache.read(blocks: run.physical + (from - run.logical), into: into)
+        }
+        pageCache?.overlay(inode.number, first: first, count: Int(blocks), into: part)
+        return (min(Int(blocks * bs) - skip, Int(end - position)), position)
     }
 
     /// Copies a regular file's contents into the host file `fd` without a user-space buffer; holes stay
@@ -127,14 +205,36 @@ extension Filesystem {
             let bs = UInt64(blockSize)
             let end = inode.size
             var copied: UInt64 = 0
-            try forEachRun(inode) { run in
-                let runStart = run.logical * bs
-                guard runStart < end else { return false }
-                guard run.hasData else { return true }
-                let length = min((run.logical + run.length) * bs, end) - runStart
-                try cache.copy(blocks: run.physical!, skip: 0, length: Int(length), to: fd, at: runStart)
-                copied += length
-                return true
+            // The file's mapping must not move while its blocks are copied (a block a truncate
+            // freed may be another file's by the time it is read): if it did, the copy starts
+            // over through the stream, which checks each chunk.
+            pageCache?.beginRead(inode.number, pinning: false)
+            defer { pageCache?.endRead(inode.number, pinning: false) }
+            let epoch = pageCache?.epoch(inode.number)
+            let moved = { [pageCache] in epoch != nil && pageCache?.epoch(inode.number) != epoch }
+            do {
+                // The tree as it is after the epoch.
+                let current = pageCache != nil ? try currentInode(inode) : inode
+                try forEachRun(current) { run in
+                    let runStart = run.logical * bs
+                    guard runStart < end else { return false }
+                    guard run.hasData else { return true }
+                    let length = min((run.logical + run.length) * bs, end) - runStart
+                    try cache.copy(blocks: run.physical!, skip: 0, length: Int(length), to: fd, at: runStart)
+                    copied += length
+                    return true
+                }
+            } catch let e as CorruptionError {
+                guard moved() else { throw e }  // a tree block reused while it was walked
+            }
+            guard moved(), let pageCache else { return copied }
+            pageCache.countRestart(fellBack: true)
+            guard ftruncate(fd, 0) == 0 else { throw DeviceError(.write, path: "output", offset: 0, errno: errno) }
+            copied = 0
+            try stream(try currentInode(inode), from: 0, to: .max, chunk: Self.readChunk) { piece in
+                guard case .data(let offset, let bytes) = piece else { return }
+                try writeAll(fd, bytes, at: offset)
+                copied += UInt64(bytes.count)
             }
             return copied
         }

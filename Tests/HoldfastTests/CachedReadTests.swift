@@ -164,9 +164,13 @@ struct CachedReadTests {
         try WritePathTests.expectClean(image)
     }
 
+    /// How the racing reader reads: at offsets through the cache, streaming around it (`cat`),
+    /// or copying the whole file into a host file (`extract`).
+    enum ReadPath: String, CaseIterable, Sendable { case cached, streamed, copied }
+
     @Test("a reader racing 300 truncates and rewrites of two files sees only its own file's bytes or zeros",
-          arguments: [true, false])
-    func readerRacingReallocation(delayed: Bool) throws {
+          arguments: [(true, ReadPath.cached), (false, .cached), (true, .streamed), (false, .streamed), (false, .copied)])
+    func readerRacingReallocation(delayed: Bool, path: ReadPath) throws {
         let scratch = try Scratch()
         let image = scratch.path("race.img")
         try WritePathTests.makeImage(image, blockSize: 4096, megabytes: 64)
@@ -189,23 +193,40 @@ struct CachedReadTests {
         try fs.sync()
         let stop = Locked(false)
         let wrong = Locked<[String]>([])
+        /// Bytes read at `offset` of file 1: each word is (1, its block) or zero.
+        @Sendable func check(_ bytes: UnsafeRawBufferPointer, at offset: UInt64) {
+            for w in stride(from: 0, to: bytes.count - 7, by: 8) {
+                let word = bytes.loadUnaligned(fromByteOffset: w, as: UInt64.self)
+                let at = (offset + UInt64(w)) / 4096
+                if word != 0 && word != 1 << 32 | at {
+                    wrong.withLock { if $0.count < 20 { $0.append("\(path): block \(at) read \(String(word, radix: 16))") } }
+                    return
+                }
+            }
+        }
+        let copy = scratch.path("copy")
         let reader = Thread {
             var rng = SplitMix(seed: 11)
             var offset: UInt64 = 0
             while !stop.withLock({ $0 }) {
-                guard let inode = try? fs.inode(files[0]), let bytes = try? fs.read(inode, offset: offset, count: 65536) else { continue }
-                bytes.withUnsafeBytes { raw in
-                    for w in stride(from: 0, to: raw.count - 7, by: 8) {
-                        let word = raw.loadUnaligned(fromByteOffset: w, as: UInt64.self)
-                        let at = (offset + UInt64(w)) / 4096
-                        if word != 0 && word != 1 << 32 | at {
-                            wrong.withLock { $0.append("block \(at) read \(String(word, radix: 16))") }
-                            return
-                        }
+                guard let inode = try? fs.inode(files[0]) else { continue }
+                switch path {
+                case .cached:
+                    guard let bytes = try? fs.read(inode, offset: offset, count: 65536) else { continue }
+                    bytes.withUnsafeBytes { check($0, at: offset) }
+                    // Mostly sequential (readahead), sometimes a jump.
+                    offset = rng.next() % 8 == 0 ? (rng.next() % 256) * 4096 : (offset + 65536) % (1 << 20)
+                case .streamed:
+                    try? fs.streamData(inode, chunk: 64 << 10) { piece in
+                        if case .data(let at, let bytes) = piece { check(bytes, at: at) }
                     }
+                case .copied:
+                    let fd = open(copy, O_RDWR | O_CREAT | O_TRUNC, 0o644)
+                    defer { close(fd) }
+                    guard (try? fs.copyData(inode, to: fd)) != nil,
+                          let back = FileManager.default.contents(atPath: copy) else { continue }
+                    back.withUnsafeBytes { check($0, at: 0) }
                 }
-                // Mostly sequential (readahead), sometimes a jump.
-                offset = rng.next() % 8 == 0 ? (rng.next() % 256) * 4096 : (offset + 65536) % (1 << 20)
             }
         }
         reader.start()
@@ -221,7 +242,7 @@ struct CachedReadTests {
         stop.withLock { $0 = true }
         while !reader.isFinished { usleep(1000) }
         let s = fs.pageCache!.statistics
-        #expect(wrong.withLock { $0 }.isEmpty, "\(wrong.withLock { $0.prefix(5) }) restarts=\(s.readRestarts) fallbacks=\(s.readFallbacks) uncached=\(s.uncachedBlocks)")
+        #expect(wrong.withLock { $0 }.count == 0, "\(wrong.withLock { $0.prefix(5) }) restarts=\(s.readRestarts) fallbacks=\(s.readFallbacks) uncached=\(s.uncachedBlocks)")
         try fs.close()
         try WritePathTests.expectClean(image)
     }
