@@ -136,7 +136,8 @@ extension Filesystem {
     /// The inode as it is now; never an older copy, whose tree may name freed blocks.
     func currentInode(_ given: Inode) throws -> Inode {
         let fresh = try readInode(given.number)
-        guard fresh.mode != 0, fresh.fileType == given.fileType else {
+        // The same file: a number freed and given to a new file has a new generation.
+        guard fresh.mode != 0, fresh.fileType == given.fileType, fresh.generation == given.generation else {
             throw HoldfastError.notFound("inode \(given.number) (freed or reused while it was read)")
         }
         return fresh

@@ -107,47 +107,45 @@ extension Filesystem {
     }
 
     /// Streams [position, end) of `inode` by its runs, advancing `position` past what `body` got.
-    /// Each chunk read from the device is given to `body` only if `verify` accepts it; a refusal
-    /// stops the walk there.
+    /// Each piece, data or hole, is given to `body` only if `verify` then accepts the mapping it
+    /// came from (a hole may be a run an operation is moving); a refusal stops the walk there.
     private func streamRuns(_ inode: Inode, from position: inout UInt64, end: UInt64, buffer: UnsafeMutableRawBufferPointer,
                             chunkBlocks: Int, cached: Bool, verify: () -> Bool,
                             _ body: (DataPiece) throws -> Void) throws {
         let bs = UInt64(blockSize)
         var at = position
         defer { position = at }
+        var refused = false
+        /// Gives `piece` to the caller if the mapping still holds; false (and the walk stops) if not.
+        func deliver(_ piece: DataPiece, length: Int) throws -> Bool {
+            guard verify() else { refused = true; return false }
+            try body(piece)
+            at += UInt64(length)
+            return true
+        }
         /// A hole on disk; with pages cached, delayed pages (data without a block yet) may be in it.
-        func hole(_ start: UInt64, _ stop: UInt64) throws {
-            guard cached, let pageCache else {
-                try body(.hole(offset: start, length: stop - start))
-                at = stop
-                return
-            }
+        func hole(_ stop: UInt64) throws -> Bool {
+            guard cached, let pageCache else { return try deliver(.hole(offset: at, length: stop - at), length: Int(stop - at)) }
             while at < stop {
                 let skip = Int(at % bs)
                 let blocks = min(UInt64(chunkBlocks), (stop - at + UInt64(skip) + bs - 1) / bs)
                 let part = UnsafeMutableRawBufferPointer(rebasing: buffer[0..<Int(blocks * bs)])
                 part.initializeMemory(as: UInt8.self, repeating: 0)
                 let usable = min(Int(blocks * bs) - skip, Int(stop - at))
-                if pageCache.overlay(inode.number, first: at / bs, count: Int(blocks), into: part) > 0 {
-                    try body(.data(offset: at, bytes: UnsafeRawBufferPointer(rebasing: part[skip..<(skip + usable)])))
-                } else {
-                    try body(.hole(offset: at, length: UInt64(usable)))
-                }
-                at += UInt64(usable)
+                let piece: DataPiece = pageCache.overlay(inode.number, first: at / bs, count: Int(blocks), into: part) > 0
+                    ? .data(offset: at, bytes: UnsafeRawBufferPointer(rebasing: part[skip..<(skip + usable)]))
+                    : .hole(offset: at, length: UInt64(usable))
+                guard try deliver(piece, length: usable) else { return false }
             }
+            return true
         }
-        var refused = false
         try forEachRun(inode, from: at / bs) { run in
             let runStart = run.logical * bs
             let runEnd = min((run.logical + run.length) * bs, end)
             if runStart >= end { return false }
-            if runStart > at { try hole(at, runStart) }
+            if runStart > at, !(try hole(runStart)) { return false }
             guard runEnd > at else { return true }
-            if !run.hasData {
-                try body(.hole(offset: at, length: runEnd - at))
-                at = runEnd
-                return at < end
-            }
+            if !run.hasData { return try deliver(.hole(offset: at, length: runEnd - at), length: Int(runEnd - at)) && at < end }
             while at < runEnd {
                 let skip = Int(at % bs)
                 let blocks = min(UInt64(chunkBlocks), (runEnd - at + UInt64(skip) + bs - 1) / bs)
@@ -155,14 +153,12 @@ extension Filesystem {
                 try cache.read(blocks: run.physical! + (at / bs - run.logical), into: part)
                 // Data written and not yet on the image is in the page cache.
                 if cached { pageCache?.overlay(inode.number, first: at / bs, count: Int(blocks), into: part) }
-                guard verify() else { refused = true; return false }
                 let usable = min(Int(blocks * bs) - skip, Int(runEnd - at))
-                try body(.data(offset: at, bytes: UnsafeRawBufferPointer(rebasing: part[skip..<(skip + usable)])))
-                at += UInt64(usable)
+                guard try deliver(.data(offset: at, bytes: UnsafeRawBufferPointer(rebasing: part[skip..<(skip + usable)])), length: usable) else { return false }
             }
             return at < end
         }
-        if !refused && at < end { try hole(at, end) }
+        if !refused && at < end { _ = try hole(end) }
     }
 
     /// Reads the chunk of `inode` at byte `position` (below `end`) into `buffer`, pages cached

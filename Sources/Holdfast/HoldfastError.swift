@@ -44,6 +44,9 @@ public enum HoldfastError: Error, Sendable, CustomStringConvertible {
     /// File data held dirty in memory could not be written to the image (close, sync): which
     /// inodes, and the device's last error. The data was never reported written.
     case dataNotWritten(inodes: [UInt32], cause: DeviceError?)
+    /// A write that failed part way (write(2)'s short count): its first `written` bytes are in
+    /// the file, the rest is not, for `cause`.
+    indirect case partialWrite(written: Int, requested: Int, cause: HoldfastError)
 
     public var description: String {
         switch self {
@@ -71,6 +74,8 @@ public enum HoldfastError: Error, Sendable, CustomStringConvertible {
             let list = inodes.prefix(20).map { "\($0)" }.joined(separator: ", ") + (inodes.count > 20 ? ", ..." : "")
             return "data of \(inodes.count) file\(inodes.count == 1 ? "" : "s") (inode\(inodes.count == 1 ? "" : "s") \(list)) could not be written to the image"
                 + (cause.map { ": \($0)" } ?? "")
+        case .partialWrite(let written, let requested, let cause):
+            return "only \(written) of \(requested) bytes were written: \(cause)"
         }
     }
 

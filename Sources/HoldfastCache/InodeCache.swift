@@ -204,8 +204,8 @@ public final class InodeCache: @unchecked Sendable {
     }
 
     /// Frees unused inodes, least recently used first, with their clean pages and extent-status
-    /// entries; skips those the page cache still needs.
-    func reclaim(bytes: Int) -> Int {
+    /// entries; skips those the page cache still needs. (The shrinker's scan; public for tests.)
+    public func reclaim(bytes: Int) -> Int {
         let victims = lock.withLock {
             entries.filter { isCandidate($0.key, $0.value) }.sorted { $0.value.lastUse < $1.value.lastUse }
         }
@@ -242,6 +242,9 @@ public final class InodeCache: @unchecked Sendable {
             }
         }
     }
+
+    /// Does inode `number` hold a preallocation, as the allocator last said (tests)?
+    public func isPreallocated(_ number: UInt32) -> Bool { lock.withLock { preallocated.contains(number) } }
 
     /// Is inode `number` cached (tests)?
     public func isCached(_ number: UInt32) -> Bool { lock.withLock { entries[number]?.inode != nil } }

@@ -22,6 +22,7 @@ func exitCode(for error: HoldfastError) -> Int32 {
     case .corrupt: 3
     case .unsupportedFeatures, .journal: 4
     case .outOfMemory: 5
+    case .partialWrite(_, _, let cause): exitCode(for: cause)
     default: 1
     }
 }

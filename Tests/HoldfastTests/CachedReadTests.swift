@@ -205,27 +205,33 @@ struct CachedReadTests {
             }
         }
         let copy = scratch.path("copy")
+        let reads = Locked(0)
         let reader = Thread {
             var rng = SplitMix(seed: 11)
             var offset: UInt64 = 0
             while !stop.withLock({ $0 }) {
-                guard let inode = try? fs.inode(files[0]) else { continue }
-                switch path {
-                case .cached:
-                    guard let bytes = try? fs.read(inode, offset: offset, count: 65536) else { continue }
-                    bytes.withUnsafeBytes { check($0, at: offset) }
-                    // Mostly sequential (readahead), sometimes a jump.
-                    offset = rng.next() % 8 == 0 ? (rng.next() % 256) * 4096 : (offset + 65536) % (1 << 20)
-                case .streamed:
-                    try? fs.streamData(inode, chunk: 64 << 10) { piece in
-                        if case .data(let at, let bytes) = piece { check(bytes, at: at) }
+                do {
+                    let inode = try fs.inode(files[0])
+                    switch path {
+                    case .cached:
+                        let bytes = try fs.read(inode, offset: offset, count: 65536)
+                        bytes.withUnsafeBytes { check($0, at: offset) }
+                        // Mostly sequential (readahead), sometimes a jump.
+                        offset = rng.next() % 8 == 0 ? (rng.next() % 256) * 4096 : (offset + 65536) % (1 << 20)
+                    case .streamed:
+                        try fs.streamData(inode, chunk: 64 << 10) { piece in
+                            if case .data(let at, let bytes) = piece { check(bytes, at: at) }
+                        }
+                    case .copied:
+                        let fd = open(copy, O_RDWR | O_CREAT | O_TRUNC, 0o644)
+                        defer { close(fd) }
+                        try fs.copyData(inode, to: fd)
+                        guard let back = FileManager.default.contents(atPath: copy) else { throw Support.Failure("no copy") }
+                        back.withUnsafeBytes { check($0, at: 0) }
                     }
-                case .copied:
-                    let fd = open(copy, O_RDWR | O_CREAT | O_TRUNC, 0o644)
-                    defer { close(fd) }
-                    guard (try? fs.copyData(inode, to: fd)) != nil,
-                          let back = FileManager.default.contents(atPath: copy) else { continue }
-                    back.withUnsafeBytes { check($0, at: 0) }
+                    reads.withLock { $0 += 1 }
+                } catch {
+                    wrong.withLock { if $0.count < 20 { $0.append("\(path): \(error)") } }
                 }
             }
         }
@@ -242,7 +248,67 @@ struct CachedReadTests {
         stop.withLock { $0 = true }
         while !reader.isFinished { usleep(1000) }
         let s = fs.pageCache!.statistics
+        #expect(reads.withLock { $0 } > 0, "the reader read nothing")
         #expect(wrong.withLock { $0 }.count == 0, "\(wrong.withLock { $0.prefix(5) }) restarts=\(s.readRestarts) fallbacks=\(s.readFallbacks) uncached=\(s.uncachedBlocks)")
+        try fs.close()
+        try WritePathTests.expectClean(image)
+    }
+}
+
+extension CachedReadTests {
+    @Test("a stream or copy whose file is unlinked and its number given to a new file stops with notFound, never reads the new file",
+          arguments: [ReadPath.streamed, .copied])
+    func readAcrossReuse(path: ReadPath) throws {
+        let scratch = try Scratch()
+        let image = scratch.path("reuse.img")
+        try WritePathTests.makeImage(image, blockSize: 4096, megabytes: 64)
+        var options = OpenOptions(memoryBudget: 4 << 20, writable: true)
+        options.flusher = false
+        let fs = try Filesystem.open(path: image, options: options)
+        let owner = Ownership(permissions: 0o644)
+        let a = try fs.create(path: "/a", kind: .regular, owner: owner)
+        let old = PageCacheTests.pattern(4 << 20, seed: 1)
+        try fs.write(a, at: 0, old)
+        try fs.sync()
+        fs.pageCache?.dropAllClean()  // no pages: the copy reads the blocks directly
+        let inode = try fs.inode(a)
+        var reused: UInt32?
+        /// The file goes and a new one takes its number and, likely, its blocks.
+        func replace() throws {
+            try fs.unlink(path: "/a")
+            let b = try fs.create(path: "/b", kind: .regular, owner: owner)
+            try fs.write(b, at: 0, PageCacheTests.pattern(1 << 20, seed: 2))
+            try fs.sync()
+            reused = b
+        }
+        var failure: (any Error)?
+        switch path {
+        case .streamed:
+            var pieces = 0
+            do {
+                try fs.streamData(inode, chunk: 256 << 10) { piece in
+                    guard case .data(let at, let bytes) = piece else { return }
+                    let same = Array(bytes) == Array(old[Int(at)..<(Int(at) + bytes.count)])  // (no diff of 256 KiB)
+                    #expect(same, "bytes at \(at) are not the old file's")
+                    pieces += 1
+                    if pieces == 2 { try replace() }
+                }
+            } catch { failure = error }
+        default:
+            // The copy goes first; the file is replaced once it is in, so the check after the copy sees the move.
+            let fd = open(scratch.path("copy"), O_RDWR | O_CREAT | O_TRUNC, 0o644)
+            defer { close(fd) }
+            do {
+                try fs.copyData(inode, to: fd)
+                try replace()
+                try fs.copyData(inode, to: fd)  // the same description of a file that is gone
+            } catch { failure = error }
+        }
+        #expect(reused == a, "the test needs the number reused")
+        guard case HoldfastError.notFound = try #require(failure) else {
+            Issue.record("expected notFound, got \(String(describing: failure))")
+            return
+        }
         try fs.close()
         try WritePathTests.expectClean(image)
     }

@@ -119,38 +119,44 @@ struct InodeCacheTests {
         try WritePathTests.expectClean(image)
     }
 
-    @Test("reclaim frees unused inodes with their clean pages, and passes over open, preallocated and dirty ones")
+    @Test("reclaim frees unused inodes with their clean pages and extent entries, and passes over open, preallocated and dirty ones")
     func reclaimSkipsBusy() throws {
         let scratch = try Scratch()
         let image = scratch.path("k.img")
         try WritePathTests.makeImage(image, blockSize: 4096, megabytes: 64)
         let fs = try Self.open(image)
         let data = PageCacheTests.pattern(256 << 10, seed: 3)
-        // clean: written and synced, then read (clean pages); plain: only looked up.
+        // clean: written and synced, then read (clean pages, extent entries); plain: only looked
+        // up; opened: written and synced, then opened (clean pages, no preallocation).
         let clean = try fs.create(path: "/clean", kind: .regular, owner: Self.owner)
         try fs.write(clean, at: 0, data)
         let plain = try fs.create(path: "/plain", kind: .regular, owner: Self.owner)
         let marked = try fs.create(path: "/marked", kind: .regular, owner: Self.owner)
+        let opened = try fs.create(path: "/opened", kind: .regular, owner: Self.owner)
+        try fs.write(opened, at: 0, data)
         try fs.sync()
-        _ = try fs.read(try fs.inode(clean), offset: 0, count: data.count)
-        // dirty: written, not synced (delayed pages); open: appended to through a description.
+        for n in [clean, opened] { _ = try fs.read(try fs.inode(n), offset: 0, count: data.count) }
+        let description = try fs.openFile(opened)
+        // dirty: written, not synced (delayed pages).
         let dirty = try fs.create(path: "/dirty", kind: .regular, owner: Self.owner)
         try fs.write(dirty, at: 0, data)
-        let open = try fs.create(path: "/open", kind: .regular, owner: Self.owner)
-        let description = try fs.openFile(open)
-        try fs.write(open, at: 0, data)
         // A preallocation keeps an inode too (the allocator says so while it holds one).
         fs.inodeCache.setPreallocated(marked, true)
-        for n in [clean, plain, marked, dirty, open] { _ = try fs.inode(n) }
-        #expect(fs.pageCache!.hasPages(clean))
+        for n in [clean, plain, marked, dirty, opened] { _ = try fs.inode(n) }
+        #expect(fs.pageCache!.hasPages(clean) && fs.pageCache!.hasPages(opened))
+        #expect(!fs.extentStatus.extents(clean).isEmpty)
+        #expect(fs.pageCache!.statistics.dirtyPages > 0)
 
-        _ = fs.budget.reclaim(1 << 40)
+        // The inode cache's own shrinker, alone: what goes with an inode is its doing.
+        _ = fs.inodeCache.reclaim(bytes: 1 << 40)
         let s = fs.inodeCache.statistics
         #expect(!fs.inodeCache.isCached(clean), "\(s.line)")
         #expect(!fs.inodeCache.isCached(plain), "\(s.line)")
         #expect(!fs.pageCache!.hasPages(clean), "a reclaimed inode's clean pages go with it")
+        #expect(fs.extentStatus.extents(clean).isEmpty, "and its extent entries")
         #expect(fs.inodeCache.isCached(dirty), "an inode with dirty pages stays: \(s.line)")
-        #expect(fs.inodeCache.isCached(open), "an open inode stays")
+        #expect(fs.inodeCache.isCached(opened), "an open inode stays")
+        #expect(fs.pageCache!.hasPages(opened), "and so do its clean pages")
         #expect(fs.inodeCache.isCached(marked), "an inode holding a preallocation stays")
         #expect(s.skippedBusy > 0 && s.reclaimed >= 2, "\(s.line)")
         #expect(fs.pageCache!.statistics.dirtyPages > 0, "reclaim wrote nothing back and dropped nothing dirty")
@@ -159,17 +165,42 @@ struct InodeCacheTests {
         try fs.sync()
         try description.close()
         fs.inodeCache.setPreallocated(marked, false)
-        _ = fs.budget.reclaim(1 << 40)
+        _ = fs.inodeCache.reclaim(bytes: 1 << 40)
         #expect(!fs.inodeCache.isCached(dirty))
-        #expect(!fs.inodeCache.isCached(open))
+        #expect(!fs.inodeCache.isCached(opened))
         #expect(!fs.inodeCache.isCached(marked))
-        for n in [clean, dirty, open] {
+        for n in [clean, dirty, opened] {
             #expect(try fs.read(try fs.inode(n), offset: 0, count: data.count + 1) == data, "inode \(n)")
         }
         try fs.close()
         #expect(fs.budget.used == 0)
         try WritePathTests.expectClean(image)
-        for path in ["/clean", "/dirty", "/open"] { #expect(try PageCacheTests.dumped(image, path, scratch) == data, "\(path)") }
+        for path in ["/clean", "/dirty", "/opened"] { #expect(try PageCacheTests.dumped(image, path, scratch) == data, "\(path)") }
+    }
+
+    @Test("the allocator tells the inode cache while a file holds a preallocation window")
+    func preallocationMarksInode() throws {
+        let scratch = try Scratch()
+        let image = scratch.path("a.img")
+        try WritePathTests.makeImage(image, blockSize: 4096, megabytes: 64)
+        var options = OpenOptions(memoryBudget: 16 << 20, writable: true)
+        options.flusher = false
+        options.delayedAllocation = false  // blocks at the write: the window opens then
+        let fs = try Filesystem.open(path: image, options: options)
+        let n = try fs.create(path: "/log", kind: .regular, owner: Self.owner)
+        let d = try fs.openFile(n)
+        try fs.write(n, at: 0, PageCacheTests.pattern(64 << 10, seed: 4))
+        #expect(fs.preallocationUsage.windows == 1)
+        #expect(fs.inodeCache.isPreallocated(n))
+        try d.close()
+        #expect(fs.preallocationUsage.windows == 0, "the last close gives the window back")
+        #expect(!fs.inodeCache.isPreallocated(n))
+        try fs.sync()
+        _ = try fs.inode(n)
+        _ = fs.inodeCache.reclaim(bytes: 1 << 40)
+        #expect(!fs.inodeCache.isCached(n), "no window, not open, clean: reclaimed")
+        try fs.close()
+        try WritePathTests.expectClean(image)
     }
 
     @Test("without memory for entries, lookups read the table each time, opens fail cleanly, and nothing else does")
@@ -194,7 +225,11 @@ struct InodeCacheTests {
         }
         let s = fs.inodeCache.statistics
         #expect(s.entries == 0 && s.uncached > 0 && s.hits == 0, "\(s.line)")
-        #expect(throws: HoldfastError.self) { try fs.openFile(try fs.resolve("/f0").number) }
+        var openError: HoldfastError?
+        do { _ = try fs.openFile(try fs.resolve("/f0").number) } catch { openError = error }
+        if case .outOfMemory(let e) = openError { #expect(e.site == "inode-cache.entry") } else {
+            Issue.record("an open without memory for its inode: \(String(describing: openError))")
+        }
         try fs.close()
         #expect(fs.budget.used == 0)
         try WritePathTests.expectClean(image)

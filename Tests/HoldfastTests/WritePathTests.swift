@@ -282,6 +282,31 @@ struct WritePathTests {
         try Self.expectClean(image)
     }
 
+    @Test("a write that fails part way says how much of it is in the file, and that much is")
+    func partialWrite() throws {
+        let scratch = try Scratch()
+        let image = scratch.path("p.img")
+        try Self.makeImage(image, blockSize: 4096, megabytes: 32)
+        // A 1 MiB budget writes in steps of 128 KiB (32 pages): from the 33rd page on, none is had.
+        var options = OpenOptions(memoryBudget: 1 << 20, faultPlan: FaultPlan(nth: 33, site: "pagecache.page", persistent: true), writable: true)
+        options.flusher = false
+        let fs = try Filesystem.open(path: image, options: options)
+        let f = try fs.create(path: "/p", kind: .regular, owner: Ownership(permissions: 0o644))
+        let data = PageCacheTests.pattern(384 << 10, seed: 9)
+        var failure: HoldfastError?
+        do { try fs.write(f, at: 0, data) } catch { failure = error }
+        guard case .partialWrite(let written, let requested, .outOfMemory) = failure else {
+            Issue.record("expected a partial write out of memory, got \(String(describing: failure))")
+            return
+        }
+        #expect(written == 128 << 10 && requested == data.count)
+        #expect(try fs.inode(f).size == UInt64(written))
+        #expect(try fs.read(try fs.inode(f), offset: 0, count: data.count) == Array(data[..<written]))
+        try fs.close()
+        try Self.expectClean(image)
+        #expect(try PageCacheTests.dumped(image, "/p", scratch) == Array(data[..<written]))
+    }
+
     @Test("a failure at any allocation rolls the operation back (or, for buddies, falls back to the bitmap)", arguments: ["buffer", "journal", "page", "allocator"])
     func faultSweep(category: String) throws {
         let scratch = try Scratch()

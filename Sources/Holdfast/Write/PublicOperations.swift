@@ -79,7 +79,9 @@ extension Filesystem {
         }
     }
 
-    /// Writes `data` at byte `offset` of a regular file, in steps of bounded size.
+    /// Writes `data` at byte `offset` of a regular file, in steps of bounded size. Each step is an
+    /// operation: a failure in the first changes nothing, a later one throws `partialWrite` with
+    /// the bytes the earlier steps wrote (write(2)'s short count).
     public func write(_ inode: UInt32, at offset: UInt64, _ data: UnsafeRawBufferPointer) throws(HoldfastError) {
         try write(inode, at: offset, source: .memory(data))
     }
@@ -101,19 +103,25 @@ extension Filesystem {
                 let part = data.slice(done, done + n)
                 // Bitmaps and descriptors, plus a block map's indirect blocks (one per blockSize/4 blocks).
                 let credits = 16 + 2 * (n / blockSize / (blockSize * 8) + 1) + n / blockSize / (blockSize / 4) + 3
-                let pages = try pagesForWrite(inode, at: offset + UInt64(done), count: n)
-                try mutate(credits: credits, pages: pages) { ctx in
-                    var rec = try ctx.inode(inode)
-                    guard FileType(mode: rec.mode) == .regular else {
-                        throw FileType(mode: rec.mode) == .directory ? HoldfastError.isADirectory("inode \(inode)") : HoldfastError.invalidArgument("inode \(inode) is not a regular file")
+                do {
+                    let pages = try pagesForWrite(inode, at: offset + UInt64(done), count: n)
+                    try mutate(credits: credits, pages: pages) { ctx in
+                        var rec = try ctx.inode(inode)
+                        guard FileType(mode: rec.mode) == .regular else {
+                            throw FileType(mode: rec.mode) == .directory ? HoldfastError.isADirectory("inode \(inode)") : HoldfastError.invalidArgument("inode \(inode) is not a regular file")
+                        }
+                        try ctx.writeData(&rec, offset: offset + UInt64(done), source: part, delay: delay)
+                        if !keepTimes {
+                            let now = WriteContext.now()
+                            rec.modificationTime = now
+                            rec.changeTime = now
+                        }
+                        try ctx.store(rec)
                     }
-                    try ctx.writeData(&rec, offset: offset + UInt64(done), source: part, delay: delay)
-                    if !keepTimes {
-                        let now = WriteContext.now()
-                        rec.modificationTime = now
-                        rec.changeTime = now
-                    }
-                    try ctx.store(rec)
+                } catch {
+                    // Each step is an operation of its own: those before this one stay, and say so.
+                    guard done > 0 else { throw error }
+                    throw HoldfastError.partialWrite(written: done, requested: data.count, cause: HoldfastError.wrap(error))
                 }
                 done += n
             } while done < data.count

@@ -102,7 +102,12 @@ extension Filesystem {
                 throw HoldfastError.readOnly([why])
             }
             let result = try runOperation(state, credits: credits, pages: pages, body)
-            if state.transaction.dirtyBytes >= budget.limit / 4 { try commitLocked(state, flush: false) }
+            if state.transaction.dirtyBytes >= budget.limit / 4 {
+                // The operation is done and stays (its changes wait in the transaction); a commit
+                // that fails here is kept for the next sync, fsync or close to report, not blamed
+                // on this call, which would then seem to have changed nothing.
+                try? commitLocked(state, flush: false)
+            }
             return result
         }
     }
