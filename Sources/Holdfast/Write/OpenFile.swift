@@ -69,7 +69,7 @@ extension Filesystem {
                 try self.inodeCache.open(inode)
             }
             // Checked and counted under the write lock: no unlink can free it in between.
-            if let writer { try writer.withLock { _ in try open() } } else { try open() }
+            if let writer { try writer.withLock { _ in try MemoryScope.noFS { try open() } } } else { try open() }
             return OpenFile(self, inode: inode)
         }
     }
