@@ -36,7 +36,7 @@ struct CachedReadTests {
         for offset in stride(from: 0, to: data.count, by: 128 << 10) {
             back += try fs.read(inode, offset: UInt64(offset), count: 128 << 10)
         }
-        #expect(back == data)
+        #expect(Bytes(back) == Bytes(data))
         let s = fs.pageCache!.statistics
         let blocks = data.count / 4096
         // Only the first read waits for its own blocks; every later one finds them read ahead.
@@ -46,7 +46,7 @@ struct CachedReadTests {
         #expect(s.readaheadCut == 0 && s.uncachedBlocks == 0)
         // A second pass is all hits: the pages stayed.
         let hitsBefore = s.readHits
-        #expect(try fs.read(inode, offset: 0, count: data.count) == data)
+        #expect(Bytes(try fs.read(inode, offset: 0, count: data.count)) == Bytes(data))
         #expect(fs.pageCache!.statistics.readHits == hitsBefore + blocks)
         try fs.close()
     }
@@ -61,7 +61,7 @@ struct CachedReadTests {
         for _ in 0..<200 {
             let offset = Int(rng.next() % UInt64(data.count - 10_000)) | 1  // never a block start: never sequential
             let count = Int(rng.next() % 9000) + 1
-            #expect(try fs.read(inode, offset: UInt64(offset), count: count) == Array(data[offset..<(offset + count)]))
+            #expect(Bytes(try fs.read(inode, offset: UInt64(offset), count: count)) == Bytes(Array(data[offset..<(offset + count)])))
         }
         let s = fs.pageCache!.statistics
         #expect(s.readaheadPages == 0, "\(s.line)")
@@ -80,7 +80,7 @@ struct CachedReadTests {
         for offset in stride(from: 0, to: data.count, by: 100_000) {
             back += try fs.read(inode, offset: UInt64(offset), count: 100_000)
         }
-        #expect(back == data)
+        #expect(Bytes(back) == Bytes(data))
         let s = fs.pageCache!.statistics
         #expect(s.readaheadCut > 0, "\(s.line)")
         if spec.hasPrefix("site=") {
@@ -103,7 +103,7 @@ struct CachedReadTests {
         let inode = try fs.resolve("/f")
         for offset in stride(from: 0, to: data.count, by: 64 << 10) {
             let part = try fs.read(inode, offset: UInt64(offset), count: 64 << 10)
-            #expect(part == Array(data[offset..<(offset + (64 << 10))]))
+            #expect(Bytes(part) == Bytes(Array(data[offset..<(offset + (64 << 10))])))
         }
         let s = fs.pageCache!.statistics
         #expect(s.reclaimedPages > 0 && s.readaheadPages > data.count / 4096 / 2, "\(s.line)")
@@ -139,7 +139,7 @@ struct CachedReadTests {
         let (image, data) = try Self.imageWithFile(scratch, megabytes: 2)
         let fs = try WritePathTests.open(image, memory: 8 << 20)
         let f = try fs.resolve("/f").number
-        #expect(try fs.read(try fs.inode(f), offset: 0, count: data.count) == data)
+        #expect(Bytes(try fs.read(try fs.inode(f), offset: 0, count: data.count)) == Bytes(data))
         #expect(fs.pageCache!.statistics.cleanPages >= 512, "the file is cached clean")
         var expected = data
         let patch = PageCacheTests.pattern(10_000, seed: 99)
@@ -149,7 +149,7 @@ struct CachedReadTests {
         try fs.truncate(f, to: 300_000)
         try fs.truncate(f, to: UInt64(data.count))
         expected.replaceSubrange(300_000..<data.count, with: [UInt8](repeating: 0, count: data.count - 300_000))
-        #expect(try fs.read(try fs.inode(f), offset: 0, count: data.count) == expected, "grown back: zeros, not the old pages")
+        #expect(Bytes(try fs.read(try fs.inode(f), offset: 0, count: data.count)) == Bytes(expected), "grown back: zeros, not the old pages")
         try fs.fallocate(f, offset: 40_960, length: 81_920, mode: .punchHole)
         expected.replaceSubrange(40_960..<122_880, with: [UInt8](repeating: 0, count: 81_920))
         #expect(try fs.read(try fs.inode(f), offset: 0, count: data.count) == expected)

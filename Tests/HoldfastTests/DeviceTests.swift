@@ -14,7 +14,7 @@ struct DeviceTests {
         let data = [UInt8](repeating: 0xA5, count: 5000)
         try data.withUnsafeBytes { try dev.write($0, at: 4096) }
         try dev.flush()
-        #expect(try dev.read(count: 5000, at: 4096) == data)
+        #expect(Bytes(try dev.read(count: 5000, at: 4096)) == Bytes(data))
         let onDisk = try Data(contentsOf: URL(fileURLWithPath: path))
         #expect(onDisk.count == 65536 && Array(onDisk[4096..<9096]) == data && onDisk[4095] == 0)
         #expect(throws: DeviceError(.write, path: path, offset: 65000, errno: ENOSPC)) {

@@ -170,12 +170,12 @@ struct InodeCacheTests {
         #expect(!fs.inodeCache.isCached(opened))
         #expect(!fs.inodeCache.isCached(marked))
         for n in [clean, dirty, opened] {
-            #expect(try fs.read(try fs.inode(n), offset: 0, count: data.count + 1) == data, "inode \(n)")
+            #expect(Bytes(try fs.read(try fs.inode(n), offset: 0, count: data.count + 1)) == Bytes(data), "inode \(n)")
         }
         try fs.close()
         #expect(fs.budget.used == 0)
         try WritePathTests.expectClean(image)
-        for path in ["/clean", "/dirty", "/opened"] { #expect(try PageCacheTests.dumped(image, path, scratch) == data, "\(path)") }
+        for path in ["/clean", "/dirty", "/opened"] { #expect(Bytes(try PageCacheTests.dumped(image, path, scratch)) == Bytes(data), "\(path)") }
     }
 
     @Test("the allocator tells the inode cache while a file holds a preallocation window")
@@ -219,7 +219,7 @@ struct InodeCacheTests {
         let fs = try Self.open(image, faults: try FaultPlan(parsing: "site=inode-cache.entry,persistent"))
         for i in 0..<20 {
             let node = try fs.resolve("/f\(i)")
-            #expect(try fs.read(node, offset: 0, count: 1 << 20) == PageCacheTests.pattern(3000 + i, seed: UInt64(i)))
+            #expect(Bytes(try fs.read(node, offset: 0, count: 1 << 20)) == Bytes(PageCacheTests.pattern(3000 + i, seed: UInt64(i))))
             try fs.setAttributes(node.number, AttributeChanges(permissions: 0o640))
             #expect(try fs.inode(node.number).permissions == 0o640)
         }

@@ -138,7 +138,7 @@ struct PageCacheTests {
         #expect(stats.writebackRetries + stats.reserveRuns + stats.poolRuns > 0, "failed allocations are retried, or written on the reserve or page by page")
         #expect(stats.writeErrors == 0)
         try WritePathTests.expectClean(image)
-        for (path, data) in expected { #expect(try Self.dumped(image, path, scratch) == data, "\(path)") }
+        for (path, data) in expected { #expect(Bytes(try Self.dumped(image, path, scratch)) == Bytes(data), "\(path)") }
     }
 
     /// An image with /f written and synced, opened on a device that can fail its blocks' writes.
@@ -172,7 +172,7 @@ struct PageCacheTests {
         #expect(throws: HoldfastError.self) { try a.sync() }
         #expect(device.failedWrites > 0)
         #expect(fs.pageCache!.statistics.dirtyPages >= 16, "a failed write leaves its pages dirty")
-        #expect(try fs.read(try fs.inode(f), offset: 0, count: 64 << 10) == newer, "the data is still there to read")
+        #expect(Bytes(try fs.read(try fs.inode(f), offset: 0, count: 64 << 10)) == Bytes(newer), "the data is still there to read")
         // Still failing, the retry is a new error, and a hears of that one too.
         #expect(throws: HoldfastError.self) { try a.sync() }
         device.heal()
@@ -245,7 +245,7 @@ struct PageCacheTests {
         }
         #expect(fs.pageCache!.statistics.delayedPages == 2 * 64 * (12 << 10) / blockSize, "no block yet for any of it")
         let free = try fs.statistics().freeBlocks
-        #expect(try #require(fs.read(try fs.inode(b), offset: 0, count: 24 << 10)) == piece + piece, "delayed data reads back")
+        #expect(Bytes(try #require(fs.read(try fs.inode(b), offset: 0, count: 24 << 10))) == Bytes(piece + piece), "delayed data reads back")
         try fs.sync()
         #expect(fs.pageCache!.statistics.delayedPages == 0)
         #expect(try AllocatorTests.extents(fs, "/a") <= 2 && AllocatorTests.extents(fs, "/b") <= 2,
@@ -327,7 +327,7 @@ extension PageCacheTests {
         #expect(s.writeErrors == 0)
         try fs.close()
         #expect(fs.budget.used == 0, "the reserve goes back at close")
-        #expect(try Self.dumped(image, "/r", scratch) == data)
+        #expect(Bytes(try Self.dumped(image, "/r", scratch)) == Bytes(data))
     }
 
     @Test("an eviction with every byte of the budget held elsewhere runs on the reserve set aside for it")
@@ -554,7 +554,7 @@ struct PageCacheTortureTests {
         let check = try Filesystem.open(path: image, options: OpenOptions(memoryBudget: 16 << 20, writable: true))
         for (path, data) in outcome.acknowledged {
             let node = try check.resolve(path)
-            #expect(try check.read(node, offset: 0, count: Int(node.size) + 1) == data, "\(label): \(path) lost fsync-acknowledged bytes")
+            #expect(Bytes(try check.read(node, offset: 0, count: Int(node.size) + 1)) == Bytes(data), "\(label): \(path) lost fsync-acknowledged bytes")
         }
         try check.close()
         try WritePathTests.expectClean(image)

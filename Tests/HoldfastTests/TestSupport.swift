@@ -231,3 +231,23 @@ struct FaultSweep {
     }
 }
 
+
+/// File contents compared as one value. Swift Testing diffs two collections that differ, which
+/// for megabytes of differing bytes runs for hours (a failing test would hang CI instead of
+/// failing); this compares plainly and says where the two part.
+struct Bytes: Equatable, CustomStringConvertible {
+    let bytes: [UInt8]
+    init(_ source: some Sequence<UInt8>) { bytes = Array(source) }
+
+    var description: String {
+        let head = bytes.prefix(16).map { String($0, radix: 16) }.joined(separator: " ")
+        return "\(bytes.count) bytes [\(head)\(bytes.count > 16 ? " ..." : "")]"
+    }
+
+    static func == (a: Bytes, b: Bytes) -> Bool {
+        guard a.bytes != b.bytes else { return true }
+        let at = (0..<min(a.bytes.count, b.bytes.count)).first { a.bytes[$0] != b.bytes[$0] } ?? min(a.bytes.count, b.bytes.count)
+        print("bytes differ first at \(at) (\(a.bytes.count) vs \(b.bytes.count) bytes)")
+        return false
+    }
+}
