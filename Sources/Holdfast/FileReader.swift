@@ -211,6 +211,7 @@ extension Filesystem {
             do {
                 // The tree as it is after the epoch.
                 let current = pageCache != nil ? try currentInode(inode) : inode
+                let end = min(end, current.size)  // a truncate since the caller's lookup: its blocks past the new end are gone
                 try forEachRun(current) { run in
                     let runStart = run.logical * bs
                     guard runStart < end else { return false }
