@@ -3,7 +3,7 @@ SHELL := /bin/bash
 DEMO_DIR ?= /tmp/holdfast-demo
 APT_PACKAGES := e2fsprogs python3 attr time
 
-.PHONY: deps build release demo test test-tsan bench bench-mkfs bench-memory bench-write-memory bench-writeback clean
+.PHONY: deps build release demo test test-tsan check-layers docs bench bench-mkfs bench-memory bench-write-memory bench-writeback clean
 
 # Installs what the tests and the demo use, when something is missing.
 deps:
@@ -49,14 +49,25 @@ demo: deps release
 	  echo "(expected differences: lost+found, and /tools that the demo added)"; umount $(DEMO_DIR)/mnt; \
 	else echo "(loop mount not permitted here: skipping the comparison with the kernel's view)"; fi
 
-# All tests, then the memory layer's tests again under ThreadSanitizer (a separate build folder).
-test: deps
+# The layer check, all tests, then the memory layer's tests again under ThreadSanitizer
+# (a separate build folder).
+test: deps check-layers
 	swift build --build-tests
 	swift test --skip-build
 	$(MAKE) test-tsan
 
 test-tsan:
 	swift test --sanitize=thread --scratch-path .build-tsan --filter HoldfastMemoryTests
+
+# Imports follow the layer table of docs/architecture.md; no raw on-disk offsets above HoldfastFormat.
+check-layers:
+	scripts/check_layers.sh
+
+# The public API's documentation (DocC), as a static site in .build/docs.
+docs:
+	swift package --allow-writing-to-directory .build/docs generate-documentation --target Holdfast \
+	  --disable-indexing --transform-for-static-hosting --output-path .build/docs
+	@echo "open .build/docs/index.html, or serve .build/docs and visit /documentation/holdfast"
 
 # Side-by-side benchmark against debugfs rdump (not a test).
 bench: deps release

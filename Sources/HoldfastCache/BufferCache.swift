@@ -148,7 +148,7 @@ public final class BufferCache: Sendable {
                 let e = redirects.entries[i]
                 let part = UnsafeMutableRawBufferPointer(rebasing: buffer[Int((next - first) * bs)..<Int((next - first + 1) * bs)])
                 try device.read(into: part, at: e.source * bs)
-                if e.escaped { part.storeBytes(of: Jbd2.magic.bigEndian, toByteOffset: 0, as: UInt32.self) }
+                if e.escaped { Jbd2.unescape(part) }
                 next += 1
                 i += 1
             }

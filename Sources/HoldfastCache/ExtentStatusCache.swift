@@ -23,7 +23,7 @@ extension AllocationSite {
 /// a no-op, so no entry outlives the tree it came from. The shrinker frees the entries of clean
 /// inodes only: never of one with delayed extents (the record of data waiting for blocks), nor
 /// of one a read is walking.
-public final class ExtentStatusCache: @unchecked Sendable {
+public final class ExtentStatusCache: Sendable {
     public enum Status: UInt8, Sendable { case written, unwritten, delayed, hole }
 
     public struct Extent: Sendable, Equatable {
@@ -60,12 +60,37 @@ public final class ExtentStatusCache: @unchecked Sendable {
         var lastUse: UInt64 = 0
     }
 
+    /// What the cache's lock guards. Its helpers take it `inout`: they run with the lock held.
+    struct State {
+        var inodes: [UInt32: InodeEntries] = [:]
+        /// Entries held, all charged at `.extentStatusEntry`.
+        var entries = 0
+        var clock: UInt64 = 0
+        var counters = ExtentStatusStatistics()
+
+        mutating func touch(_ file: InodeEntries) {
+            clock += 1
+            file.lastUse = clock
+        }
+
+        /// An inode with no entries and no walk goes from the index.
+        mutating func forgetIfEmpty(_ inode: UInt32, _ file: InodeEntries) {
+            if file.extents.isEmpty && file.walkers == 0 && inodes[inode] === file { inodes[inode] = nil }
+        }
+
+        /// The entries of a clean inode go; returns how many (their charge is the caller's to give back).
+        mutating func free(_ inode: UInt32, _ file: InodeEntries) -> Int {
+            let n = file.extents.count
+            file.version += 1
+            entries -= n
+            inodes[inode] = nil
+            counters.reclaimedEntries += n
+            return n
+        }
+    }
+
     public let budget: MemoryBudget
-    let lock = Monitor()
-    var inodes: [UInt32: InodeEntries] = [:]
-    var entries = 0
-    var clock: UInt64 = 0
-    public private(set) var counters = ExtentStatusStatistics()
+    private let state = Monitor(State())
     private let shrinkerToken = Locked<ShrinkerToken?>(nil)
 
     public init(budget: MemoryBudget) {
@@ -79,6 +104,7 @@ public final class ExtentStatusCache: @unchecked Sendable {
 
     deinit {
         if let token = shrinkerToken.withLock({ $0 }) { budget.unregister(token) }
+        let entries = state.withLock { $0.entries }
         if entries > 0 { budget.uncharge(entries * Self.entryBytes, for: .extentStatusEntry) }
     }
 
@@ -100,20 +126,19 @@ public final class ExtentStatusCache: @unchecked Sendable {
 
     /// The extents covering logical blocks [from, to) in order, or nil when part is unknown.
     public func lookup(_ inode: UInt32, from: UInt64, to: UInt64) -> [Extent]? {
-        lock.withLock {
-            guard let file = inodes[inode] else { counters.misses += 1; return nil }
+        state.withLock { s in
+            guard let file = s.inodes[inode] else { s.counters.misses += 1; return nil }
             var out: [Extent] = []
             var at = from
             var i = Self.firstEnding(after: from, in: file.extents)
             while at < to {
-                guard i < file.extents.count, file.extents[i].logical <= at else { counters.misses += 1; return nil }
+                guard i < file.extents.count, file.extents[i].logical <= at else { s.counters.misses += 1; return nil }
                 out.append(file.extents[i])
                 at = file.extents[i].end
                 i += 1
             }
-            clock += 1
-            file.lastUse = clock
-            counters.hits += 1
+            s.touch(file)
+            s.counters.hits += 1
             return out
         }
     }
@@ -132,9 +157,9 @@ public final class ExtentStatusCache: @unchecked Sendable {
 
     /// A read is about to walk the extent tree of `inode`; the token goes to `insertWalk` or `endWalk`.
     public func beginWalk(_ inode: UInt32) -> UInt64 {
-        lock.withLock {
-            let file = inodes[inode] ?? InodeEntries()
-            inodes[inode] = file
+        state.withLock { s in
+            let file = s.inodes[inode] ?? InodeEntries()
+            s.inodes[inode] = file
             file.walkers += 1
             return file.version
         }
@@ -155,10 +180,10 @@ public final class ExtentStatusCache: @unchecked Sendable {
 
     /// The walk ended without an insert.
     public func endWalk(_ inode: UInt32) {
-        lock.withLock {
-            guard let file = inodes[inode] else { return }
+        state.withLock { s in
+            guard let file = s.inodes[inode] else { return }
             file.walkers -= 1
-            forgetIfEmpty(inode, file)
+            s.forgetIfEmpty(inode, file)
         }
     }
 
@@ -238,8 +263,8 @@ public final class ExtentStatusCache: @unchecked Sendable {
     func change(_ inode: UInt32, credits: inout Credits, expected: UInt64?, _ transform: ([Extent]) -> [Extent]) -> Bool {
         for _ in 0..<8 {
             // Each pass looks at the entries as they are now: after a relock that is the revalidation.
-            let short: Int = lock.withLock {
-                let found = inodes[inode]
+            let short: Int = state.withLock { s in
+                let found = s.inodes[inode]
                 if let expected {
                     // A walk's result only for the tree it walked.
                     guard let found, found.version == expected else { return 0 }
@@ -252,17 +277,16 @@ public final class ExtentStatusCache: @unchecked Sendable {
                     credits.entries += 1
                 }
                 if needed > credits.entries {
-                    counters.relocks += 1
+                    s.counters.relocks += 1
                     return needed - credits.entries
                 }
                 credits.entries -= needed
-                entries += needed
-                inodes[inode] = file
+                s.entries += needed
+                s.inodes[inode] = file
                 file.extents = updated
                 file.delayed = updated.reduce(0) { $0 + ($1.status == .delayed ? 1 : 0) }
-                clock += 1
-                file.lastUse = clock
-                forgetIfEmpty(inode, file)
+                s.touch(file)
+                s.forgetIfEmpty(inode, file)
                 return 0
             }
             if short == 0 { return true }
@@ -270,53 +294,44 @@ public final class ExtentStatusCache: @unchecked Sendable {
             guard budget.charge(short * Self.entryBytes, at: .extentStatusEntry) else { break }
             credits.entries += short
         }
-        lock.withLock { counters.dropped += 1 }
+        state.withLock { $0.counters.dropped += 1 }
         return false
     }
 
     /// The extent tree of `inode` changed: what was known of it goes (delayed extents too: the
     /// page cache knows them).
     public func invalidate(_ inode: UInt32) {
-        lock.withLock {
-            guard let file = inodes[inode] else { return }
+        state.withLock { s in
+            guard let file = s.inodes[inode] else { return }
             file.version += 1
             let n = file.extents.count
             file.extents.removeAll()
             file.delayed = 0
-            entries -= n
+            s.entries -= n
             if n > 0 { budget.uncharge(n * Self.entryBytes, for: .extentStatusEntry) }
-            forgetIfEmpty(inode, file)
+            s.forgetIfEmpty(inode, file)
         }
-    }
-
-    /// Under the lock.
-    func forgetIfEmpty(_ inode: UInt32, _ file: InodeEntries) {
-        if file.extents.isEmpty && file.walkers == 0 && inodes[inode] === file { inodes[inode] = nil }
     }
 
     // MARK: Reclaim
 
     var reclaimableBytes: Int {
-        lock.withLock { inodes.values.reduce(0) { $0 + ($1.delayed == 0 && $1.walkers == 0 ? $1.extents.count : 0) } * Self.entryBytes }
+        state.withLock { s in s.inodes.values.reduce(0) { $0 + ($1.delayed == 0 && $1.walkers == 0 ? $1.extents.count : 0) } * Self.entryBytes }
     }
 
     /// Frees the entries of clean inodes, least recently used first.
     func reclaim(bytes: Int) -> Int {
-        lock.withLock {
-            let victims = inodes.filter { $0.value.delayed == 0 && $0.value.walkers == 0 }.sorted { $0.value.lastUse < $1.value.lastUse }
+        state.withLock { s in
+            let victims = s.inodes.filter { $0.value.delayed == 0 && $0.value.walkers == 0 }.sorted { $0.value.lastUse < $1.value.lastUse }
             var freed = 0
-            for (inode, file) in victims where freed < bytes { freed += free(inode, file) }
+            for (inode, file) in victims where freed < bytes { freed += freeCharged(&s, inode, file) }
             return freed
         }
     }
 
-    /// Under the lock: the entries of a clean inode go; returns the bytes freed.
-    private func free(_ inode: UInt32, _ file: InodeEntries) -> Int {
-        let n = file.extents.count
-        file.version += 1
-        entries -= n
-        inodes[inode] = nil
-        counters.reclaimedEntries += n
+    /// With the lock held: the entries of a clean inode go, their charge with them; returns the bytes freed.
+    private func freeCharged(_ s: inout State, _ inode: UInt32, _ file: InodeEntries) -> Int {
+        let n = s.free(inode, file)
         if n > 0 { budget.uncharge(n * Self.entryBytes, for: .extentStatusEntry) }
         return n * Self.entryBytes
     }
@@ -324,32 +339,32 @@ public final class ExtentStatusCache: @unchecked Sendable {
     /// Frees the entries of `inode` (its inode was reclaimed) unless it has delayed extents or a
     /// walk in progress; returns the bytes freed.
     func reclaim(inode: UInt32) -> Int {
-        lock.withLock {
-            guard let file = inodes[inode], file.delayed == 0, file.walkers == 0 else { return 0 }
-            return free(inode, file)
+        state.withLock { s in
+            guard let file = s.inodes[inode], file.delayed == 0, file.walkers == 0 else { return 0 }
+            return freeCharged(&s, inode, file)
         }
     }
 
     /// Every entry goes (close).
     public func dropAll() {
-        lock.withLock {
-            if entries > 0 { budget.uncharge(entries * Self.entryBytes, for: .extentStatusEntry) }
-            entries = 0
-            for file in inodes.values { file.version += 1 }
-            inodes = inodes.filter { $0.value.walkers > 0 }
-            for file in inodes.values { file.extents.removeAll(); file.delayed = 0 }
+        state.withLock { s in
+            if s.entries > 0 { budget.uncharge(s.entries * Self.entryBytes, for: .extentStatusEntry) }
+            s.entries = 0
+            for file in s.inodes.values { file.version += 1 }
+            s.inodes = s.inodes.filter { $0.value.walkers > 0 }
+            for file in s.inodes.values { file.extents.removeAll(); file.delayed = 0 }
         }
     }
 
     /// The entries known for `inode` (tests and `stat`).
-    public func extents(_ inode: UInt32) -> [Extent] { lock.withLock { inodes[inode]?.extents ?? [] } }
+    public func extents(_ inode: UInt32) -> [Extent] { state.withLock { $0.inodes[inode]?.extents ?? [] } }
 
     public var statistics: ExtentStatusStatistics {
-        lock.withLock {
-            var s = counters
-            s.entries = entries
-            s.inodes = inodes.count
-            return s
+        state.withLock { s in
+            var c = s.counters
+            c.entries = s.entries
+            c.inodes = s.inodes.count
+            return c
         }
     }
 }

@@ -23,7 +23,7 @@ extension AllocationSite {
 /// is open, that holds a block preallocation, or whose pages are dirty, under writeback, waiting
 /// for blocks or being read. Pages are indexed by inode number, so even a reclaim racing a
 /// write could drop only clean pages: dirty data never depends on this cache.
-public final class InodeCache: @unchecked Sendable {
+public final class InodeCache: Sendable {
     final class Entry {
         var inode: Inode?
         /// Bumped by every invalidation: a load begun before it inserts nothing.
@@ -39,17 +39,40 @@ public final class InodeCache: @unchecked Sendable {
         let version: UInt64
     }
 
+    /// What the cache's lock guards. Its helpers take it `inout`: they run with the lock held.
+    struct State {
+        var entries: [UInt32: Entry] = [:]
+        /// Inodes holding a block preallocation (the allocator says so under the write lock).
+        var preallocated: Set<UInt32> = []
+        var clock: UInt64 = 0
+        var counters = InodeCacheStatistics()
+
+        /// Marks `entry` used now.
+        mutating func touch(_ entry: Entry) {
+            clock += 1
+            entry.lastUse = clock
+        }
+
+        /// An entry with no inode and nobody using it goes; true if it went (its charge is then
+        /// the caller's to give back).
+        mutating func forgetIfUnused(_ number: UInt32, _ entry: Entry) -> Bool {
+            guard entry.inode == nil, entry.loaders == 0, entry.opens == 0, entries[number] === entry else { return false }
+            entries[number] = nil
+            return true
+        }
+
+        /// May reclaim look at this entry at all?
+        func isCandidate(_ number: UInt32, _ entry: Entry) -> Bool {
+            entry.opens == 0 && entry.loaders == 0 && !preallocated.contains(number)
+        }
+    }
+
     public let budget: MemoryBudget
     /// Budget charged per entry: the decoded inode, its copy of the slot, and the index entry.
     public let entryBytes: Int
     let pages: PageCache?
     let extents: ExtentStatusCache
-    let lock = Monitor()
-    var entries: [UInt32: Entry] = [:]
-    /// Inodes holding a block preallocation (the allocator says so under the write lock).
-    var preallocated: Set<UInt32> = []
-    var clock: UInt64 = 0
-    var counters = InodeCacheStatistics()
+    private let state = Monitor(State())
     private let shrinkerToken = Locked<ShrinkerToken?>(nil)
 
     public init(budget: MemoryBudget, inodeSize: Int, pages: PageCache?, extents: ExtentStatusCache) {
@@ -66,18 +89,18 @@ public final class InodeCache: @unchecked Sendable {
 
     deinit {
         if let token = shrinkerToken.withLock({ $0 }) { budget.unregister(token) }
-        if !entries.isEmpty { budget.uncharge(entries.count * entryBytes, for: .inodeCacheEntry) }
+        let count = state.withLock { $0.entries.count }
+        if count > 0 { budget.uncharge(count * entryBytes, for: .inodeCacheEntry) }
     }
 
     // MARK: Lookups
 
     /// The cached inode `number`, or nil (then read it between `beginLoad` and `finishLoad`).
     public func lookup(_ number: UInt32) -> Inode? {
-        lock.withLock {
-            guard let entry = entries[number], let inode = entry.inode else { counters.misses += 1; return nil }
-            clock += 1
-            entry.lastUse = clock
-            counters.hits += 1
+        state.withLock { s in
+            guard let entry = s.entries[number], let inode = entry.inode else { s.counters.misses += 1; return nil }
+            s.touch(entry)
+            s.counters.hits += 1
             return inode
         }
     }
@@ -89,41 +112,40 @@ public final class InodeCache: @unchecked Sendable {
             entry.loaders += 1
             return LoadToken(version: entry.version)
         }
-        if token == nil { lock.withLock { counters.uncached += 1 } }
+        if token == nil { state.withLock { $0.counters.uncached += 1 } }
         return token
     }
 
     /// What the table held: kept unless the slot changed since `beginLoad`. Ends the load.
     public func finishLoad(_ number: UInt32, _ token: LoadToken, _ inode: Inode) {
-        lock.withLock {
-            guard let entry = entries[number] else { return }
+        forgetting { s in
+            guard let entry = s.entries[number] else { return 0 }
             entry.loaders -= 1
             if entry.version == token.version {
                 entry.inode = inode
-                clock += 1
-                entry.lastUse = clock
+                s.touch(entry)
             }
-            forgetIfUnused(number, entry)
+            return s.forgetIfUnused(number, entry) ? 1 : 0
         }
     }
 
     /// The load failed (a read error, corruption): nothing is kept.
     public func abandonLoad(_ number: UInt32, _ token: LoadToken) {
-        lock.withLock {
-            guard let entry = entries[number] else { return }
+        forgetting { s in
+            guard let entry = s.entries[number] else { return 0 }
             entry.loaders -= 1
-            forgetIfUnused(number, entry)
+            return s.forgetIfUnused(number, entry) ? 1 : 0
         }
     }
 
     /// The slot of `number` changed (or a change to it was rolled back): the cached copy goes.
     public func invalidate(_ number: UInt32) {
-        lock.withLock {
-            guard let entry = entries[number] else { return }
+        forgetting { s in
+            guard let entry = s.entries[number] else { return 0 }
             entry.version += 1
-            if entry.inode != nil { counters.invalidations += 1 }
+            if entry.inode != nil { s.counters.invalidations += 1 }
             entry.inode = nil
-            forgetIfUnused(number, entry)
+            return s.forgetIfUnused(number, entry) ? 1 : 0
         }
     }
 
@@ -139,31 +161,35 @@ public final class InodeCache: @unchecked Sendable {
     /// A description closes; returns how many stay open.
     @discardableResult
     public func close(_ number: UInt32) -> Int {
-        lock.withLock {
-            guard let entry = entries[number], entry.opens > 0 else { return 0 }
+        var stillOpen = 0
+        forgetting { s in
+            guard let entry = s.entries[number], entry.opens > 0 else { return 0 }
             entry.opens -= 1
-            forgetIfUnused(number, entry)
-            return entry.opens
+            stillOpen = entry.opens
+            return s.forgetIfUnused(number, entry) ? 1 : 0
         }
+        return stillOpen
     }
 
-    public func isOpen(_ number: UInt32) -> Bool { lock.withLock { (entries[number]?.opens ?? 0) > 0 } }
+    public func isOpen(_ number: UInt32) -> Bool { state.withLock { ($0.entries[number]?.opens ?? 0) > 0 } }
 
     /// Every description counts as closed (the filesystem closes).
     public func closeAll() {
-        lock.withLock {
-            for (number, entry) in entries where entry.opens > 0 {
+        forgetting { s in
+            var gone = 0
+            for (number, entry) in s.entries where entry.opens > 0 {
                 entry.opens = 0
-                forgetIfUnused(number, entry)
+                if s.forgetIfUnused(number, entry) { gone += 1 }
             }
+            return gone
         }
     }
 
     /// The allocator gave `number` a preallocation window, or took it back: reclaim keeps the
     /// inode while it has one.
     public func setPreallocated(_ number: UInt32, _ holds: Bool) {
-        lock.withLock {
-            if holds { preallocated.insert(number) } else { preallocated.remove(number) }
+        state.withLock { s in
+            if holds { s.preallocated.insert(number) } else { s.preallocated.remove(number) }
         }
     }
 
@@ -172,12 +198,12 @@ public final class InodeCache: @unchecked Sendable {
     /// Runs `use` under the lock on the entry of `number`, made (and charged, before the lock) if
     /// there is none; nil without memory for it.
     private func claim<R>(_ number: UInt32, _ use: (Entry) -> R) -> R? {
-        if let done = lock.withLock({ entries[number].map(use) }) { return done }
+        if let done = state.withLock({ $0.entries[number].map(use) }) { return done }
         guard budget.charge(entryBytes, at: .inodeCacheEntry) else { return nil }
-        let (done, raced) = lock.withLock { () -> (R, Bool) in
-            if let existing = entries[number] { return (use(existing), true) }
+        let (done, raced) = state.withLock { s -> (R, Bool) in
+            if let existing = s.entries[number] { return (use(existing), true) }
             let entry = Entry()
-            entries[number] = entry
+            s.entries[number] = entry
             return (use(entry), false)
         }
         // Another thread made the entry meanwhile: its charge stands, this one goes back.
@@ -185,42 +211,36 @@ public final class InodeCache: @unchecked Sendable {
         return done
     }
 
-    /// Under the lock: an entry with no inode and nobody using it goes.
-    func forgetIfUnused(_ number: UInt32, _ entry: Entry) {
-        guard entry.inode == nil, entry.loaders == 0, entry.opens == 0, entries[number] === entry else { return }
-        entries[number] = nil
-        budget.uncharge(entryBytes, for: .inodeCacheEntry)
+    /// Runs `body` under the lock; the entries it reports gone give their charge back.
+    private func forgetting(_ body: (inout State) -> Int) {
+        let gone = state.withLock(body)
+        if gone > 0 { budget.uncharge(gone * entryBytes, for: .inodeCacheEntry) }
     }
 
     // MARK: Reclaim
 
-    /// Under the lock: may reclaim look at this entry at all?
-    private func isCandidate(_ number: UInt32, _ entry: Entry) -> Bool {
-        entry.opens == 0 && entry.loaders == 0 && !preallocated.contains(number)
-    }
-
     var reclaimableBytes: Int {
-        lock.withLock { entries.reduce(0) { $0 + (isCandidate($1.key, $1.value) ? 1 : 0) } } * entryBytes
+        state.withLock { s in s.entries.reduce(0) { $0 + (s.isCandidate($1.key, $1.value) ? 1 : 0) } } * entryBytes
     }
 
     /// Frees unused inodes, least recently used first, with their clean pages and extent-status
     /// entries; skips those the page cache still needs. (The shrinker's scan; public for tests.)
     public func reclaim(bytes: Int) -> Int {
-        let victims = lock.withLock {
-            entries.filter { isCandidate($0.key, $0.value) }.sorted { $0.value.lastUse < $1.value.lastUse }
+        let victims = state.withLock { s in
+            s.entries.filter { s.isCandidate($0.key, $0.value) }.sorted { $0.value.lastUse < $1.value.lastUse }
         }
         var freed = 0
         for (number, entry) in victims where freed < bytes {
             // Asked with no lock of ours held: the page cache takes its own.
             if pages?.isBusy(number) == true {
-                lock.withLock { counters.skippedBusy += 1 }
+                state.withLock { $0.counters.skippedBusy += 1 }
                 continue
             }
-            let taken = lock.withLock { () -> Bool in
-                guard entries[number] === entry, isCandidate(number, entry) else { return false }
+            let taken = state.withLock { s -> Bool in
+                guard s.entries[number] === entry, s.isCandidate(number, entry) else { return false }
                 entry.version += 1
-                entries[number] = nil
-                counters.reclaimed += 1
+                s.entries[number] = nil
+                s.counters.reclaimed += 1
                 return true
             }
             guard taken else { continue }
@@ -234,27 +254,29 @@ public final class InodeCache: @unchecked Sendable {
 
     /// Every unused entry goes (close, and read-only close).
     public func dropAll() {
-        lock.withLock {
-            for (number, entry) in entries {
+        forgetting { s in
+            var gone = 0
+            for (number, entry) in s.entries {
                 entry.version += 1
                 entry.inode = nil
-                forgetIfUnused(number, entry)
+                if s.forgetIfUnused(number, entry) { gone += 1 }
             }
+            return gone
         }
     }
 
     /// Does inode `number` hold a preallocation, as the allocator last said (tests)?
-    public func isPreallocated(_ number: UInt32) -> Bool { lock.withLock { preallocated.contains(number) } }
+    public func isPreallocated(_ number: UInt32) -> Bool { state.withLock { $0.preallocated.contains(number) } }
 
     /// Is inode `number` cached (tests)?
-    public func isCached(_ number: UInt32) -> Bool { lock.withLock { entries[number]?.inode != nil } }
+    public func isCached(_ number: UInt32) -> Bool { state.withLock { $0.entries[number]?.inode != nil } }
 
     public var statistics: InodeCacheStatistics {
-        lock.withLock {
-            var s = counters
-            s.entries = entries.count
-            s.open = entries.values.reduce(0) { $0 + ($1.opens > 0 ? 1 : 0) }
-            return s
+        state.withLock { s in
+            var c = s.counters
+            c.entries = s.entries.count
+            c.open = s.entries.values.reduce(0) { $0 + ($1.opens > 0 ? 1 : 0) }
+            return c
         }
     }
 }

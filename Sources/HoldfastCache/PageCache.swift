@@ -17,6 +17,15 @@ extension AllocationSite {
                                                            .pageCacheRead, .readahead]
 }
 
+/// What the page cache asks of the filesystem above it, as ext4's address-space operations do:
+/// blocks for delayed pages before they are written. The cache holds its mapper weakly.
+package protocol DelayedBlockMapper: AnyObject, Sendable {
+    /// Gives the delayed pages of `inode` their blocks, taking the filesystem's write lock.
+    /// False leaves them delayed and dirty for a later pass (short of memory, a failure the
+    /// filesystem recorded as the file's write error, or the filesystem closing).
+    func mapDelayedBlocks(of inode: UInt32) -> Bool
+}
+
 /// File data by inode and logical block, in arena pages charged at `.pageCachePage`.
 ///
 /// A page is dirty from the write that changed it until a writeback of it completed; only then is
@@ -95,7 +104,7 @@ public final class PageCache: @unchecked Sendable {
     }
 
     // Everything below is guarded by `monitor`.
-    let monitor = Monitor()
+    let monitor = ConditionLock()
     var files: [UInt32: FileState] = [:]
     /// Files with dirty pages, and since when: what the flusher and `writeBack(nil)` look at.
     var dirtyInodes: [UInt32: UInt64] = [:]
@@ -103,7 +112,7 @@ public final class PageCache: @unchecked Sendable {
     var writebackPages = 0
     var cachedPages = 0
     var delayedPages = 0
-    var delayedMapper: (@Sendable (UInt32) -> Bool)?
+    weak var delayedMapper: (any DelayedBlockMapper)?
     /// Clean pages in the order they became clean, for the shrinker (entries may be stale).
     var cleanQueue: [(inode: UInt32, index: UInt64)] = []
     var cleanQueueHead = 0
@@ -245,7 +254,7 @@ public final class PageCache: @unchecked Sendable {
     public func publish(_ inode: UInt32, _ indices: [UInt64]) {
         monitor.withLock {
             guard let file = files[inode] else { return }
-            let now = Monitor.nanoseconds
+            let now = MonotonicClock.nanoseconds
             for i in indices where file.pages[i] != nil {
                 file.pages[i]!.held = false
                 file.pages[i]!.uptodate = true
@@ -274,7 +283,7 @@ public final class PageCache: @unchecked Sendable {
                 }
             }
             if !changed.isEmpty {
-                let now = Monitor.nanoseconds
+                let now = MonotonicClock.nanoseconds
                 for i in changed {
                     file.pages[i]!.held = false
                     if file.pages[i]!.uptodate { setDirty(inode, file, i, now: now) }
@@ -325,7 +334,7 @@ public final class PageCache: @unchecked Sendable {
 
     /// The filesystem's allocator for delayed pages: maps the delayed pages of an inode (taking
     /// its write lock) and says whether it could; false leaves them delayed for a later pass.
-    public func setDelayedMapper(_ mapper: @escaping @Sendable (UInt32) -> Bool) {
+    package func setDelayedMapper(_ mapper: any DelayedBlockMapper) {
         monitor.withLock { delayedMapper = mapper }
     }
 

@@ -94,12 +94,29 @@ extension PageCache {
         return true
     }
 
+    /// The delayed pages of `inode` could not get blocks, for `error`: their write failed before it
+    /// began. Reported as a failed writeback is (every fsync hears of it, the errors policy
+    /// applies); the pages stay dirty and delayed, and the flusher leaves the file alone a while.
+    package func recordMappingFailure(_ inode: UInt32, _ error: DeviceError) {
+        monitor.withLock {
+            counters.writeErrors += 1
+            allErrors += 1
+            lastError = error
+            guard let file = files[inode] else { return }
+            file.errors += 1
+            file.lastError = error
+            file.errorSeen = false
+            file.retryAfter = MonotonicClock.nanoseconds + 200_000_000
+        }
+        onWriteError(error)
+    }
+
     /// A run's write is over: clean on success, dirty again otherwise.
     private func finish(_ run: Run, error: DeviceError?, backedOff: Bool) {
         monitor.withLock {
             defer { monitor.broadcast() }
             guard let file = files[run.inode] else { return }
-            let now = Monitor.nanoseconds
+            let now = MonotonicClock.nanoseconds
             for i in run.indices {
                 guard file.pages[i] != nil else { continue }
                 file.pages[i]!.writeback = false
@@ -155,7 +172,7 @@ extension PageCache {
     /// dirty, on this thread. Never call it holding the filesystem's write lock: the mapper takes it.
     public func flushAll() {
         let (mapper, waiting) = monitor.withLock { (delayedMapper, files.filter { $0.value.delayed > 0 }.map(\.key)) }
-        if let mapper { for inode in waiting { _ = mapper(inode) } }
+        if let mapper { for inode in waiting { _ = mapper.mapDelayedBlocks(of: inode) } }
         writeBack(nil)
     }
 
@@ -176,13 +193,13 @@ extension PageCache {
             counters.throttledWriters += 1
             let errorsBefore = allErrors
             var progress = counters.pagesWritten
-            var since = Monitor.nanoseconds
+            var since = MonotonicClock.nanoseconds
             while dirtyPages + writebackPages >= dirtyLimit {
                 guard flusherRunning else { return nil }
                 flusherKick = true
                 monitor.broadcast()
                 monitor.wait(timeoutNanoseconds: 50_000_000)
-                let now = Monitor.nanoseconds
+                let now = MonotonicClock.nanoseconds
                 if counters.pagesWritten != progress {
                     progress = counters.pagesWritten
                     since = now
@@ -286,32 +303,32 @@ extension PageCache {
     private var passPages: Int { max(maxRunPages, backgroundLimit / 2) }
 
     private func flusherMain() {
-        var backoffs = 0
+        var backoff = Backoff.flusher
         while true {
             // Delayed pages get their blocks first, with no run of ours in flight (the mapper takes
             // the filesystem's write lock, whose holders may wait for our writes).
-            let (mapper, waiting): ((@Sendable (UInt32) -> Bool)?, [UInt32]) = monitor.withLock {
+            let (mapper, waiting): ((any DelayedBlockMapper)?, [UInt32]) = monitor.withLock {
                 guard !flusherStopping, delayedPages > 0, dirtyPages >= backgroundLimit || flusherKick
-                        || dirtyInodes.values.contains(where: { Monitor.nanoseconds - $0 >= expireNanoseconds }) else { return (nil, []) }
-                return (delayedMapper, files.filter { $0.value.delayed > 0 && $0.value.retryAfter <= Monitor.nanoseconds }.map(\.key))
+                        || dirtyInodes.values.contains(where: { MonotonicClock.nanoseconds - $0 >= expireNanoseconds }) else { return (nil, []) }
+                return (delayedMapper, files.filter { $0.value.delayed > 0 && $0.value.retryAfter <= MonotonicClock.nanoseconds }.map(\.key))
             }
             if let mapper {
                 var short = false
-                for inode in waiting where !mapper(inode) {
+                for inode in waiting where !mapper.mapDelayedBlocks(of: inode) {
                     short = true
                     // Whatever the reason, this file waits a while before the next try.
-                    monitor.withLock { files[inode]?.retryAfter = Monitor.nanoseconds + 200_000_000 }
+                    monitor.withLock { files[inode]?.retryAfter = MonotonicClock.nanoseconds + 200_000_000 }
                 }
                 if short {
                     monitor.withLock { counters.writebackRetries += 1 }
-                    backoffs += 1
-                    monitor.withLock { _ = monitor.wait(timeoutNanoseconds: 1_000_000 << min(backoffs, 4)) }
+                    let pause = backoff.next()
+                    monitor.withLock { _ = monitor.wait(timeoutNanoseconds: Int(pause)) }
                 }
             }
             let runs: [Run]? = monitor.withLock {
                 while true {
                     if flusherStopping { return nil }
-                    let now = Monitor.nanoseconds
+                    let now = MonotonicClock.nanoseconds
                     let pressure = dirtyPages >= backgroundLimit || flusherKick
                     let eligible = dirtyInodes.filter { files[$0.key]!.retryAfter <= now }.map { ($0.key, files[$0.key]!) }
                     let expired = eligible.contains { now - $0.1.dirtySince >= expireNanoseconds }
@@ -341,13 +358,13 @@ extension PageCache {
             var shortOfMemory = false
             for run in runs {
                 // After repeated shortages the run goes page by page: the flusher always progresses.
-                if !write(run, mayBackOff: backoffs < 8) { shortOfMemory = true }
+                if !write(run, mayBackOff: backoff.attempts < 8) { shortOfMemory = true }
             }
             if shortOfMemory {
-                backoffs += 1
-                monitor.withLock { _ = monitor.wait(timeoutNanoseconds: 1_000_000 << min(backoffs, 4)) }
+                let pause = backoff.next()
+                monitor.withLock { _ = monitor.wait(timeoutNanoseconds: Int(pause)) }
             } else {
-                backoffs = 0
+                backoff.reset()
             }
         }
     }

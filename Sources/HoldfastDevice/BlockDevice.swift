@@ -102,56 +102,35 @@ public final class ImageFile: BlockDevice {
             throw DeviceError(.read, path: path, offset: offset, errno: 0, shortBy: Int(offset + UInt64(count) - byteCount))
         }
         guard Syscall.seek(out, destination) else { throw DeviceError(.write, path: "output", offset: destination, errno: Syscall.errno) }
-        var done = 0
-        while done < count {
-            var from = off_t(offset) + off_t(done)
-            let n = Syscall.sendfile(out, fd, &from, count - done)
-            if n < 0 {
-                let e = Syscall.errno
-                if e == EINTR { continue }
-                throw DeviceError(.read, path: path, offset: offset + UInt64(done), errno: e)
+        do {
+            try Syscall.transferFully(count) { done in
+                var from = off_t(offset) + off_t(done)
+                return Syscall.sendfile(out, fd, &from, count - done)
             }
-            if n == 0 { throw DeviceError(.read, path: path, offset: offset, errno: 0, shortBy: count - done) }
-            done += n
+        } catch {
+            throw deviceError(error, .read, at: offset, total: count)
+        }
+    }
+
+    /// A transfer that ended early, as the device error it is: a failed call names its errno, and
+    /// an image that ends too soon is a short read (errno 0, `shortBy`).
+    private func deviceError(_ error: Syscall.TransferError, _ operation: DeviceError.Operation, at offset: UInt64,
+                             total: Int) -> DeviceError {
+        switch error {
+        case .failed(let e, let done): DeviceError(operation, path: path, offset: offset + UInt64(done), errno: e)
+        case .endOfFile(let done): DeviceError(operation, path: path, offset: offset, errno: 0, shortBy: total - done)
         }
     }
 
     public func read(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws(DeviceError) {
-        var done = 0
-        while done < buffer.count {
-            let part = UnsafeMutableRawBufferPointer(rebasing: buffer[done...])
-            let n = Syscall.pread(fd, part, offset + UInt64(done))
-            if n < 0 {
-                let e = Syscall.errno
-                if e == EINTR { continue }
-                throw DeviceError(.read, path: path, offset: offset + UInt64(done), errno: e)
-            }
-            if n == 0 {
-                throw DeviceError(.read, path: path, offset: offset, errno: 0, shortBy: buffer.count - done)
-            }
-            done += n
+        do { try Syscall.readFully(fd, into: buffer, at: offset) } catch {
+            throw deviceError(error, .read, at: offset, total: buffer.count)
         }
     }
 
     public func read(scattering pieces: [UnsafeMutableRawBufferPointer], at offset: UInt64) throws(DeviceError) {
-        var vectors = IOVectors(pieces)
-        try moveAll(&vectors, total: pieces.reduce(0) { $0 + $1.count }, at: offset, .read) { Syscall.preadv(fd, $0, $1, $2) }
-    }
-
-    /// Repeats a vectored call until `total` bytes moved, resuming after short calls.
-    private func moveAll(_ vectors: inout IOVectors, total: Int, at offset: UInt64, _ operation: DeviceError.Operation,
-                         _ call: (UnsafePointer<iovec>?, Int32, UInt64) -> Int) throws(DeviceError) {
-        var done = 0
-        while done < total {
-            let n = vectors.withRemaining { call($0, $1, offset + UInt64(done)) }
-            if n < 0 {
-                let e = Syscall.errno
-                if e == EINTR { continue }
-                throw DeviceError(operation, path: path, offset: offset + UInt64(done), errno: e)
-            }
-            if n == 0 { throw DeviceError(operation, path: path, offset: offset, errno: 0, shortBy: total - done) }
-            done += n
-            vectors.advance(by: n)
+        do { try Syscall.readFully(fd, scattering: pieces, at: offset) } catch {
+            throw deviceError(error, .read, at: offset, total: pieces.reduce(0) { $0 + $1.count })
         }
     }
 
@@ -160,15 +139,8 @@ public final class ImageFile: BlockDevice {
         guard offset + UInt64(bytes.count) <= byteCount else {
             throw DeviceError(.write, path: path, offset: offset, errno: ENOSPC)
         }
-        var done = 0
-        while done < bytes.count {
-            let n = Syscall.pwrite(fd, UnsafeRawBufferPointer(rebasing: bytes[done...]), offset + UInt64(done))
-            if n < 0 {
-                let e = Syscall.errno
-                if e == EINTR { continue }
-                throw DeviceError(.write, path: path, offset: offset + UInt64(done), errno: e)
-            }
-            done += n
+        do { try Syscall.writeFully(fd, bytes, at: offset) } catch {
+            throw deviceError(error, .write, at: offset, total: bytes.count)
         }
         wrote(bytes.count)
     }
@@ -177,8 +149,9 @@ public final class ImageFile: BlockDevice {
         guard isWritable else { throw DeviceError(.write, path: path, offset: offset, errno: EROFS) }
         let total = pieces.reduce(0) { $0 + $1.count }
         guard offset + UInt64(total) <= byteCount else { throw DeviceError(.write, path: path, offset: offset, errno: ENOSPC) }
-        var vectors = IOVectors(pieces)
-        try moveAll(&vectors, total: total, at: offset, .write) { Syscall.pwritev(fd, $0, $1, $2) }
+        do { try Syscall.writeFully(fd, gathering: pieces, at: offset) } catch {
+            throw deviceError(error, .write, at: offset, total: total)
+        }
         wrote(total)
     }
 
@@ -195,22 +168,22 @@ public final class ImageFile: BlockDevice {
     public func write(fromFile input: Int32, at source: UInt64, count: Int, to offset: UInt64) throws(DeviceError) {
         guard isWritable else { throw DeviceError(.write, path: path, offset: offset, errno: EROFS) }
         guard offset + UInt64(count) <= byteCount else { throw DeviceError(.write, path: path, offset: offset, errno: ENOSPC) }
-        var from = Int64(source), to = Int64(offset)
-        var left = count
-        while left > 0 {
-            let n = Syscall.copyFileRange(input, &from, fd, &to, left)
-            if n < 0 {
-                let e = Syscall.errno
-                if e == EINTR { continue }
-                if e == EXDEV || e == EINVAL || e == ENOSYS || e == EOPNOTSUPP {
-                    // No in-kernel copy between these files: go through a buffer.
-                    try bufferedCopy(input, from: UInt64(from), count: left, to: UInt64(to))
-                    return
-                }
-                throw DeviceError(.write, path: path, offset: UInt64(to), errno: e)
+        do {
+            try Syscall.transferFully(count) { done in
+                var from = Int64(source) + Int64(done), to = Int64(offset) + Int64(done)
+                return Syscall.copyFileRange(input, &from, fd, &to, count - done)
             }
-            if n == 0 { throw DeviceError(.read, path: "source file", offset: UInt64(from), errno: 0, shortBy: left) }
-            left -= n
+        } catch {
+            switch error {
+            case .failed(let e, let done) where e == EXDEV || e == EINVAL || e == ENOSYS || e == EOPNOTSUPP:
+                // No in-kernel copy between these files: go through a buffer.
+                try bufferedCopy(input, from: source + UInt64(done), count: count - done, to: offset + UInt64(done))
+                return
+            case .failed(let e, let done):
+                throw DeviceError(.write, path: path, offset: offset + UInt64(done), errno: e)
+            case .endOfFile(let done):
+                throw DeviceError(.read, path: "source file", offset: source + UInt64(done), errno: 0, shortBy: count - done)
+            }
         }
         wrote(count)
     }
@@ -219,17 +192,18 @@ public final class ImageFile: BlockDevice {
         var buffer = [UInt8](repeating: 0, count: min(count, 1 << 20))
         var done = 0
         while done < count {
-            let want = min(buffer.count, count - done)
-            let n = buffer.withUnsafeMutableBytes { Syscall.pread(input, UnsafeMutableRawBufferPointer(rebasing: $0[0..<want]), source + UInt64(done)) }
-            if n < 0 {
-                let e = Syscall.errno
-                if e == EINTR { continue }
-                throw DeviceError(.read, path: "source file", offset: source + UInt64(done), errno: e)
-            }
-            if n == 0 { throw DeviceError(.read, path: "source file", offset: source + UInt64(done), errno: 0, shortBy: count - done) }
+            let n = min(buffer.count, count - done)
             var failure: DeviceError?
-            buffer.withUnsafeBytes { b in
-                do throws(DeviceError) { try write(UnsafeRawBufferPointer(rebasing: b[0..<n]), at: offset + UInt64(done)) } catch { failure = error }
+            buffer.withUnsafeMutableBytes { b in
+                let part = UnsafeMutableRawBufferPointer(rebasing: b[0..<n])
+                do throws(Syscall.TransferError) { try Syscall.readFully(input, into: part, at: source + UInt64(done)) } catch {
+                    switch error {
+                    case .failed(let e, let d): failure = DeviceError(.read, path: "source file", offset: source + UInt64(done + d), errno: e)
+                    case .endOfFile(let d): failure = DeviceError(.read, path: "source file", offset: source + UInt64(done + d), errno: 0, shortBy: count - done - d)
+                    }
+                    return
+                }
+                do throws(DeviceError) { try write(UnsafeRawBufferPointer(part), at: offset + UInt64(done)) } catch { failure = error }
             }
             if let failure { throw failure }
             done += n
@@ -238,9 +212,6 @@ public final class ImageFile: BlockDevice {
 
     public func flush() throws(DeviceError) {
         guard isWritable else { throw DeviceError(.sync, path: path, errno: EROFS) }
-        while Syscall.fdatasync(fd) != 0 {
-            let e = Syscall.errno
-            if e != EINTR { throw DeviceError(.sync, path: path, errno: e) }
-        }
+        if Syscall.fdatasync(fd) != 0 { throw DeviceError(.sync, path: path, errno: Syscall.errno) }
     }
 }

@@ -4,6 +4,10 @@ public struct DirectoryEntry: Sendable, Equatable {
     public let name: [UInt8]      // name[name_len]
     public let fileType: UInt8    // file_type (with the filetype feature)
 
+    /// The entry's file type as a name; `.unknown` on images without the filetype feature
+    /// (the inode then says what it is).
+    public var kind: FileType { FileType(rawValue: fileType) ?? .unknown }
+
     public init(inode: UInt32, name: [UInt8], fileType: UInt8) {
         self.inode = inode
         self.name = name
@@ -170,4 +174,32 @@ public struct DxNode: Sendable {
         }
         return found
     }
+}
+
+/// The '.' and '..' entries that open every directory's first block, a dx root's included:
+/// '.' at 0 with rec_len 12, then '..' at 12 (dir.rst, "Linear Directories" and "Hash Tree").
+/// Inline directories keep only the parent's number, in the first 4 bytes of i_block.
+public enum DotEntries {
+    static let dotDotOffset = 12
+
+    /// Both entries, or nil when the block does not start with them.
+    public static func decode(_ block: [UInt8]) -> (dot: DirectoryEntry, dotDot: DirectoryEntry)? {
+        guard block.count >= 24, block.u8(6) == 1, block.u8(8) == 0x2E, hasDotDot(block) else { return nil }
+        return (DirectoryEntry(inode: block.le32(0), name: [0x2E], fileType: block.u8(7)),
+                DirectoryEntry(inode: parent(block), name: [0x2E, 0x2E], fileType: block.u8(dotDotOffset + 7)))
+    }
+
+    /// Is '..' where it belongs (name_len 2, the name "..")?
+    public static func hasDotDot(_ block: [UInt8]) -> Bool {
+        block.count >= 24 && block.u8(dotDotOffset + 6) == 2 && block.u8(dotDotOffset + 8) == 0x2E && block.u8(dotDotOffset + 9) == 0x2E
+    }
+
+    /// The parent's inode number, as '..' names it.
+    public static func parent(_ block: [UInt8]) -> UInt32 { block.le32(dotDotOffset) }
+
+    /// Points '..' at `parent` (a directory that moved).
+    public static func setParent(_ block: inout [UInt8], _ parent: UInt32) { block.setLE32(dotDotOffset, parent) }
+
+    /// An inline directory's parent: the first 4 bytes of its data.
+    public static func inlineParent(_ data: [UInt8]) -> UInt32 { data.le32(0) }
 }

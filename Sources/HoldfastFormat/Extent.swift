@@ -76,6 +76,14 @@ public enum ExtentNode: Sendable {
     case leaf([Extent])
     case index([ExtentIndex], depth: UInt16)
 
+    /// eh_depth: 0 for a leaf.
+    public var depth: UInt16 {
+        switch self {
+        case .leaf: 0
+        case .index(_, let depth): depth
+        }
+    }
+
     /// Decodes a node; `block` is nil for the root in i_block. Block nodes have their tail checksum verified.
     public init(_ bytes: [UInt8], inode: UInt32, block: UInt64?, checksumSeed: UInt32?) throws(CorruptionError) {
         let header = try ExtentHeader(bytes, inode: inode, block: block)

@@ -121,7 +121,7 @@ public struct Geometry: Sendable {
         if g == 0 { return true }
         let sb = superblock
         if sb.featureCompat.contains(.sparseSuper2) {
-            return g == UInt64(sb.raw.le32(0x24C)) || g == UInt64(sb.raw.le32(0x250))
+            return sb.backupGroups.contains { UInt64($0) == g }
         }
         if !sb.featureROCompat.contains(.sparseSuper) { return true }
         if g == 1 { return true }
@@ -135,6 +135,25 @@ public struct Geometry: Sendable {
 
     public func groupFirstBlock(_ g: UInt64) -> UInt64 {
         UInt64(superblock.firstDataBlock) + g * UInt64(superblock.blocksPerGroup)
+    }
+
+    /// Where group `g`'s descriptor lies: its GDT block and the byte offset in it.
+    public func descriptorLocation(_ g: UInt32) -> (block: UInt64, offset: Int) {
+        let perBlock = descriptorsPerBlock
+        return (descriptorBlock(UInt64(g) / UInt64(perBlock)), Int(g) % perBlock * superblock.groupDescriptorSize)
+    }
+
+    /// Inode `number`'s group, and its index in that group's table and bitmap.
+    /// The number must be in 1...s_inodes_count.
+    public func inodeSlot(_ number: UInt32) -> (group: UInt32, index: Int) {
+        ((number - 1) / superblock.inodesPerGroup, Int((number - 1) % superblock.inodesPerGroup))
+    }
+
+    /// Where inode `number` lies, given its group's inode table: the table block and the byte
+    /// offset in it.
+    public func inodeLocation(_ number: UInt32, inodeTable: UInt64) -> (block: UInt64, offset: Int) {
+        let byteOffset = inodeSlot(number).index * Int(superblock.inodeSize)
+        return (inodeTable + UInt64(byteOffset / superblock.blockSize), byteOffset % superblock.blockSize)
     }
 
     /// The block holding descriptor-block `n` of the primary GDT (meta_bg aware).

@@ -2,6 +2,16 @@
 public enum Jbd2 {
     public static let magic: UInt32 = 0xC03B_3998
 
+    /// A logged block whose first four bytes were the jbd2 magic is written with them zeroed and
+    /// its tag flagged JBD2_FLAG_ESCAPE; replay puts the magic back.
+    public static func unescape(_ block: inout [UInt8]) { block.setBE32(0, magic) }
+
+    /// The same, for a block read straight into a buffer.
+    public static func unescape(_ block: UnsafeMutableRawBufferPointer) {
+        precondition(block.count >= 4, "an escaped block holds at least the magic")
+        block.storeBytes(of: magic.bigEndian, toByteOffset: 0, as: UInt32.self)
+    }
+
     public enum BlockType: UInt32, Sendable {
         case descriptor = 1, commit = 2, superblockV1 = 3, superblockV2 = 4, revoke = 5
     }
@@ -35,6 +45,63 @@ public enum Jbd2 {
         }
     }
 
+    /// The journal superblock's bytes with a named accessor for every field (journal.rst,
+    /// big-endian): the one offset table of the journal superblock, which the decoder reads
+    /// through and writers (mkfs, the journal) write through.
+    public struct SuperblockRecord: Sendable {
+        public var raw: [UInt8]
+
+        public init(raw: [UInt8]) { self.raw = raw }
+
+        /// A zeroed block of `blockSize` bytes.
+        public static func empty(blockSize: Int) -> SuperblockRecord {
+            SuperblockRecord(raw: [UInt8](repeating: 0, count: blockSize))
+        }
+
+        /// h_magic
+        public var magic: UInt32 { get { raw.be32(0x0) } set { raw.setBE32(0x0, newValue) } }
+        /// h_blocktype
+        public var blockType: UInt32 { get { raw.be32(0x4) } set { raw.setBE32(0x4, newValue) } }
+        /// s_blocksize
+        public var blockSize: UInt32 { get { raw.be32(0xC) } set { raw.setBE32(0xC, newValue) } }
+        /// s_maxlen
+        public var maxLength: UInt32 { get { raw.be32(0x10) } set { raw.setBE32(0x10, newValue) } }
+        /// s_first: the first block of the log
+        public var first: UInt32 { get { raw.be32(0x14) } set { raw.setBE32(0x14, newValue) } }
+        /// s_sequence: the first transaction expected in the log
+        public var sequence: UInt32 { get { raw.be32(0x18) } set { raw.setBE32(0x18, newValue) } }
+        /// s_start: where the log begins (0: nothing to recover)
+        public var start: UInt32 { get { raw.be32(0x1C) } set { raw.setBE32(0x1C, newValue) } }
+        /// s_errno (as its bit pattern)
+        public var errno: UInt32 { get { raw.be32(0x20) } set { raw.setBE32(0x20, newValue) } }
+        /// s_feature_compat
+        public var featureCompat: UInt32 { get { raw.be32(0x24) } set { raw.setBE32(0x24, newValue) } }
+        /// s_feature_incompat
+        public var featureIncompat: UInt32 { get { raw.be32(0x28) } set { raw.setBE32(0x28, newValue) } }
+        /// s_feature_ro_compat
+        public var featureROCompat: UInt32 { get { raw.be32(0x2C) } set { raw.setBE32(0x2C, newValue) } }
+        /// s_nr_users
+        public var usersCount: UInt32 { get { raw.be32(0x40) } set { raw.setBE32(0x40, newValue) } }
+        /// s_num_fc_blks
+        public var fastCommitBlocks: UInt32 { get { raw.be32(0x54) } set { raw.setBE32(0x54, newValue) } }
+        /// s_checksum
+        public var checksum: UInt32 { get { raw.be32(0xFC) } set { raw.setBE32(0xFC, newValue) } }
+        /// s_uuid
+        public var uuid: [UInt8] { get { raw.bytes(0x30, 16) } set { raw.setBytes(0x30, newValue.prefix(16)) } }
+        /// s_checksum_type: 4 = crc32c
+        public var checksumType: UInt8 { get { raw.u8(0x50) } set { raw.setU8(0x50, newValue) } }
+
+        /// crc32c of the superblock's first 1024 bytes, its checksum field taken as zero.
+        public var computedChecksum: UInt32 {
+            var header = Array(raw.prefix(1024))
+            header.setBE32(0xFC, 0)
+            return CRC32C.update(~0, header)
+        }
+
+        /// Writes s_checksum (journals with checksum v2 or v3).
+        public mutating func seal() { checksum = computedChecksum }
+    }
+
     /// The journal superblock (block 0 of the journal).
     public struct Superblock: Sendable {
         public let blockType: UInt32        // h_blocktype
@@ -61,22 +128,24 @@ public enum Jbd2 {
             guard h.type == BlockType.superblockV1.rawValue || h.type == BlockType.superblockV2.rawValue else {
                 throw CorruptionError(.journalSuperblock, .impossible("block type \(h.type) is not a journal superblock"))
             }
+            let r = SuperblockRecord(raw: b)
             blockType = h.type
-            blockSize = b.be32(0xC)
-            maxLength = b.be32(0x10)
-            first = b.be32(0x14)
-            sequence = b.be32(0x18)
-            start = b.be32(0x1C)
-            errno = Int32(bitPattern: b.be32(0x20))
+            blockSize = r.blockSize
+            maxLength = r.maxLength
+            first = r.first
+            sequence = r.sequence
+            start = r.start
+            errno = Int32(bitPattern: r.errno)
+            // Version 1 superblocks have no feature fields.
             let v2 = h.type == BlockType.superblockV2.rawValue
-            featureCompat = v2 ? b.be32(0x24) : 0
-            featureIncompat = v2 ? b.be32(0x28) : 0
-            featureROCompat = v2 ? b.be32(0x2C) : 0
-            uuid = b.bytes(0x30, 16)
-            usersCount = b.be32(0x40)
-            checksumType = b.u8(0x50)
-            fastCommitBlocks = b.be32(0x54)
-            checksum = b.be32(0xFC)
+            featureCompat = v2 ? r.featureCompat : 0
+            featureIncompat = v2 ? r.featureIncompat : 0
+            featureROCompat = v2 ? r.featureROCompat : 0
+            uuid = r.uuid
+            usersCount = r.usersCount
+            checksumType = r.checksumType
+            fastCommitBlocks = r.fastCommitBlocks
+            checksum = r.checksum
             guard Int(blockSize) == fsBlockSize else {
                 throw CorruptionError(.journalSuperblock, .impossible("journal block size \(blockSize) differs from the filesystem's \(fsBlockSize)"))
             }
@@ -87,9 +156,7 @@ public enum Jbd2 {
                 throw CorruptionError(.journalSuperblock, .outOfRange(field: "s_start", value: UInt64(start), limit: UInt64(maxLength)))
             }
             if hasChecksumV2orV3 {
-                var copy = Array(b.prefix(1024))
-                copy.setBE32(0xFC, 0)
-                let computed = CRC32C.update(~0, copy)
+                let computed = r.computedChecksum
                 guard computed == checksum else {
                     throw CorruptionError(.journalSuperblock, .badChecksum(stored: checksum, computed: computed))
                 }

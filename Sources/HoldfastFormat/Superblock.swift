@@ -21,7 +21,7 @@ public struct Superblock: Sendable {
     public let writeTime: UInt64            // s_wtime | s_wtime_hi << 32
     public let mountCount: UInt16           // s_mnt_count
     public let maxMountCount: Int16         // s_max_mnt_count
-    public let state: UInt16                // s_state
+    public let state: SuperblockState       // s_state
     public let errors: UInt16               // s_errors
     public let minorRevision: UInt16        // s_minor_rev_level
     public let lastCheck: UInt64            // s_lastcheck | _hi
@@ -54,6 +54,7 @@ public struct Superblock: Sendable {
     public let checksumType: UInt8          // s_checksum_type
     public let kbytesWritten: UInt64        // s_kbytes_written
     public let errorCount: UInt32           // s_error_count
+    public let backupGroups: [UInt32]       // s_backup_bgs[2] (sparse_super2)
     public let checksumSeedField: UInt32    // s_checksum_seed
     public let orphanFileInode: UInt32      // s_orphan_file_inum
     public let checksum: UInt32             // s_checksum
@@ -67,64 +68,65 @@ public struct Superblock: Sendable {
         guard raw.count >= Self.size else {
             throw CorruptionError(.superblock, .truncated(needed: UInt64(Self.byteOffset + Self.size), available: UInt64(Self.byteOffset + raw.count)))
         }
-        let r = Array(raw.prefix(Self.size))
-        self.raw = r
-        let magic = r.le16(0x38)
-        guard magic == Self.magic else {
-            throw CorruptionError(.superblock, .badMagic(found: UInt64(magic), expected: UInt64(Self.magic)))
+        let bytes = Array(raw.prefix(Self.size))
+        self.raw = bytes
+        let r = SuperblockRecord(raw: bytes)
+        guard r.magic == Self.magic else {
+            throw CorruptionError(.superblock, .badMagic(found: UInt64(r.magic), expected: UInt64(Self.magic)))
         }
-        inodesCount = r.le32(0x0)
-        featureCompat = CompatFeatures(rawValue: r.le32(0x5C))
-        featureIncompat = IncompatFeatures(rawValue: r.le32(0x60))
-        featureROCompat = ROCompatFeatures(rawValue: r.le32(0x64))
-        let is64 = featureIncompat.contains(.bit64)
-        blocksCount = UInt64(r.le32(0x4)) | (is64 ? UInt64(r.le32(0x150)) << 32 : 0)
-        reservedBlocksCount = UInt64(r.le32(0x8)) | (is64 ? UInt64(r.le32(0x154)) << 32 : 0)
-        freeBlocksCount = UInt64(r.le32(0xC)) | (is64 ? UInt64(r.le32(0x158)) << 32 : 0)
-        freeInodesCount = r.le32(0x10)
-        firstDataBlock = r.le32(0x14)
-        logBlockSize = r.le32(0x18)
-        logClusterSize = r.le32(0x1C)
-        blocksPerGroup = r.le32(0x20)
-        clustersPerGroup = r.le32(0x24)
-        inodesPerGroup = r.le32(0x28)
-        mountTime = UInt64(r.le32(0x2C)) | UInt64(r.u8(0x275)) << 32
-        writeTime = UInt64(r.le32(0x30)) | UInt64(r.u8(0x274)) << 32
-        mountCount = r.le16(0x34)
-        maxMountCount = Int16(bitPattern: r.le16(0x36))
-        state = r.le16(0x3A)
-        errors = r.le16(0x3C)
-        minorRevision = r.le16(0x3E)
-        lastCheck = UInt64(r.le32(0x40)) | UInt64(r.u8(0x277)) << 32
-        checkInterval = r.le32(0x44)
-        creatorOS = r.le32(0x48)
-        revision = r.le32(0x4C)
-        firstInode = revision == 0 ? 11 : r.le32(0x54)
-        inodeSize = revision == 0 ? 128 : r.le16(0x58)
-        uuid = r.bytes(0x68, 16)
-        volumeName = r.cString(0x78, 16)
-        lastMounted = r.cString(0x88, 64)
-        reservedGDTBlocks = r.le16(0xCE)
-        journalUUID = r.bytes(0xD0, 16)
-        journalInode = r.le32(0xE0)
-        journalDevice = r.le32(0xE4)
-        lastOrphan = r.le32(0xE8)
-        hashSeed = [r.le32(0xEC), r.le32(0xF0), r.le32(0xF4), r.le32(0xF8)]
-        defaultHashVersion = r.u8(0xFC)
-        descriptorSize = r.le16(0xFE)
-        defaultMountOptions = r.le32(0x100)
-        firstMetaBG = r.le32(0x104)
-        mkfsTime = UInt64(r.le32(0x108)) | UInt64(r.u8(0x276)) << 32
-        minExtraIsize = r.le16(0x15C)
-        wantExtraIsize = r.le16(0x15E)
-        flags = r.le32(0x160)
-        logGroupsPerFlex = r.u8(0x174)
-        checksumType = r.u8(0x175)
-        kbytesWritten = r.le64(0x178)
-        errorCount = r.le32(0x194)
-        checksumSeedField = r.le32(0x270)
-        orphanFileInode = r.le32(0x280)
-        checksum = r.le32(0x3FC)
+        inodesCount = r.inodesCount
+        featureCompat = r.featureCompat
+        featureIncompat = r.featureIncompat
+        featureROCompat = r.featureROCompat
+        blocksCount = r.blocksCount
+        reservedBlocksCount = r.reservedBlocksCount
+        freeBlocksCount = r.freeBlocksCount
+        freeInodesCount = r.freeInodesCount
+        firstDataBlock = r.firstDataBlock
+        logBlockSize = r.logBlockSize
+        logClusterSize = r.logClusterSize
+        blocksPerGroup = r.blocksPerGroup
+        clustersPerGroup = r.clustersPerGroup
+        inodesPerGroup = r.inodesPerGroup
+        mountTime = r.mountTime
+        writeTime = r.writeTime
+        mountCount = r.mountCount
+        maxMountCount = r.maxMountCount
+        state = r.state
+        errors = r.errors
+        minorRevision = r.minorRevision
+        lastCheck = r.lastCheck
+        checkInterval = r.checkInterval
+        creatorOS = r.creatorOS
+        revision = r.revision
+        // Revision 0 has fixed values where revision 1 has these fields.
+        firstInode = revision == 0 ? 11 : r.firstInode
+        inodeSize = revision == 0 ? 128 : r.inodeSize
+        uuid = r.uuid
+        volumeName = r.volumeName
+        lastMounted = r.lastMounted
+        reservedGDTBlocks = r.reservedGDTBlocks
+        journalUUID = r.journalUUID
+        journalInode = r.journalInode
+        journalDevice = r.journalDevice
+        lastOrphan = r.lastOrphan
+        hashSeed = r.hashSeed
+        defaultHashVersion = r.defaultHashVersion
+        descriptorSize = r.descriptorSize
+        defaultMountOptions = r.defaultMountOptions
+        firstMetaBG = r.firstMetaBG
+        mkfsTime = r.mkfsTime
+        minExtraIsize = r.minExtraIsize
+        wantExtraIsize = r.wantExtraIsize
+        flags = r.flags
+        logGroupsPerFlex = r.logGroupsPerFlex
+        checksumType = r.checksumType
+        kbytesWritten = r.kbytesWritten
+        errorCount = r.errorCount
+        backupGroups = r.backupGroups
+        checksumSeedField = r.checksumSeedField
+        orphanFileInode = r.orphanFileInode
+        checksum = r.checksum
 
         try validate(imageBytes: imageBytes)
     }
@@ -209,4 +211,17 @@ public func formatUUID(_ bytes: [UInt8]) -> String {
     }
     guard hex.count == 16 else { return hex.joined() }
     return hex[0..<4].joined() + "-" + hex[4..<6].joined() + "-" + hex[6..<8].joined() + "-" + hex[8..<10].joined() + "-" + hex[10..<16].joined()
+}
+
+/// s_state: how the filesystem was left (EXT4_VALID_FS, EXT4_ERROR_FS, EXT4_ORPHAN_FS).
+public struct SuperblockState: OptionSet, Sendable, Hashable {
+    public let rawValue: UInt16
+    public init(rawValue: UInt16) { self.rawValue = rawValue }
+
+    /// Unmounted cleanly (EXT4_VALID_FS); cleared while a writer has the image open.
+    public static let cleanlyUnmounted = SuperblockState(rawValue: 0x1)
+    /// Errors were detected (EXT4_ERROR_FS); e2fsck clears it.
+    public static let errorsDetected = SuperblockState(rawValue: 0x2)
+    /// Orphans are being recovered (EXT4_ORPHAN_FS).
+    public static let recoveringOrphans = SuperblockState(rawValue: 0x4)
 }

@@ -81,10 +81,7 @@ public enum Xattr {
 
     /// Entries and values of an xattr block, with header and checksum verified.
     public static func block(_ bytes: [UInt8], blockNumber: UInt64, inode: UInt32, superblock sb: Superblock) throws(CorruptionError) -> [(XattrEntry, [UInt8])] {
-        let m = bytes.le32(0)
-        guard m == magic else {
-            throw CorruptionError(.xattrBlock, inode: inode, block: blockNumber, .badMagic(found: UInt64(m), expected: UInt64(magic)))
-        }
+        try checkBlockMagic(bytes, blockNumber: blockNumber, inode: inode)
         guard bytes.le32(8) == 1 else {
             throw CorruptionError(.xattrBlock, inode: inode, block: blockNumber, .outOfRange(field: "h_blocks", value: UInt64(bytes.le32(8)), limit: 1))
         }
@@ -244,6 +241,19 @@ extension Xattr {
         b.setLE32(0xC, h)
         sealBlock(&b, blockNumber: blockNumber, superblock: sb)
         return b
+    }
+
+    /// h_refcount: how many inodes share the block.
+    public static func refcount(_ block: [UInt8]) -> UInt32 { block.le32(0x4) }
+
+    public static func setRefcount(_ block: inout [UInt8], _ count: UInt32) { block.setLE32(0x4, count) }
+
+    /// Checks h_magic of an xattr block that `inode` names.
+    public static func checkBlockMagic(_ block: [UInt8], blockNumber: UInt64, inode: UInt32) throws(CorruptionError) {
+        let m = block.le32(0)
+        guard m == magic else {
+            throw CorruptionError(.xattrBlock, inode: inode, block: blockNumber, .badMagic(found: UInt64(m), expected: UInt64(magic)))
+        }
     }
 
     /// h_checksum: crc32c(seed, block number, the block with the checksum zero).

@@ -95,7 +95,7 @@ public enum JournalReplay {
                 }
                 if journal.hasChecksumV2orV3 {
                     var data = try read(try physical(l.journalBlock))
-                    if l.escaped { data.setBE32(0, Jbd2.magic) }
+                    if l.escaped { Jbd2.unescape(&data) }
                     if !Jbd2.verifyData(data, tag: l.tag, sequence: t.sequence, journal: journal) {
                         // The kernel skips such a block and reports it; so do we.
                         summary.dataChecksumFailures += 1

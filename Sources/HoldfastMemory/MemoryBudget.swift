@@ -29,8 +29,9 @@ public final class MemoryBudget: Sendable {
         public var tickNanoseconds = 100_000_000
         /// At most one report of each kind per this interval; the rest are only counted.
         public var reportIntervalNanoseconds = 10_000_000_000
-        /// Where warnings go. The default writes one line to standard error.
-        public var events: @Sendable (MemoryEvent) -> Void = { event in MemoryEvent.writeToStandardError(event) }
+        /// Where warnings go. The library prints nothing: the default drops them (they are still
+        /// counted); the filesystem sends them to its `Logger`.
+        public var events: @Sendable (MemoryEvent) -> Void = { _ in }
 
         public init() {}
     }

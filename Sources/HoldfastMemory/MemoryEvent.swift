@@ -1,9 +1,3 @@
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Darwin)
-import Darwin
-#endif
-
 /// Warnings the budget raises instead of failing (DESIGN.md, rule 8). Rate-limited per kind.
 public enum MemoryEvent: Sendable, CustomStringConvertible {
     /// A `noFail` allocation has waited this long and keeps waiting.
@@ -24,10 +18,5 @@ public enum MemoryEvent: Sendable, CustomStringConvertible {
         case let .reserveExhausted(pool, minimum):
             return "memory: reserve \(pool) (\(minimum) elements) is empty; waiting for an element to come back"
         }
-    }
-
-    static func writeToStandardError(_ event: MemoryEvent) {
-        var line = "holdfast: warning: \(event)\n"
-        line.withUTF8 { _ = write(2, $0.baseAddress, $0.count) }
     }
 }

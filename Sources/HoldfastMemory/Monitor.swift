@@ -1,79 +1,40 @@
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Darwin)
-import Darwin
-#endif
+/// State and the lock that guards it, in one value (swift-nio's `NIOLockedValueBox`, with a
+/// condition): the only way to the state is `withLock`, and a thread can sleep until the state
+/// satisfies a condition (`wait(until:)`), woken by the `withLock` that made it so. A helper that
+/// needs the lock held takes the state as `inout`, the Swift form of the kernel's `__es_*`
+/// convention ("call with i_es_lock held").
+///
+/// The one `@unchecked Sendable` a type with mutable state needs: every access to `state` is
+/// under `lock`.
+public final class Monitor<State>: @unchecked Sendable {
+    private let lock = ConditionLock()
+    private var state: State
+    /// Threads inside `wait(until:)`: a `withLock` wakes them only when there are some.
+    private var waiters = 0
 
-/// A pthread mutex with one condition variable: for state that threads wait on (the budget's
-/// sleepers, the page cache's flusher and throttled writers). pthread, not `Synchronization.Mutex`,
-/// so ThreadSanitizer sees it (see `Locked`). The condition runs on CLOCK_MONOTONIC where it can.
-public final class Monitor: @unchecked Sendable {
-    // The pthread objects must not move: they live in their own allocations.
-    private let mutex: UnsafeMutablePointer<pthread_mutex_t>
-    private let condition: UnsafeMutablePointer<pthread_cond_t>
+    public init(_ state: State) { self.state = state }
 
-    public init() {
-        mutex = .allocate(capacity: 1)
-        mutex.initialize(to: pthread_mutex_t())
-        pthread_mutex_init(mutex, nil)
-        condition = .allocate(capacity: 1)
-        condition.initialize(to: pthread_cond_t())
-        var attributes = pthread_condattr_t()
-        pthread_condattr_init(&attributes)
-        #if canImport(Glibc)
-        pthread_condattr_setclock(&attributes, CLOCK_MONOTONIC)
-        #endif
-        pthread_cond_init(condition, &attributes)
-        pthread_condattr_destroy(&attributes)
-    }
-
-    deinit {
-        pthread_cond_destroy(condition)
-        pthread_mutex_destroy(mutex)
-        condition.deallocate()
-        mutex.deallocate()
-    }
-
+    /// Runs `body` with the state under the lock, then wakes the waiters (the state may now
+    /// satisfy their condition).
     @inline(__always)
-    public func withLock<R, E: Error>(_ body: () throws(E) -> R) throws(E) -> R {
-        pthread_mutex_lock(mutex)
-        defer { pthread_mutex_unlock(mutex) }
-        return try body()
+    public func withLock<R, E: Error>(_ body: (inout State) throws(E) -> R) throws(E) -> R {
+        try lock.withLock { () throws(E) -> R in
+            defer { if waiters > 0 { lock.broadcast() } }
+            return try body(&state)
+        }
     }
 
-    /// With the lock held: sleeps until `broadcast` or `timeoutNanoseconds` pass (false on timeout).
-    /// Callers loop on their own condition, as with every condition variable.
-    @discardableResult
-    public func wait(timeoutNanoseconds: Int) -> Bool {
-        #if canImport(Glibc)
-        var deadline = Self.now()
-        #else
-        var deadline = timespec()  // Darwin's condition variables wait against the real-time clock
-        clock_gettime(CLOCK_REALTIME, &deadline)
-        #endif
-        let total = deadline.tv_nsec + timeoutNanoseconds
-        deadline.tv_sec += total / 1_000_000_000
-        deadline.tv_nsec = total % 1_000_000_000
-        return pthread_cond_timedwait(condition, mutex, &deadline) != ETIMEDOUT
+    /// Sleeps until `condition` holds, then runs `body` with the state under the lock.
+    public func wait<R>(until condition: (State) -> Bool, then body: (inout State) -> R) -> R {
+        lock.withLock {
+            waiters += 1
+            while !condition(state) { lock.wait() }
+            waiters -= 1
+            defer { if waiters > 0 { lock.broadcast() } }
+            return body(&state)
+        }
     }
 
-    /// Wakes every waiter; call with the lock held or not.
-    public func broadcast() { pthread_cond_broadcast(condition) }
-
-    public static func now() -> timespec {
-        var t = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &t)
-        return t
-    }
-
-    /// Monotonic nanoseconds, for ages and intervals.
-    public static var nanoseconds: UInt64 {
-        let t = now()
-        return UInt64(t.tv_sec) * 1_000_000_000 + UInt64(t.tv_nsec)
-    }
-
-    public static func nanosecondsSince(_ start: timespec) -> Int {
-        let t = now()
-        return (t.tv_sec - start.tv_sec) * 1_000_000_000 + (t.tv_nsec - start.tv_nsec)
-    }
+    /// Sleeps until `condition` holds.
+    public func wait(until condition: (State) -> Bool) { wait(until: condition, then: { _ in }) }
 }

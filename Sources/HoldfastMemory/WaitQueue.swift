@@ -11,7 +11,7 @@ import Synchronization
 /// A freeing thread checks `hasWaiters` (one atomic load) and only then takes the lock.
 /// The waiter list names each sleeping site, for the stall detector.
 final class WaitQueue: @unchecked Sendable {
-    private let monitor = Monitor()
+    private let monitor = ConditionLock()
     private let waiterCount = Atomic<Int>(0)
     // Guarded by `monitor`.
     private var generation = 0
@@ -38,9 +38,9 @@ final class WaitQueue: @unchecked Sendable {
     func sleep(_ ticket: Ticket, timeoutNanoseconds: Int) -> Bool {
         monitor.withLock {
             defer { leave(ticket.site) }
-            let start = Monitor.now()
+            let start = MonotonicClock.now()
             while generation == ticket.generation {
-                let left = timeoutNanoseconds - Monitor.nanosecondsSince(start)
+                let left = timeoutNanoseconds - MonotonicClock.nanosecondsSince(start)
                 if left <= 0 || !monitor.wait(timeoutNanoseconds: left) { return generation != ticket.generation }
             }
             return true
@@ -75,7 +75,7 @@ final class WaitQueue: @unchecked Sendable {
         monitor.withLock { waiters.values.sorted { $0.site.id < $1.site.id } }
     }
 
-    static func now() -> timespec { Monitor.now() }
+    static func now() -> timespec { MonotonicClock.now() }
 
-    static func nanosecondsSince(_ start: timespec) -> Int { Monitor.nanosecondsSince(start) }
+    static func nanosecondsSince(_ start: timespec) -> Int { MonotonicClock.nanosecondsSince(start) }
 }

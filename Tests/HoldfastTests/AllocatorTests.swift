@@ -1,24 +1,19 @@
 import Foundation
 import Holdfast
 import HoldfastMemory
+import HoldfastTestSupport
 import Testing
 
 /// The block allocator's buddies and preallocation windows, judged by the extents that files end
 /// up with (`blockRuns`, and debugfs for the image as written), e2fsck and the kernel's reading.
 @Suite("block allocation", .serialized)
 struct AllocatorTests {
-    static func extents(_ fs: Filesystem, _ path: String) throws -> Int {
-        var n = 0
-        try fs.blockRuns(try fs.resolve(path)) { _ in n += 1 }
-        return n
-    }
-
     @Test("a big write skips small holes: the buddies find a free chunk that fits")
     func buddiesAvoidHoles() throws {
         let s = try Scratch()
         let image = s.path("b.img")
-        try WritePathTests.makeImage(image, blockSize: 1024, megabytes: 64)
-        let fs = try WritePathTests.open(image)
+        try Images.make(image, blockSize: 1024, megabytes: 64)
+        let fs = try Images.openWritable(image)
         // 3,000 one-block files, every other one removed: the first groups are full of 1 KiB holes.
         try fs.makeDirectories(path: "/small", owner: Ownership(permissions: 0o755))
         let dir = try fs.resolve("/small").number
@@ -32,14 +27,14 @@ struct AllocatorTests {
         for chunk in stride(from: 0, to: data.count, by: 256 << 10) {
             try fs.write(big, at: UInt64(chunk), Array(data[chunk..<(chunk + (256 << 10))]))
         }
-        let runs = try Self.extents(fs, "/big")
+        let runs = try Images.extentCount(fs, "/big")
         #expect(runs <= 4, "2 MiB in \(runs) extents: the holes were used")
         #expect(fs.budget.hitSites.contains { $0.site.name == "allocator.buddy" })
         // A 1-block file still fills a hole near its directory.
         let tiny = try fs.create(path: "/small/tiny", kind: .regular, owner: Ownership(permissions: 0o644))
         try fs.write(tiny, at: 0, [7])
         try fs.close()
-        try WritePathTests.expectClean(image)
+        try Images.expectClean(image)
         let reread = try Filesystem.open(path: image)
         #expect(Bytes(try reread.read(try reread.resolve("/big"), offset: 0, count: data.count)) == Bytes(data))
     }
@@ -49,9 +44,9 @@ struct AllocatorTests {
         let s = try Scratch()
         func run(open: Bool) throws -> (Int, Int, [UInt8], UInt64) {
             let image = s.path("p\(open).img")
-            try WritePathTests.makeImage(image, blockSize: blockSize, megabytes: 128)
+            try Images.make(image, blockSize: blockSize, megabytes: 128)
             // Windows serve allocation at write time (delayed allocation has its own test).
-            let fs = try WritePathTests.open(image, delayedAllocation: false)
+            let fs = try Images.openWritable(image, delayedAllocation: false)
             let a = try fs.create(path: "/a", kind: .regular, owner: Ownership(permissions: 0o644))
             let b = try fs.create(path: "/b", kind: .regular, owner: Ownership(permissions: 0o644))
             let handles = open ? [try fs.openFile(a), try fs.openFile(b)] : []
@@ -68,12 +63,12 @@ struct AllocatorTests {
                 #expect(fs.preallocationUsage.buddyBytes == fs.preallocationUsage.pinnedBuddyBytes, "reclaim drops every buddy but the pinned ones")
                 #expect(fs.preallocationUsage.pinnedBuddyBytes > 0)
             }
-            let free = try fs.statistics().freeBlocks
+            let free = try fs.spaceUsage().freeBlocks
             for h in handles { try h.close() }
             #expect(fs.preallocationUsage.windows == 0 && fs.preallocationUsage.pinnedBuddyBytes == 0, "the last close gives the windows back")
-            let ra = try Self.extents(fs, "/a"), rb = try Self.extents(fs, "/b")
+            let ra = try Images.extentCount(fs, "/a"), rb = try Images.extentCount(fs, "/b")
             try fs.close()
-            try WritePathTests.expectClean(image)
+            try Images.expectClean(image)
             let fromDisk = try OrphanTests.freeBlocks(image)
             #expect(fromDisk == free, "windows are never on disk: the free count is exact")
             if Support.canLoopMount(skipping: "the kernel's reading of the interleaved files") {
@@ -98,14 +93,14 @@ struct AllocatorTests {
     func windowsYieldToNoSpace() throws {
         let s = try Scratch()
         let image = s.path("n.img")
-        try WritePathTests.makeImage(image, blockSize: 4096, megabytes: 32)
-        let fs = try WritePathTests.open(image, delayedAllocation: false)  // windows come with allocation at write
+        try Images.make(image, blockSize: 4096, megabytes: 32)
+        let fs = try Images.openWritable(image, delayedAllocation: false)  // windows come with allocation at write
         let a = try fs.create(path: "/a", kind: .regular, owner: Ownership(permissions: 0o644))
         let held = try fs.openFile(a)
         try fs.write(a, at: 0, [UInt8](repeating: 1, count: 4096))
         #expect(fs.preallocationUsage.blocks > 0)
         // Fill everything else; the last writes need the window's blocks.
-        let free = Int(try fs.statistics().freeBlocks)
+        let free = Int(try fs.spaceUsage().freeBlocks)
         let b = try fs.create(path: "/b", kind: .regular, owner: Ownership(permissions: 0o644))
         var written = 0
         do {
@@ -118,15 +113,15 @@ struct AllocatorTests {
         #expect(fs.preallocationUsage.windows == 0)
         try held.close()
         try fs.close()
-        try WritePathTests.expectClean(image)
+        try Images.expectClean(image)
     }
 
     @Test("without memory for buddies no window opens, and no file's blocks go to another")
     func noBuddyNoWindow() throws {
         let s = try Scratch()
         let image = s.path("nb.img")
-        try WritePathTests.makeImage(image, blockSize: 4096, megabytes: 64)
-        let fs = try WritePathTests.open(image, faults: try FaultPlan(parsing: "site=allocator.buddy,nth=1,persistent"))
+        try Images.make(image, blockSize: 4096, megabytes: 64)
+        let fs = try Images.openWritable(image, faults: try FaultPlan(parsing: "site=allocator.buddy,nth=1,persistent"))
         let a = try fs.create(path: "/a", kind: .regular, owner: Ownership(permissions: 0o644))
         let held = try fs.openFile(a)
         try fs.write(a, at: 0, [UInt8](repeating: 1, count: 4096))
@@ -139,6 +134,6 @@ struct AllocatorTests {
         #expect(try fs.read(try fs.resolve("/b"), offset: 0, count: 1 << 20) == [UInt8](repeating: 2, count: 1 << 20))
         try fs.close()
         #expect(fs.budget.used == 0)
-        try WritePathTests.expectClean(image)
+        try Images.expectClean(image)
     }
 }

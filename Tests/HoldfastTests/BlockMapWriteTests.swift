@@ -2,6 +2,8 @@ import Foundation
 import Holdfast
 import HoldfastFormat
 import HoldfastMemory
+import HoldfastHost
+import HoldfastTestSupport
 import Testing
 
 /// Writes to block-mapped (ext2/ext3, no extents feature) images, judged by `e2fsck -fn`, `debugfs`
@@ -167,7 +169,7 @@ struct BlockMapWriteTests {
         var files: [String: Expected] = [:]
         var big = Expected()
         big.write(0, Self.pattern(Self.bigBlocks(l) * bs, seed: 1))
-        var fs = try WritePathTests.open(image)
+        var fs = try Images.openWritable(image)
 
         // Overwrites of blocks mke2fs mapped: direct, single and double indirect; nothing moves.
         let before = try Self.runs(fs, "/big.bin")
@@ -210,19 +212,19 @@ struct BlockMapWriteTests {
         // Past what a block map reaches: a clean refusal.
         #expect(throws: HoldfastError.self) { try fs.write(f, at: UInt64(l.triple + l.p * l.p * l.p) * UInt64(bs), [1]) }
         try fs.close()
-        try WritePathTests.expectClean(image)
+        try Images.expectClean(image)
 
         // i_blocks counts data and indirect blocks.
         #expect(try Self.blockCount(image, "/grow") == Self.denseSectors(l.double + 2 * l.p + 8, l))
         #expect(try Self.blockCount(image, "/far") == (1 + 3 + 4) * bs / 512)
 
         // A second session writes into the far file's existing indirect blocks.
-        fs = try WritePathTests.open(image)
+        fs = try Images.openWritable(image)
         try fs.write(f, at: UInt64(l.triple + 1) * UInt64(bs), Array("next".utf8))
         far.write((l.triple + 1) * bs, Array("next".utf8))
         files["/far"] = far
         try fs.close()
-        try WritePathTests.expectClean(image)
+        try Images.expectClean(image)
         #expect(try Self.blockCount(image, "/far") == (1 + 3 + 5) * bs / 512)
 
         try Self.expectHoldfastReads(image, files, blockSize: bs)
@@ -235,7 +237,7 @@ struct BlockMapWriteTests {
         let image = try Self.makeImage(scratch, l)
         let bs = l.blockSize
         var files: [String: Expected] = [:]
-        var fs = try WritePathTests.open(image)
+        var fs = try Images.openWritable(image)
         let t = try fs.create(path: "/t", kind: .regular, owner: Ownership(permissions: 0o644))
         var expected = Expected()
         let bytes = Self.pattern((l.double + 2 * l.p + 5) * bs, seed: 4)
@@ -248,15 +250,15 @@ struct BlockMapWriteTests {
         // a partial block, nothing; each in its own session, checked by e2fsck and debugfs.
         let sizes = [(l.double + l.p + 3) * bs + 100, l.double * bs, l.single * bs + 1, l.single * bs, 3 * bs + 5, 0]
         for size in sizes {
-            fs = try WritePathTests.open(image)
+            fs = try Images.openWritable(image)
             try fs.truncate(t, to: UInt64(size))
             expected.truncate(size)
             try fs.close()
-            try WritePathTests.expectClean(image)
+            try Images.expectClean(image)
             #expect(try Self.blockCount(image, "/t") == Self.denseSectors((size + bs - 1) / bs, l), "after truncate to \(size)")
         }
         // Growing leaves a hole: no blocks.
-        fs = try WritePathTests.open(image)
+        fs = try Images.openWritable(image)
         try fs.truncate(t, to: UInt64(10 * bs))
         expected.truncate(10 * bs)
         files["/t"] = expected
@@ -279,7 +281,7 @@ struct BlockMapWriteTests {
         far.truncate(l.triple * bs)
         files["/far"] = far
         try fs.close()
-        try WritePathTests.expectClean(image)
+        try Images.expectClean(image)
         #expect(try Self.blockCount(image, "/t") == 0)
         #expect(try Self.blockCount(image, "/big.bin") == Self.denseSectors(l.double, l))
         #expect(try Self.blockCount(image, "/far") == bs / 512)
@@ -295,7 +297,7 @@ struct BlockMapWriteTests {
         let bs = l.blockSize
         let freeBefore = try Self.superblockCount(image, "Free blocks")
         let inodesBefore = try Self.superblockCount(image, "Free inodes")
-        let fs = try WritePathTests.open(image)
+        let fs = try Images.openWritable(image)
         // A file made and unlinked in one session, mapped into every range, then mke2fs's big file.
         let n = try fs.create(path: "/n", kind: .regular, owner: Ownership(permissions: 0o644))
         try fs.write(n, at: 0, Self.pattern((l.double + 3 * l.p) * bs, seed: 5))
@@ -305,7 +307,7 @@ struct BlockMapWriteTests {
         // Truncating to 0 leaves an inode with no blocks.
         try fs.truncate(try fs.resolve("/sub/deeper/notes.txt").number, to: 0)
         try fs.close()
-        try WritePathTests.expectClean(image)
+        try Images.expectClean(image)
         let big = Self.bigBlocks(l)
         let notes = (3000 + bs - 1) / bs
         let freeAfter = try Self.superblockCount(image, "Free blocks")
@@ -331,7 +333,7 @@ struct BlockMapWriteTests {
         let image = try Self.makeImage(scratch, l)
         let bs = l.blockSize
         let freeBefore = try Self.superblockCount(image, "Free blocks")
-        var fs = try WritePathTests.open(image)
+        var fs = try Images.openWritable(image)
         try fs.makeDirectories(path: "/many", owner: Ownership(permissions: 0o755))
         let count = 1500
         var files: [String: Expected] = [:]
@@ -361,7 +363,7 @@ struct BlockMapWriteTests {
         try fs.create(path: "/slow", kind: .symlink(target: Array(slowTarget.utf8)), owner: Ownership(permissions: 0o777))
         try fs.create(path: "/fast", kind: .symlink(target: Array("hello.txt".utf8)), owner: Ownership(permissions: 0o777))
         try fs.close()
-        try WritePathTests.expectClean(image)
+        try Images.expectClean(image)
         // The kernel judges this state at the end, from a copy.
         let snapshot = scratch.path("snapshot.img")
         try Support.sh(["cp", "--sparse=always", image, snapshot])
@@ -378,13 +380,13 @@ struct BlockMapWriteTests {
         try Self.expectHoldfastReads(image, files, blockSize: bs)
 
         // Removing everything again gives back every block the directory and files took.
-        fs = try WritePathTests.open(image)
+        fs = try Images.openWritable(image)
         for name in names { try fs.unlink(path: "/many/" + name) }
         try fs.removeDirectory(path: "/many")
         try fs.unlink(path: "/slow")
         try fs.unlink(path: "/fast")
         try fs.close()
-        try WritePathTests.expectClean(image)
+        try Images.expectClean(image)
         #expect(try Self.superblockCount(image, "Free blocks") == freeBefore)
 
         try Self.expectKernelReads(snapshot, files, blockSize: bs)
@@ -404,11 +406,11 @@ struct BlockMapWriteTests {
         // A private copy: other suites read the shared tree and move its access times.
         let tree = scratch.path("small")
         try Support.sh(["cp", "-a", Trees.small, tree])
-        let fs = try WritePathTests.open(image)
+        let fs = try Images.openWritable(image)
         let summary = try fs.importHost(tree, into: Filesystem.rootInode, name: Array("imported".utf8))
         #expect(summary.files > 3000)
         try fs.close()
-        try WritePathTests.expectClean(image)
+        try Images.expectClean(image)
         try Support.requireLoopMount("the kernel comparison")
         try Support.withLoopMount(image) { mnt in
             let diff = try Support.treeDifferences(tree, mnt + "/imported", extra: ["--ignore-root-times"])
@@ -423,13 +425,13 @@ struct BlockMapWriteTests {
         let image = try Self.makeImage(scratch, l, megabytes: 128, extra: ["-I", "128", "-O", "^filetype,^dir_index,^resize_inode"])
         let tree = scratch.path("small")
         try Support.sh(["cp", "-a", Trees.small, tree])
-        let fs = try WritePathTests.open(image)
+        let fs = try Images.openWritable(image)
         _ = try fs.importHost(tree, into: Filesystem.rootInode, name: Array("imported".utf8))
         try fs.makeDirectories(path: "/new/deeper", owner: Ownership(permissions: 0o755))
         try fs.rename(path: "/new/deeper", to: "/imported/moved")
         try fs.unlink(path: "/big.bin")
         try fs.close()
-        try WritePathTests.expectClean(image)
+        try Images.expectClean(image)
         // Times have whole seconds in 128-byte inodes: the kernel is compared with Holdfast's own extract.
         try Support.requireLoopMount("the kernel comparison")
         let ro = try Filesystem.open(path: image, options: OpenOptions(memoryBudget: 16 << 20))
@@ -443,14 +445,14 @@ struct BlockMapWriteTests {
         let l = Layout(type: "ext2", blockSize: 1024)
         let image = try Self.makeImage(scratch, l, extra: ["-O", "^large_file"])
         #expect(!(try Support.sh(["dumpe2fs", "-h", image])).contains("large_file"))
-        let fs = try WritePathTests.open(image)
+        let fs = try Images.openWritable(image)
         let notes = try fs.resolve("/sub/deeper/notes.txt").number
         #expect(throws: HoldfastError.self) { try fs.write(notes, at: 3 << 30, [1]) }
         #expect(throws: HoldfastError.self) { try fs.truncate(notes, to: 2 << 30) }
         // The largest size there is: 2 GiB less one byte.
         try fs.write(notes, at: (2 << 30) - 11, Array("0123456789".utf8))
         try fs.close()
-        try WritePathTests.expectClean(image)
+        try Images.expectClean(image)
         var notesExpected = Expected()
         notesExpected.write(0, Self.pattern(3000, seed: 2))
         notesExpected.write((2 << 30) - 11, Array("0123456789".utf8))
@@ -469,7 +471,7 @@ struct BlockMapWriteTests {
         var files: [String: Expected] = [:]
         var big = Expected()
         big.write(0, Self.pattern(Self.bigBlocks(l) * bs, seed: 1))
-        let fs = try WritePathTests.open(image)
+        let fs = try Images.openWritable(image)
         let bigInode = try fs.resolve("/big.bin").number
         let tail = Self.pattern(3 * l.p * bs, seed: 30)
         try fs.write(bigInode, at: UInt64(big.size), tail)
@@ -479,7 +481,7 @@ struct BlockMapWriteTests {
         let n = try fs.create(path: "/new", kind: .regular, owner: Ownership(permissions: 0o644))
         try fs.write(n, at: 0, Array("extent-mapped".utf8))
         try fs.close()
-        try WritePathTests.expectClean(image)
+        try Images.expectClean(image)
         #expect(try Self.blockCount(image, "/big.bin") == Self.denseSectors((big.size + bs - 1) / bs, l))
         let ro = try Filesystem.open(path: image, options: OpenOptions(memoryBudget: 16 << 20))
         #expect(!(try ro.resolve("/big.bin")).usesExtents)

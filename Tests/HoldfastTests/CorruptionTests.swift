@@ -2,6 +2,7 @@ import Foundation
 import Holdfast
 import HoldfastFormat
 import HoldfastMemory
+import HoldfastTestSupport
 import Testing
 
 /// Bytes flipped in every kind of structure: a typed error naming the structure, never a crash,

@@ -2,6 +2,7 @@ import Foundation
 import Holdfast
 import HoldfastFormat
 import HoldfastMemory
+import HoldfastTestSupport
 import Testing
 
 /// An image copied from under a live kernel mount after a journal commit and before the checkpoint:

@@ -1,6 +1,7 @@
 import Foundation
 import Holdfast
 import HoldfastFormat
+import HoldfastTestSupport
 import Testing
 
 /// Images the kernel's ext4 wrote (scripts/kernel_image.sh): multi-level htrees, unwritten extents,

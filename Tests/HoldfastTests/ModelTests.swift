@@ -2,6 +2,7 @@ import Foundation
 import Holdfast
 import HoldfastFormat
 import HoldfastMemory
+import HoldfastTestSupport
 import Testing
 
 /// Model-based randomized testing: seeded sequences of operations run against Holdfast and against

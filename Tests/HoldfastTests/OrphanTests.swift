@@ -1,6 +1,7 @@
 import Foundation
 import Holdfast
 import HoldfastMemory
+import HoldfastTestSupport
 import Testing
 
 /// The orphan list: an unlinked open file keeps its blocks until the last close, a long truncate
@@ -22,7 +23,7 @@ struct OrphanTests {
 
     /// e2fsck -fn, and the free block count it agrees with.
     static func expectCleanWithFree(_ image: String, _ free: UInt64, sourceLocation: SourceLocation = #_sourceLocation) throws {
-        try WritePathTests.expectClean(image, sourceLocation: sourceLocation)
+        try Images.expectClean(image, sourceLocation: sourceLocation)
         #expect(try freeBlocks(image) == free, "free blocks", sourceLocation: sourceLocation)
     }
 
@@ -30,26 +31,26 @@ struct OrphanTests {
     func unlinkWhileOpen(blockSize: Int) throws {
         let s = try Scratch()
         let image = s.path("o.img")
-        try WritePathTests.makeImage(image, blockSize: blockSize, megabytes: 64)
+        try Images.make(image, blockSize: blockSize, megabytes: 64)
         let baseline = try Self.freeBlocks(image)
-        let fs = try WritePathTests.open(image)
+        let fs = try Images.openWritable(image)
         let data = (0..<(3 << 20)).map { UInt8(truncatingIfNeeded: $0 &* 7 &+ $0 >> 11) }
         let f = try fs.create(path: "/doomed", kind: .regular, owner: Ownership(permissions: 0o644))
         try fs.write(f, at: 0, data)
         let keep = try fs.create(path: "/kept", kind: .regular, owner: Ownership(permissions: 0o644))
         try fs.write(keep, at: 0, Array("still here\n".utf8))
-        let held = try fs.statistics().freeBlocks
+        let held = try fs.spaceUsage().freeBlocks
 
         let first = try fs.openFile(f)
         let second = try fs.openFile(f)
         try fs.unlink(path: "/doomed")
         #expect(throws: HoldfastError.self) { try fs.resolve("/doomed") }
-        #expect(try fs.statistics().freeBlocks == held, "the blocks stay while the file is open")
+        #expect(try fs.spaceUsage().freeBlocks == held, "the blocks stay while the file is open")
         #expect(Bytes(try fs.read(try fs.inode(f), offset: 0, count: data.count)) == Bytes(data))
         try fs.write(f, at: UInt64(data.count), [1, 2, 3])       // an unlinked open file still takes writes
         try first.sync()
         let doomedBlocks = try fs.inode(f).blocksRaw * 512 / UInt64(blockSize)
-        let heldNow = try fs.statistics().freeBlocks
+        let heldNow = try fs.spaceUsage().freeBlocks
         try fs.sync()
 
         // A crash now: the image names the orphan; the kernel frees it at mount, Holdfast at open.
@@ -59,8 +60,8 @@ struct OrphanTests {
         #expect(try Self.firstOrphan(crashed) == f)
         let dumped = try Support.sh(["debugfs", "-R", "stat <\(f)>", crashed])
         #expect(dumped.contains("Links: 0"))
-        let reopened = try WritePathTests.open(crashed2)
-        #expect(try reopened.statistics().freeBlocks > held, "Holdfast's open frees the orphan")
+        let reopened = try Images.openWritable(crashed2)
+        #expect(try reopened.spaceUsage().freeBlocks > held, "Holdfast's open frees the orphan")
         try reopened.close()
         #expect(try Self.firstOrphan(crashed2) == nil)
         let expectedFree = try Self.freeBlocks(crashed2)
@@ -78,9 +79,9 @@ struct OrphanTests {
         // Back on the live image: one close keeps it, the last frees it.
         try first.close()
         try first.close()
-        #expect(try fs.statistics().freeBlocks == heldNow)
+        #expect(try fs.spaceUsage().freeBlocks == heldNow)
         try second.close()
-        #expect(try fs.statistics().freeBlocks == expectedFree)
+        #expect(try fs.spaceUsage().freeBlocks == expectedFree)
         try fs.close()
         #expect(try Self.firstOrphan(image) == nil)
         try Self.expectCleanWithFree(image, expectedFree)
@@ -91,9 +92,9 @@ struct OrphanTests {
     func orphansAtClose() throws {
         let s = try Scratch()
         let image = s.path("o.img")
-        try WritePathTests.makeImage(image, blockSize: 1024, megabytes: 32)
+        try Images.make(image, blockSize: 1024, megabytes: 32)
         let baseline = try Self.freeBlocks(image)
-        let fs = try WritePathTests.open(image)
+        let fs = try Images.openWritable(image)
         var handles: [OpenFile] = []
         for i in 0..<5 {
             let f = try fs.create(path: "/f\(i)", kind: .regular, owner: Ownership(permissions: 0o600))
@@ -115,18 +116,18 @@ struct OrphanTests {
     func steppedTruncate(blockSize: Int) throws {
         let s = try Scratch()
         let image = s.path("t.img")
-        try WritePathTests.makeImage(image, blockSize: blockSize, megabytes: 160)
+        try Images.make(image, blockSize: blockSize, megabytes: 160)
         let baseline = try Self.freeBlocks(image)
         // A file of 100 MiB in 1,000 extents (every other 100 KiB left as a hole).
         let pattern = [UInt8](repeating: 0x5A, count: 100 << 10)
         do {
-            let fs = try WritePathTests.open(image, memory: 8 << 20)
+            let fs = try Images.openWritable(image, memory: 8 << 20)
             let f = try fs.create(path: "/big", kind: .regular, owner: Ownership(permissions: 0o644))
             for i in stride(from: 0, to: 1000, by: 2) { try fs.write(f, at: UInt64(i) * UInt64(pattern.count), pattern) }
             try fs.write(f, at: 0, [UInt8](repeating: 1, count: 10))
             try fs.close()
         }
-        try WritePathTests.expectClean(image)
+        try Images.expectClean(image)
         let cut: UInt64 = 4096 + 17
         // Fault sweep over the truncate: each hit fails once; the truncate either completes, or fails
         // with the file on the orphan list and the image e2fsck-clean after the close finishes it.
@@ -134,7 +135,7 @@ struct OrphanTests {
         // A dry run finds which buffer hits belong to the truncate (open and lookup come first).
         let (before, after) = try {
             try Support.sh(["cp", "--sparse=always", image, copy])
-            let fs = try WritePathTests.open(copy, memory: 8 << 20, faults: try FaultPlan(parsing: "category=buffer,nth=1000000000"))
+            let fs = try Images.openWritable(copy, memory: 8 << 20, faults: try FaultPlan(parsing: "category=buffer,nth=1000000000"))
             let f = try fs.resolve("/big").number
             let before = fs.budget.faultPlanHits
             try fs.truncate(f, to: cut)
@@ -147,7 +148,7 @@ struct OrphanTests {
         var cutShort = 0, untouched = 0
         for nth in stride(from: before + 1, through: after, by: max(1, (after - before) / 25)) {
             try Support.sh(["cp", "--sparse=always", image, copy])
-            let fs = try WritePathTests.open(copy, memory: 8 << 20, faults: try FaultPlan(parsing: "category=buffer,nth=\(nth)"))
+            let fs = try Images.openWritable(copy, memory: 8 << 20, faults: try FaultPlan(parsing: "category=buffer,nth=\(nth)"))
             let f = try fs.resolve("/big").number
             var done = true
             do {
@@ -167,7 +168,7 @@ struct OrphanTests {
                             #expect(size == Int(cut), "the kernel sees the cut size")
                         }
                         #expect(try Self.firstOrphan(crashed) == nil, "the kernel took the orphan off the list")
-                        try WritePathTests.expectClean(crashed)
+                        try Images.expectClean(crashed)
                     }
                 } else {
                     // The first handle failed: nothing changed.
@@ -176,7 +177,7 @@ struct OrphanTests {
                 }
             }
             try fs.close()     // finishes a cut-short truncate
-            try WritePathTests.expectClean(copy)
+            try Images.expectClean(copy)
             let reread = try Filesystem.open(path: copy)
             let node = try reread.resolve("/big")
             let size = done ? cut : originalSize
@@ -191,11 +192,11 @@ struct OrphanTests {
         #expect(untouched > 0, "some faults hit the first step")
 
         // And the plain run, with the kernel reading the result.
-        let fs = try WritePathTests.open(image)
+        let fs = try Images.openWritable(image)
         try fs.truncate(try fs.resolve("/big").number, to: cut)
         try fs.close()
         #expect(try Self.firstOrphan(image) == nil)
-        try WritePathTests.expectClean(image)
+        try Images.expectClean(image)
         #expect(try Self.freeBlocks(image) < baseline)
         if Support.canLoopMount(skipping: "the kernel's reading of the truncated file") {
             try Support.withLoopMount(image) { mnt in
@@ -211,7 +212,7 @@ struct OrphanTests {
         let image = s.path("bm.img")
         try Support.sh(["mkfs.\(type)", "-q", "-F", "-b", "1024", image, "96M"])
         let baseline = try Self.freeBlocks(image)
-        let fs = try WritePathTests.open(image)
+        let fs = try Images.openWritable(image)
         let big = try fs.create(path: "/big", kind: .regular, owner: Ownership(permissions: 0o644))
         let data = (0..<(40 << 20)).map { UInt8(truncatingIfNeeded: $0 >> 10) }
         try fs.write(big, at: 0, data)
@@ -224,7 +225,7 @@ struct OrphanTests {
         #expect(try Self.firstOrphan(image) == doomed)
         try open.close()
         try fs.close()
-        try WritePathTests.expectClean(image)
+        try Images.expectClean(image)
         #expect(try Self.firstOrphan(image) == nil)
         let stat = try Support.sh(["debugfs", "-R", "stat /big", image])
         #expect(stat.contains("Blockcount: 10"), "five data blocks, in 1 KiB blocks' sectors:\n\(stat)")

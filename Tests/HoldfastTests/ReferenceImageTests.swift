@@ -1,6 +1,8 @@
 import Foundation
 import Holdfast
 import HoldfastFormat
+import HoldfastHost
+import HoldfastTestSupport
 import Testing
 
 /// Images built by mkfs.ext4 -d from a generated tree, in every layout the read path claims;

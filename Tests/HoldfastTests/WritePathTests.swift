@@ -2,43 +2,29 @@ import Foundation
 import Holdfast
 import HoldfastFormat
 import HoldfastMemory
+import HoldfastHost
+import HoldfastTestSupport
 import Testing
 
 /// The write path, judged from outside: `e2fsck -fn` after every workload and the kernel's ext4
 /// (loop mount) for what the tree must look like.
 @Suite("write path", .serialized)
 struct WritePathTests {
-    static func makeImage(_ path: String, blockSize: Int, megabytes: Int, extra: [String] = []) throws {
-        try Support.sh(["mkfs.ext4", "-q", "-F", "-b", String(blockSize)] + extra + [path, "\(megabytes)M"])
-    }
-
-    static func expectClean(_ image: String, sourceLocation: SourceLocation = #_sourceLocation) throws {
-        let r = try Support.run(["e2fsck", "-fn", image])
-        #expect(r.status == 0, "e2fsck -fn:\n\(r.out)\(r.stderr)", sourceLocation: sourceLocation)
-    }
-
-    static func open(_ image: String, memory: Int = 16 << 20, faults: FaultPlan? = nil, delayedAllocation: Bool = true) throws -> Filesystem {
-        var options = OpenOptions(memoryBudget: memory, writable: true)
-        options.faultPlan = faults
-        options.delayedAllocation = delayedAllocation
-        return try Filesystem.open(path: image, options: options)
-    }
-
     @Test("put copies the small tree as the kernel shows it", arguments: [1024, 2048, 4096])
     func putTree(blockSize: Int) throws {
         try Support.requireLoopMount("the kernel comparison")
         let scratch = try Scratch()
         let image = scratch.path("w.img")
-        try Self.makeImage(image, blockSize: blockSize, megabytes: 64)
+        try Images.make(image, blockSize: blockSize, megabytes: 64)
         // A private copy: other suites read the shared tree and move its access times.
         let tree = scratch.path("tree")
         try Support.sh(["cp", "-a", Trees.small, tree])
-        let fs = try Self.open(image)
+        let fs = try Images.openWritable(image)
         let summary = try fs.importHost(tree, into: Filesystem.rootInode, name: Array("tree".utf8))
         #expect(summary.files > 3000)
         try fs.close()
         #expect(fs.budget.peak <= 16 << 20)
-        try Self.expectClean(image)
+        try Images.expectClean(image)
         try Support.withLoopMount(image) { mnt in
             let diff = try Support.treeDifferences(tree, mnt + "/tree", extra: ["--ignore-root-times"])
             #expect(diff == nil, "\(diff ?? "")")
@@ -50,8 +36,8 @@ struct WritePathTests {
         try Support.requireLoopMount("the kernel comparison")
         let scratch = try Scratch()
         let image = scratch.path("ops.img")
-        try Self.makeImage(image, blockSize: blockSize, megabytes: 128)
-        let fs = try Self.open(image)
+        try Images.make(image, blockSize: blockSize, megabytes: 128)
+        let fs = try Images.openWritable(image)
         let me = Ownership(uid: 1000, gid: 100, permissions: 0o640)
         try fs.makeDirectories(path: "/a/b/c", owner: Ownership(permissions: 0o755))
         let f = try fs.create(path: "/a/file", kind: .regular, owner: me)
@@ -99,9 +85,9 @@ struct WritePathTests {
         #expect(throws: HoldfastError.self) { try fs.removeXattr(f, name: Array("user.none".utf8)) }
         try fs.setXattr(g, name: Array("user.gone".utf8), value: Array(repeating: 0x62, count: 700))
         try fs.removeXattr(g, name: Array("user.gone".utf8))
-        let stats = try fs.statistics()
+        let stats = try fs.spaceUsage()
         try fs.close()
-        try Self.expectClean(image)
+        try Images.expectClean(image)
 
         try Support.withLoopMount(image) { mnt in
             let fm = FileManager.default
@@ -145,25 +131,25 @@ struct WritePathTests {
         try Support.requireLoopMount("the round trip")
         let scratch = try Scratch()
         let image = scratch.path("rt.img")
-        try Self.makeImage(image, blockSize: 4096, megabytes: 128)
+        try Images.make(image, blockSize: 4096, megabytes: 128)
         let tree = scratch.path("tree")
         try Support.sh(["cp", "-a", Trees.small, tree])
-        var fs = try Self.open(image)
+        var fs = try Images.openWritable(image)
         try fs.importHost(tree, into: Filesystem.rootInode, name: Array("one".utf8))
         try fs.close()
-        try Self.expectClean(image)
+        try Images.expectClean(image)
         try Support.withLoopMount(image, options: "loop") { mnt in
             try Support.sh(["cp", "-a", mnt + "/one", mnt + "/two"])
             try Support.sh(["rm", "-rf", mnt + "/one/deep"])
             try Support.sh(["sh", "-c", "for i in $(seq 1 2000); do echo $i > \(mnt)/two/k$i; done"])
         }
-        try Self.expectClean(image)
-        fs = try Self.open(image)
+        try Images.expectClean(image)
+        fs = try Images.openWritable(image)
         for i in stride(from: 1, through: 2000, by: 3) { try fs.unlink(path: "/two/k\(i)") }
         try fs.rename(path: "/two", to: "/one/two")
         try fs.importHost(tree, into: Filesystem.rootInode, name: Array("three".utf8))
         try fs.close()
-        try Self.expectClean(image)
+        try Images.expectClean(image)
         try Support.withLoopMount(image) { mnt in
             let diff = try Support.treeDifferences(tree, mnt + "/three", extra: ["--ignore-root-times"])
             #expect(diff == nil, "\(diff ?? "")")
@@ -175,8 +161,8 @@ struct WritePathTests {
     func fallocate(blockSize: Int) throws {
         let scratch = try Scratch()
         let image = scratch.path("fa.img")
-        try Self.makeImage(image, blockSize: blockSize, megabytes: 64)
-        let fs = try Self.open(image)
+        try Images.make(image, blockSize: blockSize, megabytes: 64)
+        let fs = try Images.openWritable(image)
         let f = try fs.create(path: "/f", kind: .regular, owner: Ownership(permissions: 0o644))
         var model = [UInt8](repeating: 0, count: 0)
         func write(_ offset: Int, _ count: Int, _ byte: UInt8) throws {
@@ -202,7 +188,7 @@ struct WritePathTests {
         model += [UInt8](repeating: 0, count: 309_000 - model.count)
         #expect(try fs.read(try fs.inode(f), offset: 0, count: model.count) == model)
         try fs.close()
-        try Self.expectClean(image)
+        try Images.expectClean(image)
         try Support.requireLoopMount("the kernel comparison")
         try Support.withLoopMount(image) { mnt in
             let data = try #require(FileManager.default.contents(atPath: mnt + "/f"))
@@ -214,10 +200,10 @@ struct WritePathTests {
     func failedOperationsKeepData() throws {
         let scratch = try Scratch()
         let image = scratch.path("keep.img")
-        try Self.makeImage(image, blockSize: 4096, megabytes: 16)
+        try Images.make(image, blockSize: 4096, megabytes: 16)
         let original = (0..<3000).map { UInt8(truncatingIfNeeded: $0 % 251 + 1) }
         do {
-            let fs = try Self.open(image)
+            let fs = try Images.openWritable(image)
             try fs.write(try fs.create(path: "/f", kind: .regular, owner: Ownership(permissions: 0o644)), at: 0, original)
             try fs.close()
         }
@@ -228,14 +214,14 @@ struct WritePathTests {
         ]
         for (name, attempt) in attempts {
             // The operation's first undo copy fails: after the device zeroing would have been queued.
-            let fs = try Self.open(image, faults: try FaultPlan(parsing: "site=handle.undo,nth=1"))
+            let fs = try Images.openWritable(image, faults: try FaultPlan(parsing: "site=handle.undo,nth=1"))
             let f = try fs.resolve("/f").number
             #expect(throws: HoldfastError.self, "\(name) should fail") { try attempt(fs, f) }
             #expect(Bytes(try fs.read(try fs.inode(f), offset: 0, count: 3000)) == Bytes(original), "a failed \(name) changed the data")
             try fs.close()
-            try Self.expectClean(image)
+            try Images.expectClean(image)
         }
-        let fs = try Self.open(image, faults: try FaultPlan(parsing: "site=handle.undo,nth=1"))
+        let fs = try Images.openWritable(image, faults: try FaultPlan(parsing: "site=handle.undo,nth=1"))
         let f = try fs.resolve("/f").number
         #expect(throws: HoldfastError.self) { try fs.write(f, at: 3000, [UInt8](repeating: 0xEE, count: 500)) }
         try fs.truncate(f, to: 8000)
@@ -247,7 +233,7 @@ struct WritePathTests {
         #expect(throws: HoldfastError.self) { try fs.write(f, at: UInt64.max - 5, [1, 2, 3]) }
         try fs.close()
         #expect(fs.budget.used == 0, "close gives back everything it charged (\(fs.budget.used) bytes left)")
-        try Self.expectClean(image)
+        try Images.expectClean(image)
         try Support.requireLoopMount("the kernel's reading of the grown file")
         try Support.withLoopMount(image) { mnt in
             let data = try #require(FileManager.default.contents(atPath: mnt + "/f"))
@@ -259,8 +245,8 @@ struct WritePathTests {
     func noSpace() throws {
         let scratch = try Scratch()
         let image = scratch.path("full.img")
-        try Self.makeImage(image, blockSize: 1024, megabytes: 8, extra: ["-N", "128"])
-        let fs = try Self.open(image)
+        try Images.make(image, blockSize: 1024, megabytes: 8, extra: ["-N", "128"])
+        let fs = try Images.openWritable(image)
         let f = try fs.create(path: "/big", kind: .regular, owner: Ownership(permissions: 0o644))
         let chunk = [UInt8](repeating: 7, count: 1 << 20)
         var written: UInt64 = 0
@@ -279,20 +265,20 @@ struct WritePathTests {
         }
         #expect(fs.resolveOrNil("/n\(made)") == nil, "a failed mkdir left its name behind")
         try fs.close()
-        try Self.expectClean(image)
+        try Images.expectClean(image)
     }
 
     @Test("a write that fails part way says how much of it is in the file, and that much is")
     func partialWrite() throws {
         let scratch = try Scratch()
         let image = scratch.path("p.img")
-        try Self.makeImage(image, blockSize: 4096, megabytes: 32)
+        try Images.make(image, blockSize: 4096, megabytes: 32)
         // A 1 MiB budget writes in steps of 128 KiB (32 pages): from the 33rd page on, none is had.
         var options = OpenOptions(memoryBudget: 1 << 20, faultPlan: FaultPlan(nth: 33, site: "pagecache.page", persistent: true), writable: true)
         options.flusher = false
         let fs = try Filesystem.open(path: image, options: options)
         let f = try fs.create(path: "/p", kind: .regular, owner: Ownership(permissions: 0o644))
-        let data = PageCacheTests.pattern(384 << 10, seed: 9)
+        let data = Patterns.random(384 << 10, seed: 9)
         var failure: HoldfastError?
         do { try fs.write(f, at: 0, data) } catch { failure = error }
         guard case .partialWrite(let written, let requested, .outOfMemory) = failure else {
@@ -303,15 +289,15 @@ struct WritePathTests {
         #expect(try fs.inode(f).size == UInt64(written))
         #expect(Bytes(try fs.read(try fs.inode(f), offset: 0, count: data.count)) == Bytes(Array(data[..<written])))
         try fs.close()
-        try Self.expectClean(image)
-        #expect(Bytes(try PageCacheTests.dumped(image, "/p", scratch)) == Bytes(Array(data[..<written])))
+        try Images.expectClean(image)
+        #expect(Bytes(try Images.dumped(image, "/p", scratch)) == Bytes(Array(data[..<written])))
     }
 
     @Test("a failure at any allocation rolls the operation back (or, for buddies, falls back to the bitmap)", arguments: ["buffer", "journal", "page", "allocator"])
     func faultSweep(category: String) throws {
         let scratch = try Scratch()
         let pristine = scratch.path("pristine.img")
-        try Self.makeImage(pristine, blockSize: 1024, megabytes: 16)
+        try Images.make(pristine, blockSize: 1024, megabytes: 16)
         _ = try FaultSweep.run(pristine: pristine, category: category, limit: 2000) { fs, attempt in
             attempt { try fs.makeDirectories(path: "/d/e", owner: Ownership(permissions: 0o755)) }
             attempt {

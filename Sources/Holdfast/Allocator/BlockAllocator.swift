@@ -2,7 +2,7 @@ import HoldfastFormat
 
 /// Block allocation: goal-directed first fit over the group bitmaps, runs kept contiguous.
 /// Free counts in the descriptors change with every bit; the superblock's are summed at commit.
-extension WriteContext {
+extension Operation {
     /// Blocks in group `g` (the last group may be short).
     func blocksInGroup(_ g: UInt32) -> Int {
         let first = fs.geometry.groupFirstBlock(UInt64(g))

@@ -1,7 +1,7 @@
 import HoldfastFormat
 
 /// Inode allocation: top-level directories spread over the groups, everything else near its parent.
-extension WriteContext {
+extension Operation {
     /// The group's inode bitmap; an INODE_UNINIT group's starts empty (padding bits set).
     func inodeBitmap(_ gd: inout GroupDescriptorRecord) throws -> [UInt8] {
         if gd.flags & GroupDescriptor.inodeUninit == 0 { return try handle.read(gd.inodeBitmap) }
@@ -12,7 +12,7 @@ extension WriteContext {
         return bitmap
     }
 
-    func group(ofInode n: UInt32) -> UInt32 { (n - 1) / sb.inodesPerGroup }
+    func group(ofInode n: UInt32) -> UInt32 { fs.geometry.inodeSlot(n).group }
 
     /// A free inode for a new file or directory under `parent`.
     func allocateInode(parent: UInt32, directory: Bool) throws -> UInt32 {
@@ -51,7 +51,7 @@ extension WriteContext {
         let g = group(ofInode: n)
         var gd = try descriptor(g)
         var bitmap = try inodeBitmap(&gd)
-        let index = Int((n - 1) % sb.inodesPerGroup)
+        let index = fs.geometry.inodeSlot(n).index
         guard Bitmap.isSet(bitmap, index) else {
             throw CorruptionError(.inodeBitmap, inode: n, .impossible("inode \(n) freed twice"))
         }

@@ -16,7 +16,7 @@ struct Preallocation: Sendable, Equatable {
     let group: UInt32
 }
 
-extension WriteContext {
+extension Operation {
     /// Blocks a window holds beyond an append: up to 8 MiB, as ext4's stream allocation.
     var preallocationWindow: Int { max(8, (8 << 20) / blockSize) }
 

@@ -138,8 +138,8 @@ struct ImageWriter {
         for n in 1..<FormatLayout.firstInode { useInode(n, directory: false) }
 
         // The superblock first: every checksum below is seeded from its UUID.
-        var sbRaw = superblockBytes()
-        var sealed = SuperblockRecord(raw: sbRaw)
+        var record = superblockRecord()
+        var sealed = record
         sealed.seal()
         var sb = try Superblock(sealed.raw)
 
@@ -203,9 +203,8 @@ struct ImageWriter {
             }
             // s_jnl_blocks: a copy of the journal's i_block, then its size.
             let area = journal.blockArea
-            for i in 0..<15 { sbRaw.setLE32(0x10C + 4 * i, area.le32(4 * i)) }
-            sbRaw.setLE32(0x10C + 4 * 15, UInt32(truncatingIfNeeded: journal.size >> 32))
-            sbRaw.setLE32(0x10C + 4 * 16, UInt32(truncatingIfNeeded: journal.size))
+            record.journalBlocks = (0..<15).map { area.blockPointer($0) }
+                + [UInt32(truncatingIfNeeded: journal.size >> 32), UInt32(truncatingIfNeeded: journal.size)]
             inodes.append(journal)
         }
 
@@ -223,13 +222,10 @@ struct ImageWriter {
         for (block, bytes) in tableBlocks { try writeBlock(layout.inodeTable[0] + UInt64(block), bytes) }
 
         // Free counts are final now: seal the superblock, then descriptors and bitmaps.
-        sbRaw.setLE32(0xC, UInt32(truncatingIfNeeded: UInt64(freeBlocks.reduce(0, +))))
-        sbRaw.setLE32(0x158, UInt32(truncatingIfNeeded: UInt64(freeBlocks.reduce(0, +)) >> 32))
-        sbRaw.setLE32(0x10, UInt32(freeInodes.reduce(0, +)))
-        var record = SuperblockRecord(raw: sbRaw)
+        record.freeBlocksCount = UInt64(freeBlocks.reduce(0, +))
+        record.freeInodesCount = UInt32(freeInodes.reduce(0, +))
         record.seal()
-        sbRaw = record.raw
-        sb = try Superblock(sbRaw)
+        sb = try Superblock(record.raw)
 
         var table = [UInt8](repeating: 0, count: layout.gdtBlocks * bs)
         for g in 0..<layout.groups {
@@ -253,8 +249,8 @@ struct ImageWriter {
 
         // The primary and every backup: superblock (with its group number) and descriptor table.
         for g in 0..<layout.groups where FormatLayout.hasSuperblock(g) {
-            var copy = SuperblockRecord(raw: sbRaw)
-            copy.raw.setLE16(0x5A, UInt16(truncatingIfNeeded: g))  // s_block_group_nr
+            var copy = record
+            copy.blockGroupNumber = UInt16(truncatingIfNeeded: g)
             copy.seal()
             let first = layout.groupFirstBlock(g)
             if g == 0 {
@@ -289,70 +285,65 @@ struct ImageWriter {
     }
 
     /// The primary superblock's fields (super.rst); free counts and s_jnl_blocks come later.
-    private func superblockBytes() -> [UInt8] {
-        var r = [UInt8](repeating: 0, count: Superblock.size)
-        let inodes = UInt64(layout.inodesPerGroup) * UInt64(layout.groups)
-        r.setLE32(0x0, UInt32(inodes))                                    // s_inodes_count
-        r.setLE32(0x4, UInt32(truncatingIfNeeded: layout.blocksCount))   // s_blocks_count_lo
-        r.setLE32(0x150, UInt32(truncatingIfNeeded: layout.blocksCount >> 32))
-        let reserved = layout.blocksCount / 20                           // 5% for root, as mke2fs
-        r.setLE32(0x8, UInt32(truncatingIfNeeded: reserved))             // s_r_blocks_count_lo
-        r.setLE32(0x154, UInt32(truncatingIfNeeded: reserved >> 32))
-        r.setLE32(0x14, UInt32(layout.firstDataBlock))                   // s_first_data_block
+    private func superblockRecord() -> SuperblockRecord {
+        var r = SuperblockRecord.empty()
+        r.featureCompat = CompatFeatures(rawValue: Formatter.compat)
+        r.featureIncompat = IncompatFeatures(rawValue: Formatter.incompat)  // first: 64bit decides the high halves
+        r.featureROCompat = ROCompatFeatures(rawValue: Formatter.roCompat)
+        r.inodesCount = UInt32(UInt64(layout.inodesPerGroup) * UInt64(layout.groups))
+        r.blocksCount = layout.blocksCount
+        r.reservedBlocksCount = layout.blocksCount / 20                  // 5% for root, as mke2fs
+        r.firstDataBlock = UInt32(layout.firstDataBlock)
         let log = UInt32(layout.blockSize.trailingZeroBitCount - 10)
-        r.setLE32(0x18, log)                                             // s_log_block_size
-        r.setLE32(0x1C, log)                                             // s_log_cluster_size
-        r.setLE32(0x20, UInt32(layout.blocksPerGroup))                   // s_blocks_per_group
-        r.setLE32(0x24, UInt32(layout.blocksPerGroup))                   // s_clusters_per_group
-        r.setLE32(0x28, layout.inodesPerGroup)                           // s_inodes_per_group
-        r.setLE32(0x30, now.encodedBase)                                 // s_wtime
-        r.setLE16(0x36, 0xFFFF)                                          // s_max_mnt_count: -1
-        r.setLE16(0x38, Superblock.magic)
-        r.setLE16(0x3A, SuperblockRecord.stateValid)                     // s_state
-        r.setLE16(0x3C, 1)                                               // s_errors: continue
-        r.setLE32(0x40, now.encodedBase)                                 // s_lastcheck
-        r.setLE32(0x4C, 1)                                               // s_rev_level: dynamic
-        r.setLE32(0x54, FormatLayout.firstInode)                         // s_first_ino
-        r.setLE16(0x58, UInt16(FormatLayout.inodeSize))                  // s_inode_size
-        r.setLE32(0x5C, Formatter.compat)
-        r.setLE32(0x60, Formatter.incompat)
-        r.setLE32(0x64, Formatter.roCompat)
-        r.setBytes(0x68, uuid)                                           // s_uuid
-        r.setCString(0x78, 16, options.label)                            // s_volume_name
+        r.logBlockSize = log
+        r.logClusterSize = log
+        r.blocksPerGroup = UInt32(layout.blocksPerGroup)
+        r.clustersPerGroup = UInt32(layout.blocksPerGroup)
+        r.inodesPerGroup = layout.inodesPerGroup
+        r.writeTime = UInt64(now.encodedBase)
+        r.maxMountCount = -1                                             // no limit
+        r.magic = Superblock.magic
+        r.state = .cleanlyUnmounted
+        r.errors = 1                                                     // continue
+        r.lastCheck = UInt64(now.encodedBase)
+        r.revision = 1                                                   // dynamic
+        r.firstInode = FormatLayout.firstInode
+        r.inodeSize = UInt16(FormatLayout.inodeSize)
+        r.uuid = uuid
+        r.volumeName = options.label
         if layout.journalBlocks > 0 {
-            r.setLE32(0xE0, FormatLayout.journalInode)                   // s_journal_inum
-            r.setU8(0xFD, 1)                                             // s_jnl_backup_type: EXT3_JNL_BACKUP_BLOCKS
+            r.journalInode = FormatLayout.journalInode
+            r.journalBackupType = 1                                      // EXT3_JNL_BACKUP_BLOCKS
+        } else {
+            r.featureCompat.remove(.hasJournal)
         }
-        for i in 0..<4 { r.setLE32(0xEC + 4 * i, hashSeed.le32(4 * i)) } // s_hash_seed
-        r.setU8(0xFC, DirectoryHash.Version.halfMD4.rawValue)            // s_def_hash_version
-        r.setLE16(0xFE, UInt16(FormatLayout.descriptorSize))             // s_desc_size
-        r.setLE32(0x100, 0x000C)                                         // s_default_mount_opts: user_xattr, acl
-        r.setLE32(0x108, now.encodedBase)                                // s_mkfs_time
-        r.setLE16(0x15C, 32)                                             // s_min_extra_isize
-        r.setLE16(0x15E, 32)                                             // s_want_extra_isize
-        r.setLE32(0x160, Superblock.flagSignedHash)                      // s_flags: x86's signed char
-        r.setU8(0x174, UInt8(FormatLayout.groupsPerFlex.trailingZeroBitCount)) // s_log_groups_per_flex
-        r.setU8(0x175, 1)                                                // s_checksum_type: crc32c
-        if layout.journalBlocks == 0 { r.setLE32(0x5C, Formatter.compat & ~CompatFeatures.hasJournal.rawValue) }
+        r.hashSeed = hashSeed.littleEndianWords
+        r.defaultHashVersion = DirectoryHash.Version.halfMD4.rawValue
+        r.descriptorSize = UInt16(FormatLayout.descriptorSize)
+        r.defaultMountOptions = 0x000C                                   // user_xattr, acl
+        r.mkfsTime = UInt64(now.encodedBase)
+        r.minExtraIsize = 32
+        r.wantExtraIsize = 32
+        r.flags = Superblock.flagSignedHash                              // x86's signed char
+        r.logGroupsPerFlex = UInt8(FormatLayout.groupsPerFlex.trailingZeroBitCount)
+        r.checksumType = 1                                               // crc32c
         return r
     }
 
     /// A jbd2 v2 superblock for an empty internal journal (journal.rst), with crc32c checksums.
     private func journalSuperblock() -> [UInt8] {
-        var j = [UInt8](repeating: 0, count: layout.blockSize)
-        j.setBE32(0x0, Jbd2.magic)
-        j.setBE32(0x4, Jbd2.BlockType.superblockV2.rawValue)
-        j.setBE32(0xC, UInt32(layout.blockSize))       // s_blocksize
-        j.setBE32(0x10, UInt32(layout.journalBlocks))  // s_maxlen
-        j.setBE32(0x14, 1)                             // s_first
-        j.setBE32(0x18, 1)                             // s_sequence
-        j.setBE32(0x28, Jbd2.incompat64Bit | Jbd2.incompatCsumV3)
-        j.setBytes(0x30, uuid)                         // s_uuid
-        j.setBE32(0x40, 1)                             // s_nr_users
-        j.setU8(0x50, 4)                               // s_checksum_type: crc32c
-        var header = Array(j[0..<1024])
-        header.setBE32(0xFC, 0)
-        j.setBE32(0xFC, CRC32C.update(~0, header))
-        return j
+        var j = Jbd2.SuperblockRecord.empty(blockSize: layout.blockSize)
+        j.magic = Jbd2.magic
+        j.blockType = Jbd2.BlockType.superblockV2.rawValue
+        j.blockSize = UInt32(layout.blockSize)
+        j.maxLength = UInt32(layout.journalBlocks)
+        j.first = 1
+        j.sequence = 1
+        j.featureIncompat = Jbd2.incompat64Bit | Jbd2.incompatCsumV3
+        j.uuid = uuid
+        j.usersCount = 1
+        j.checksumType = 4                                  // crc32c
+        j.seal()
+        return j.raw
     }
 }

@@ -1,0 +1,162 @@
+import HoldfastFormat
+import HoldfastMemory
+
+/// File contents by inode number: writes, truncate, fallocate. Each call is one operation (a
+/// large write one per step): it completes, or fails with a typed error and changes nothing.
+extension Filesystem {
+    /// Writes `data` at byte `offset` of a regular file, in steps of bounded size. Each step is an
+    /// operation: a failure in the first changes nothing, a later one throws `partialWrite` with
+    /// the bytes the earlier steps wrote (write(2)'s short count).
+    public func write(_ inode: UInt32, at offset: UInt64, _ data: UnsafeRawBufferPointer) throws(HoldfastError) {
+        try write(inode, at: offset, source: .memory(data))
+    }
+
+    /// Writes `count` bytes of the host file `fd`, from its byte `source`, at byte `offset` of a regular file.
+    /// `keepTimes` leaves mtime and ctime alone (an import sets the source's times itself);
+    /// `delayAllocation: false` allocates the blocks now rather than at writeback (an import
+    /// writes each file whole in one call, so it needs no second handle per file).
+    public func write(_ inode: UInt32, at offset: UInt64, fromFile fd: Int32, source: UInt64, count: Int,
+                      keepTimes: Bool = false, delayAllocation: Bool = true) throws(HoldfastError) {
+        try write(inode, at: offset, source: .file(fd: fd, offset: source, count: count), keepTimes: keepTimes, delay: delayAllocation)
+    }
+
+    /// `keepTimes` leaves mtime and ctime alone (import sets the source's times at creation).
+    /// `delay`: holes get delayed pages, their blocks allocated at writeback (import writes each
+    /// file whole in one call, so it allocates at once: no second handle per file).
+    func write(_ inode: UInt32, at offset: UInt64, source data: DataSource, keepTimes: Bool = false, delay: Bool = true) throws(HoldfastError) {
+        try guarded {
+            let step = max(blockSize, min(8 << 20, budget.limit / 8))
+            var done = 0
+            repeat {
+                let n = min(step, data.count - done)
+                let part = data.slice(done, done + n)
+                // Bitmaps and descriptors, plus a block map's indirect blocks (one per blockSize/4 blocks).
+                let credits = 16 + 2 * (n / blockSize / (blockSize * 8) + 1) + n / blockSize / (blockSize / 4) + 3
+                do {
+                    let pages = try pagesForWrite(inode, at: offset + UInt64(done), count: n)
+                    try mutate(credits: credits, pages: pages) { ctx in
+                        var rec = try ctx.inode(inode)
+                        guard FileType(mode: rec.mode) == .regular else {
+                            throw FileType(mode: rec.mode) == .directory ? HoldfastError.isADirectory("inode \(inode)") : HoldfastError.invalidArgument("inode \(inode) is not a regular file")
+                        }
+                        try ctx.writeData(&rec, offset: offset + UInt64(done), source: part, delay: delay)
+                        if !keepTimes {
+                            let now = Operation.now()
+                            rec.modificationTime = now
+                            rec.changeTime = now
+                        }
+                        try ctx.store(rec)
+                    }
+                } catch {
+                    // Each step is an operation of its own: those before this one stay, and say so.
+                    guard done > 0 else { throw error }
+                    throw HoldfastError.partialWrite(written: done, requested: data.count, cause: HoldfastError.wrap(error))
+                }
+                done += n
+            } while done < data.count
+        }
+    }
+
+    /// The pages a write of `count` bytes at `offset` will add to the cache, taken before the
+    /// write lock; first the writer waits while dirty data is over its limit (the throttle).
+    func pagesForWrite(_ inode: UInt32, at offset: UInt64, count: Int) throws -> [Page] {
+        // A write past the largest file size is refused by the write itself, with its error.
+        guard writer != nil, let pageCache, count > 0, offset < UInt64(UInt32.max) * UInt64(blockSize),
+              UInt64(count) <= UInt64(UInt32.max) * UInt64(blockSize) - offset else { return [] }
+        let bs = UInt64(blockSize)
+        let first = offset / bs, end = (offset + UInt64(count) + bs - 1) / bs
+        try pageCache.throttle()
+        var pages: [Page] = []
+        let needed = pageCache.missing(inode, first: first, count: end - first)
+        pages.reserveCapacity(needed)
+        var wroteBack = false
+        while pages.count < needed {
+            if let p = budget.allocatePage(at: .pageCachePage) { pages.append(p); continue }
+            // Memory is full of dirty pages the flusher has not reached: write them back here
+            // once (they become reclaimable), then try again before reporting ENOMEM.
+            if !wroteBack && pageCache.statistics.dirtyPages > 0 {
+                wroteBack = true
+                pageCache.flushAll()
+                continue
+            }
+            for p in pages { budget.freePage(p, for: .pageCachePage) }
+            throw OutOfMemoryError(site: .pageCachePage, bytes: budget.pageSize, limit: budget.limit)
+        }
+        return pages
+    }
+
+    /// Writes `data` at byte `offset` of a regular file.
+    public func write(_ inode: UInt32, at offset: UInt64, _ data: [UInt8]) throws(HoldfastError) {
+        var failure: HoldfastError?
+        data.withUnsafeBytes { buffer in
+            do throws(HoldfastError) { try write(inode, at: offset, buffer) } catch { failure = error }
+        }
+        if let failure { throw failure }
+    }
+
+    /// Sets a regular file's size: blocks past a smaller size are freed, a larger size leaves a hole.
+    /// `keepTimes` leaves mtime and ctime alone (an import).
+    public func truncate(_ inode: UInt32, to size: UInt64, keepTimes: Bool = false) throws(HoldfastError) {
+        try guarded {
+            // A cut of many blocks runs in steps, with the file on the orphan list meanwhile: if it
+            // stops part-way, the next open (Holdfast's or the kernel's) frees the rest.
+            let stepped = try mutate(credits: 64) { ctx -> Bool in
+                var rec = try ctx.inode(inode)
+                let bs = UInt64(blockSize)
+                guard FileType(mode: rec.mode) == .regular, size < rec.size,
+                      try ctx.mappedEnd(rec) > (size + bs - 1) / bs + truncateStepBlocks else { return false }
+                try ctx.truncateTail(&rec, to: size)
+                if !ctx.isOrphan(inode) { ctx.addOrphan(&rec) }
+                if !keepTimes {
+                    let now = Operation.now()
+                    rec.modificationTime = now
+                    rec.changeTime = now
+                }
+                try ctx.store(rec)
+                return true
+            }
+            if stepped {
+                try cutToSize(inode)
+                let stillOpenUnlinked = try readInode(inode).linksCount == 0
+                if !stillOpenUnlinked {
+                    try mutate(credits: directoryCredits) { ctx in
+                        var rec = try ctx.inode(inode)
+                        guard ctx.isOrphan(inode) else { return }
+                        try ctx.removeOrphan(&rec)
+                        try ctx.store(rec)
+                    }
+                }
+                return
+            }
+            try mutate(credits: 64) { ctx in
+                var rec = try ctx.inode(inode)
+                guard FileType(mode: rec.mode) == .regular else {
+                    throw HoldfastError.invalidArgument("inode \(inode) is not a regular file")
+                }
+                guard size <= UInt64(UInt32.max) * UInt64(blockSize) else { throw HoldfastError.invalidArgument("size \(size) is past the largest file size") }
+                try ctx.truncateData(&rec, to: size)
+                if !keepTimes {
+                    let now = Operation.now()
+                    rec.modificationTime = now
+                    rec.changeTime = now
+                }
+                try ctx.store(rec)
+            }
+        }
+    }
+
+    /// fallocate(2): preallocate, punch a hole or zero a range of a regular file.
+    public func fallocate(_ inode: UInt32, offset: UInt64, length: UInt64, mode: FallocateMode) throws(HoldfastError) {
+        try guarded {
+            try mutate(credits: 64) { ctx in
+                var rec = try ctx.inode(inode)
+                guard FileType(mode: rec.mode) == .regular else { throw HoldfastError.invalidArgument("inode \(inode) is not a regular file") }
+                try ctx.fallocate(&rec, offset: offset, length: length, mode: mode)
+                let now = Operation.now()
+                if mode != .keepSize { rec.modificationTime = now }
+                rec.changeTime = now
+                try ctx.store(rec)
+            }
+        }
+    }
+}

@@ -1,0 +1,115 @@
+import HoldfastCache
+import HoldfastMemory
+
+/// What the engine did with its memory: the lines `holdfast --stats` prints, one per allocation
+/// site that was hit, then the budget, its categories, reclaim, each cache and the fault plan.
+/// A front end reads them here and needs no cache type (docs/cli.md explains every field).
+public struct Statistics: Sendable, CustomStringConvertible {
+    /// `site NAME policy= category= hits= failed= retries= waits=`, for every site the run touched.
+    public var sites: [String]
+    /// The budget's used, peak and limit; each category's; reclaim passes, long waits, stalls.
+    public var budget: [String]
+    /// One line each for the page cache, the extent-status cache and the inode cache.
+    public var caches: [String]
+    /// The fault plan and how many faults it fired, when one was given.
+    public var faults: String?
+
+    public var lines: [String] { sites + budget + caches + (faults.map { [$0] } ?? []) }
+    public var description: String { lines.joined(separator: "\n") }
+
+    init(budget b: MemoryBudget, caches: [String]) {
+        sites = b.hitSites.map(\.line)
+        var lines = ["budget used=\(b.used) peak=\(b.peak) limit=\(b.limit)"]
+        for c in MemoryCategory.allCases where b.peak(c) > 0 {
+            lines.append("category \(c) used=\(b.used(c)) peak=\(b.peak(c))")
+        }
+        lines.append("reclaim passes=\(b.reclaimPasses) freed=\(b.reclaimedBytes) long-waits=\(b.longWaits) stalls=\(b.stalls)")
+        budget = lines
+        self.caches = caches
+        faults = b.faultPlan.map { "inject plan=\($0) fired=\(b.faultsFired)" }
+    }
+}
+
+extension Filesystem {
+    /// The memory report as of now.
+    public var statistics: Statistics { StatisticsReport.Sources(self).statistics }
+}
+
+/// Keeps what `--stats` reports on for as long as a front end needs it: the budget from the
+/// moment it exists (an open that fails still has a report), and the caches' counters after the
+/// filesystem has gone (the report is printed after close). Holds no filesystem, only counters.
+public final class StatisticsReport: Sendable {
+    struct Sources: Sendable {
+        let budget: MemoryBudget
+        let pageCache: PageCache?
+        let extentStatus: ExtentStatusCache?
+        let inodeCache: InodeCache?
+
+        init(_ fs: Filesystem) {
+            budget = fs.budget
+            pageCache = fs.pageCache
+            extentStatus = fs.extentStatus
+            inodeCache = fs.inodeCache
+        }
+
+        init(budget: MemoryBudget) {
+            self.budget = budget
+            pageCache = nil
+            extentStatus = nil
+            inodeCache = nil
+        }
+
+        var statistics: Statistics {
+            var caches: [String] = []
+            if let pageCache { caches.append(pageCache.statistics.line) }
+            if let extentStatus { caches.append(extentStatus.statistics.line) }
+            if let inodeCache { caches.append(inodeCache.statistics.line) }
+            return Statistics(budget: budget, caches: caches)
+        }
+    }
+
+    private let sources = Locked<Sources?>(nil)
+
+    public init() {}
+
+    /// Reports on `budget` alone (give this to `OpenOptions.onBudget`).
+    public func watch(_ budget: MemoryBudget) { sources.withLock { $0 = Sources(budget: budget) } }
+
+    /// Reports on the filesystem's budget and caches.
+    public func watch(_ fs: Filesystem) { sources.withLock { $0 = Sources(fs) } }
+
+    /// The report, or nothing when no budget was ever made.
+    public var statistics: Statistics? { sources.withLock { $0 }?.statistics }
+}
+
+/// Free space and inodes (statfs).
+public struct SpaceUsage: Sendable, Equatable {
+    public var blockSize: Int
+    public var blocks: UInt64
+    public var freeBlocks: UInt64
+    public var availableBlocks: UInt64
+    public var inodes: UInt64
+    public var freeInodes: UInt64
+    public var maxNameLength: Int
+}
+
+extension Filesystem {
+    /// statfs: counts summed from the group descriptors, so they include uncommitted changes.
+    public func spaceUsage() throws(HoldfastError) -> SpaceUsage {
+        try guarded {
+            var freeBlocks: UInt64 = 0, freeInodes: UInt64 = 0
+            for g in 0..<UInt32(superblock.groupCount) {
+                let gd = try descriptor(g)
+                freeBlocks += UInt64(gd.freeBlocksCount)
+                freeInodes += UInt64(gd.freeInodesCount)
+            }
+            // Blocks promised to delayed pages are as good as used.
+            freeBlocks -= min(freeBlocks, writer?.withLock { $0.reservedBlocks } ?? 0)
+            let reserved = superblock.reservedBlocksCount
+            return SpaceUsage(
+                blockSize: blockSize, blocks: superblock.blocksCount, freeBlocks: freeBlocks,
+                availableBlocks: freeBlocks > reserved ? freeBlocks - reserved : 0,
+                inodes: UInt64(superblock.inodesCount), freeInodes: freeInodes, maxNameLength: 255)
+        }
+    }
+}

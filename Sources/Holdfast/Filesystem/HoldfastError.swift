@@ -1,0 +1,154 @@
+import HoldfastCache
+import HoldfastDevice
+import HoldfastFormat
+import HoldfastJournal
+import HoldfastMemory
+#if canImport(Glibc)
+import Glibc
+#endif
+
+// Linux values Glibc's module map leaves out (asm-generic/errno.h).
+private let EUCLEAN_: Int32 = 117   // "structure needs cleaning": ext4's EFSCORRUPTED
+private let EOPNOTSUPP_: Int32 = 95
+private let ENODATA_: Int32 = 61    // ext4's ENOATTR
+
+/// Every error the public API throws: each names what failed.
+public enum HoldfastError: Error, Sendable, CustomStringConvertible {
+    /// The image is damaged: which structure, where, what.
+    case corrupt(CorruptionError)
+    /// A device call failed.
+    case io(DeviceError)
+    /// The image uses features Holdfast cannot read.
+    case unsupportedFeatures([String])
+    /// The journal cannot be replayed.
+    case journal(String)
+    /// The memory budget is spent and nothing could be reclaimed.
+    case outOfMemory(OutOfMemoryError)
+    case notFound(String)
+    case notADirectory(String)
+    case isADirectory(String)
+    case tooManySymlinks(String)
+    case invalidArgument(String)
+    /// A failure writing outside the image (extract destination, standard output).
+    case hostFile(path: String, operation: String, errno: Int32)
+    /// The name is taken (EEXIST).
+    case exists(String)
+    /// rmdir or rename over a directory that still has entries (ENOTEMPTY).
+    case notEmpty(String)
+    /// No free blocks or inodes left, or a directory index is full (ENOSPC).
+    case noSpace(String)
+    /// A path component longer than 255 bytes (ENAMETOOLONG).
+    case nameTooLong(String)
+    /// The image cannot be changed: opened read-only, or it uses features Holdfast reads but does not maintain.
+    case readOnly([String])
+    /// A valid request the engine does not carry out yet, named.
+    case unsupported(String)
+    /// The link count would pass the limit (EMLINK).
+    case tooManyLinks(String)
+    /// Moving a directory under itself (EINVAL in rename).
+    case wouldLoop(String)
+    /// The inode has no extended attribute of that name (ENODATA).
+    case noSuchAttribute(String)
+    /// File data held dirty in memory could not be written to the image (close, sync): which
+    /// inodes, and the device's last error. The data was never reported written.
+    case dataNotWritten(inodes: [UInt32], cause: DeviceError?)
+    /// A write that failed part way (write(2)'s short count): its first `written` bytes are in
+    /// the file, the rest is not, for `cause`.
+    indirect case partialWrite(written: Int, requested: Int, cause: HoldfastError)
+    /// Something that should never happen did: a bug in Holdfast, not a problem of the image or
+    /// the caller. Debug builds stop at the point it was made (`assertionFailure`).
+    case `internal`(String)
+
+    /// Wraps an error that no layer knows how to name: a bug, reported as one.
+    static func unexpected(_ error: any Error, file: StaticString = #fileID, line: UInt = #line) -> HoldfastError {
+        assertionFailure("unexpected error \(type(of: error)): \(error)", file: file, line: line)
+        return .internal("\(type(of: error)): \(error) (at \(file):\(line))")
+    }
+
+    /// The errno a POSIX caller gets for this error (the FUSE mount replies with it; the CLI
+    /// uses it for host-facing messages). One table, the kernel's choices for ext4.
+    public var errno: Int32 {
+        switch self {
+        case .corrupt: EUCLEAN_
+        case .io(let e): e.errno == 0 ? EIO : e.errno
+        case .unsupportedFeatures: EOPNOTSUPP_
+        case .journal: EUCLEAN_
+        case .outOfMemory: ENOMEM
+        case .notFound: ENOENT
+        case .notADirectory: ENOTDIR
+        case .isADirectory: EISDIR
+        case .tooManySymlinks: ELOOP
+        case .invalidArgument: EINVAL
+        case .hostFile(_, _, let e): e
+        case .exists: EEXIST
+        case .notEmpty: ENOTEMPTY
+        case .noSpace: ENOSPC
+        case .nameTooLong: ENAMETOOLONG
+        case .readOnly: EROFS
+        case .unsupported: EOPNOTSUPP_
+        case .tooManyLinks: EMLINK
+        case .wouldLoop: EINVAL
+        case .noSuchAttribute: ENODATA_
+        case .dataNotWritten(_, let cause): cause.map { $0.errno == 0 ? EIO : $0.errno } ?? EIO
+        case .partialWrite(_, _, let cause): cause.errno
+        case .internal: EIO
+        }
+    }
+
+    public var description: String {
+        switch self {
+        case .corrupt(let c): return c.description
+        case .io(let e): return "I/O error: \(e)"
+        case .unsupportedFeatures(let names): return "unsupported ext4 feature\(names.count == 1 ? "" : "s"): \(names.joined(separator: ", "))"
+        case .journal(let why): return "journal: \(why)"
+        case .outOfMemory(let e): return e.description
+        case .notFound(let p): return "\(p): no such file or directory in the image"
+        case .notADirectory(let p): return "\(p): not a directory"
+        case .isADirectory(let p): return "\(p): is a directory"
+        case .tooManySymlinks(let p): return "\(p): too many levels of symbolic links"
+        case .invalidArgument(let why): return why
+        case .hostFile(let path, let op, let e): return "\(op) \(path): \(errnoDescription(e))"
+        case .exists(let p): return "\(p): already exists"
+        case .notEmpty(let p): return "\(p): directory not empty"
+        case .noSpace(let why): return "no space left on the image: \(why)"
+        case .nameTooLong(let p): return "\(p): name longer than 255 bytes"
+        case .readOnly(let why): return "the image cannot be written: \(why.joined(separator: "; "))"
+        case .unsupported(let what): return "not supported yet: \(what)"
+        case .tooManyLinks(let p): return "\(p): too many links"
+        case .wouldLoop(let p): return "\(p): cannot move a directory into itself"
+        case .noSuchAttribute(let n): return "\(n): no such extended attribute"
+        case .dataNotWritten(let inodes, let cause):
+            let list = inodes.prefix(20).map { "\($0)" }.joined(separator: ", ") + (inodes.count > 20 ? ", ..." : "")
+            return "data of \(inodes.count) file\(inodes.count == 1 ? "" : "s") (inode\(inodes.count == 1 ? "" : "s") \(list)) could not be written to the image"
+                + (cause.map { ": \($0)" } ?? "")
+        case .partialWrite(let written, let requested, let cause):
+            return "only \(written) of \(requested) bytes were written: \(cause)"
+        case .internal(let what):
+            return "internal error (a bug in Holdfast; please report it): \(what)"
+        }
+    }
+
+    /// Maps errors from the layers below onto the public type.
+    static func wrap(_ error: any Error) -> HoldfastError {
+        switch error {
+        case let e as HoldfastError: return e
+        case let e as CorruptionError: return .corrupt(e)
+        case let e as DeviceError:
+            if e.shortBy != nil {
+                return .corrupt(CorruptionError(.image, .impossible(e.description)))
+            }
+            return .io(e)
+        case let e as OutOfMemoryError: return .outOfMemory(e)
+        case let e as JournalReplay.Failure: return .journal(e.reason)
+        case let e as FaultPlan.ParseError: return .invalidArgument(e.description)
+        case let e as ArenaReservationError: return .invalidArgument(e.description)
+        default: return .unexpected(error)
+        }
+    }
+}
+
+/// Runs `body`, presenting any failure as a `HoldfastError`.
+@inline(__always)
+func guarded<T>(_ body: () throws -> T) throws(HoldfastError) -> T {
+    do { return try body() } catch { throw HoldfastError.wrap(error) }
+}

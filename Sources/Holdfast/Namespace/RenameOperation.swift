@@ -1,0 +1,114 @@
+import HoldfastFormat
+
+/// How rename treats an existing destination (renameat2 flags).
+public enum RenameMode: Sendable {
+    /// Replace the destination if it exists (rename(2)).
+    case replace
+    /// Fail with `exists` if the destination exists (RENAME_NOREPLACE).
+    case noReplace
+    /// Swap the two names, which must both exist (RENAME_EXCHANGE).
+    case exchange
+}
+
+extension Operation {
+    /// Is `ancestor` the directory `dir` or one of its parents?
+    private func isAncestor(_ ancestor: UInt32, of dir: UInt32) throws -> Bool {
+        var current = dir
+        var hops = 0
+        while true {
+            if current == ancestor { return true }
+            if current == Filesystem.rootInode { return false }
+            guard let parent = try lookup([0x2E, 0x2E], in: try inode(current)) else { return false }
+            current = parent
+            hops += 1
+            if hops > Int(sb.inodesCount) {
+                throw CorruptionError(.directoryBlock, inode: dir, .loop("'..' chain does not reach the root"))
+            }
+        }
+    }
+
+    func rename(from oldParent: UInt32, _ oldName: [UInt8], to newParent: UInt32, _ newName: [UInt8], mode: RenameMode, display: String) throws {
+        try Self.checkName(oldName, display: display)
+        try Self.checkName(newName, display: display)
+        let source = try inode(oldParent)
+        guard FileType(mode: source.mode) == .directory else { throw HoldfastError.notADirectory(display) }
+        guard let moving = try lookup(oldName, in: source) else { throw HoldfastError.notFound(display) }
+        let destination = try inode(newParent)
+        guard FileType(mode: destination.mode) == .directory else { throw HoldfastError.notADirectory(display) }
+        let existing = try lookup(newName, in: destination)
+        if existing == moving && mode != .exchange { return }  // the same link: rename does nothing
+        let movingRec = try inode(moving)
+        let movingType = FileType(mode: movingRec.mode)
+        let movingIsDir = movingType == .directory
+        if movingIsDir, oldParent != newParent, try isAncestor(moving, of: newParent) {
+            throw HoldfastError.wouldLoop(display)
+        }
+        let now = Self.now()
+        switch mode {
+        case .exchange:
+            guard let other = existing else { throw HoldfastError.notFound(display) }
+            let otherRec = try inode(other)
+            let otherType = FileType(mode: otherRec.mode)
+            if otherType == .directory, newParent != oldParent, try isAncestor(other, of: oldParent) {
+                throw HoldfastError.wouldLoop(display)
+            }
+            _ = try retargetEntry(source, name: oldName, to: other, type: otherType)
+            _ = try retargetEntry(try inode(newParent), name: newName, to: moving, type: movingType)
+            if oldParent != newParent {
+                if movingIsDir { try setParent(movingRec, to: newParent) }
+                if otherType == .directory { try setParent(otherRec, to: oldParent) }
+                if movingIsDir != (otherType == .directory) {
+                    var a = try inode(oldParent), b = try inode(newParent)
+                    if movingIsDir { decrementDirectoryLinks(&a); incrementLinks(&b) } else { incrementLinks(&a); decrementDirectoryLinks(&b) }
+                    try store(a)
+                    try store(b)
+                }
+            }
+            for n in [moving, other] { var r = try inode(n); r.changeTime = now; try store(r) }
+        case .replace, .noReplace:
+            if let victim = existing {
+                guard mode == .replace else { throw HoldfastError.exists(display) }
+                let victimRec = try inode(victim)
+                let victimIsDir = FileType(mode: victimRec.mode) == .directory
+                if movingIsDir && !victimIsDir { throw HoldfastError.notADirectory(display) }
+                if !movingIsDir && victimIsDir { throw HoldfastError.isADirectory(display) }
+                if victimIsDir {
+                    let count = try fs.withDirectory(try decoded(victimRec)) { $0.count }
+                    guard count <= 2 else { throw HoldfastError.notEmpty(display) }
+                }
+                _ = try retargetEntry(destination, name: newName, to: moving, type: movingType)
+                if victimIsDir {
+                    var d = try inode(newParent)
+                    decrementDirectoryLinks(&d)
+                    try store(d)
+                }
+                try dropLink(victim)
+            } else {
+                var d = try inode(newParent)
+                try addEntry(&d, name: newName, inode: moving, type: movingType)
+                try store(d)
+            }
+            guard try removeEntry(try inode(oldParent), name: oldName) == moving else {
+                throw CorruptionError(.directoryBlock, inode: oldParent, .impossible("entry \(display) vanished during rename"))
+            }
+            if movingIsDir && oldParent != newParent {
+                try setParent(movingRec, to: newParent)
+                var a = try inode(oldParent)
+                decrementDirectoryLinks(&a)
+                try store(a)
+                var b = try inode(newParent)
+                incrementLinks(&b)
+                try store(b)
+            }
+            var r = try inode(moving)
+            r.changeTime = now
+            try store(r)
+        }
+        for p in Set([oldParent, newParent]) {
+            var d = try inode(p)
+            d.modificationTime = now
+            d.changeTime = now
+            try store(d)
+        }
+    }
+}

@@ -1,0 +1,198 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import HoldfastCache
+import HoldfastDevice
+import HoldfastFormat
+import HoldfastJournal
+import HoldfastMemory
+
+/// What the write path keeps between operations, guarded by the filesystem's write lock.
+final class WriteState {
+    let transaction: Transaction
+    /// The superblock as it will be written at the next commit (free counts are filled in then).
+    var superblock: SuperblockRecord
+    var random: SplitMix64
+    /// Where the next top-level directory goes, so they spread over the groups.
+    var nextDirectoryGroup: UInt32 = 0
+    var closed = false
+    /// The first commit error nobody has been told of yet (reported by sync and close).
+    var pendingError: HoldfastError?
+    /// Free blocks and inodes, kept exact as operations end (summed from the descriptors at open).
+    var freeBlocks: UInt64 = 0
+    var freeInodes: UInt64 = 0
+    /// Blocks reserved for delayed pages (free on disk, promised to data not yet written).
+    var reservedBlocks: UInt64 = 0
+    /// A commit without a flush happened since the last flush (fsync still owes one).
+    var unflushed = false
+    /// The page cache's written-pages count at the last flush: data written since is not durable.
+    var writtenAtFlush = 0
+    /// Inodes on the orphan list (unlinked while open, or in a truncate of several steps).
+    var orphans: Set<UInt32> = []
+    /// Preallocation windows of files being appended to while open.
+    var preallocations: [UInt32: Preallocation] = [:]
+
+    init(transaction: Transaction, superblock: Superblock) {
+        self.transaction = transaction
+        self.superblock = SuperblockRecord(superblock)
+        var now = timespec()
+        clock_gettime(CLOCK_REALTIME, &now)
+        random = SplitMix64(seed: UInt64(now.tv_nsec) ^ UInt64(now.tv_sec) << 20 ^ UInt64(getpid()))
+    }
+}
+
+extension Filesystem {
+    /// Why an image that reads fine cannot be written by this engine.
+    static func writeRefusals(_ sb: Superblock) -> [String] {
+        var why: [String] = []
+        let notMaintained: [(Bool, String)] = [
+            (sb.featureIncompat.contains(.inlineData), "inline_data"),
+            (sb.featureIncompat.contains(.mmp), "mmp"),
+            (sb.featureIncompat.contains(.metaBG), "meta_bg"),
+            (sb.featureROCompat.contains(.bigalloc), "bigalloc"),
+            (sb.featureROCompat.contains(.quota), "quota"),
+            (sb.featureROCompat.contains(.verity), "verity"),
+            (sb.featureROCompat.contains(.sharedBlocks), "shared_blocks"),
+            (sb.featureROCompat.contains(.readonly), "read-only"),
+        ]
+        for (present, name) in notMaintained where present { why.append("feature \(name) is read but not maintained") }
+        if sb.needsRecovery { why.append("the journal needs recovery first (mount it with the kernel, or run e2fsck)") }
+        if sb.featureROCompat.contains(.orphanPresent) {
+            why.append("the image has orphan inodes in an orphan file to clean up first (run e2fsck)")
+        }
+        if sb.state.contains(.errorsDetected) { why.append("the image has errors recorded (run e2fsck)") }
+        if sb.blockSize > 65536 { why.append("block size \(sb.blockSize) is larger than 64 KiB") }
+        return why
+    }
+
+    /// Marks the image in use (s_state without VALID_FS) before the first change, as the kernel does
+    /// for an unjournalled mount: a crash before `close` leaves it marked for e2fsck.
+    func startWriting() throws {
+        var freeBlocks: UInt64 = 0, freeInodes: UInt64 = 0
+        for g in 0..<UInt32(superblock.groupCount) {
+            let gd = try descriptor(g)
+            freeBlocks += UInt64(gd.freeBlocksCount)
+            freeInodes += UInt64(gd.freeInodesCount)
+        }
+        try writer!.withLock { state in
+            state.freeBlocks = freeBlocks
+            state.freeInodes = freeInodes
+            state.superblock.state.remove(.cleanlyUnmounted)
+            try commitLocked(state, force: true)
+        }
+        _ = try cleanUpOrphans()
+    }
+
+    /// Runs one operation: a handle of `credits` blocks under the write lock. A thrown error rolls
+    /// every block back; success leaves the changes in the running transaction, which is committed
+    /// when it holds a quarter of the memory budget. `pages` were taken for the operation's file
+    /// data before the lock (what it does not use goes back).
+    func mutate<R>(credits: Int, pages: [Page] = [], _ body: (inout Operation) throws -> R) throws -> R {
+        guard let writer else {
+            for p in pages { budget.freePage(p, for: .pageCachePage) }
+            throw HoldfastError.readOnly(readOnlyReasons.isEmpty ? ["opened read-only"] : readOnlyReasons)
+        }
+        return try writer.withLock { state throws -> R in
+            guard !state.closed else {
+                for p in pages { budget.freePage(p, for: .pageCachePage) }
+                throw HoldfastError.invalidArgument("the filesystem is closed")
+            }
+            if let why = writeFailures.readOnlyReason {
+                for p in pages { budget.freePage(p, for: .pageCachePage) }
+                throw HoldfastError.readOnly([why])
+            }
+            let result = try runOperation(state, credits: credits, pages: pages, body)
+            if state.transaction.dirtyBytes >= budget.limit / 4 {
+                // The operation is done and stays (its changes wait in the transaction); a commit
+                // that fails here is kept for the next sync, fsync or close to report, not blamed
+                // on this call, which would then seem to have changed nothing.
+                try? commitLocked(state, flush: false)
+            }
+            return result
+        }
+    }
+
+    /// One handle under the write lock (held by the caller): the body's changes stay if it
+    /// succeeds, and are rolled back, page cache included, if it throws.
+    /// It runs in a `noFS` scope: reclaim started under the write lock drops only memory that
+    /// needs no filesystem work to give back.
+    func runOperation<R>(_ state: WriteState, credits: Int, pages: [Page], _ body: (inout Operation) throws -> R) throws -> R {
+        try MemoryScope.noFS { () throws -> R in try runOperationLocked(state, credits: credits, pages: pages, body) }
+    }
+
+    private func runOperationLocked<R>(_ state: WriteState, credits: Int, pages: [Page], _ body: (inout Operation) throws -> R) throws -> R {
+        let pending = PendingChanges()
+        pending.spare = pages
+        defer { for p in pending.spare { budget.freePage(p, for: .pageCachePage) } }
+        let handle = state.transaction.begin(credits: credits)
+        var ctx = Operation(fs: self, handle: handle, state: state, pending: pending)
+        let result: R
+        do {
+            result = try body(&ctx)
+            try ctx.finishDeferredWrites()
+        } catch {
+            handle.abort()
+            // The rollback rewrote these slots: copies cached since the changes go.
+            for number in ctx.pending.storedInodes { inodeCache.invalidate(number) }
+            buddies?.invalidate(ctx.pending.bitmapGroups)
+            ctx.pending.discardPages(pageCache, extentStatus)
+            throw error
+        }
+        handle.stop()
+        state.freeBlocks = UInt64(Int64(state.freeBlocks) + ctx.counts.blocks)
+        state.freeInodes = UInt64(Int64(state.freeInodes) + ctx.counts.inodes)
+        ctx.pending.apply(to: state)
+        ctx.pending.publishPages(pageCache, extentStatus)
+        state.reservedBlocks = UInt64(max(0, Int64(state.reservedBlocks) + ctx.pending.reserved))
+        return result
+    }
+
+    /// Commits the running transaction, then writes the superblock (free counts, write time) straight
+    /// to the device. Nothing here allocates from the budget: a commit cannot fail for want of memory.
+    func commitLocked(_ state: WriteState, force: Bool = false, flush: Bool = true) throws {
+        // Ordered data: file data goes to the device before the metadata that points at it. A page
+        // whose write fails stays dirty and its error is the file's (fsync reports it). Delayed
+        // pages get their blocks first.
+        mapAllDelayed(state)
+        pageCache?.writeBack(nil)
+        guard force || state.transaction.dirtyBlocks > 0 else {
+            // Nothing to commit, but data (the flusher's, or an unflushed commit's) may be written
+            // and not yet durable: a flush is still owed.
+            let written = pageCache?.statistics.pagesWritten ?? 0
+            if flush && (state.unflushed || written != state.writtenAtFlush) {
+                do { try device.flush() } catch {
+                    let e = HoldfastError.wrap(error)
+                    if state.pendingError == nil { state.pendingError = e }
+                    throw e
+                }
+                state.unflushed = false
+                state.writtenAtFlush = written
+            }
+            return
+        }
+        let writtenBefore = pageCache?.statistics.pagesWritten ?? 0
+        do {
+            try state.transaction.commit(flush: flush) {
+                state.superblock.freeBlocksCount = state.freeBlocks
+                state.superblock.freeInodesCount = UInt32(state.freeInodes)
+                state.superblock.setWriteTime(Operation.now().seconds)
+                state.superblock.seal()
+                let raw = state.superblock.raw
+                try raw.withUnsafeBytes { try device.write($0, at: UInt64(Superblock.byteOffset)) }
+                let bs = blockSize
+                let block = UInt64(Superblock.byteOffset / bs)
+                cache.patchIfCached(block, at: Superblock.byteOffset % bs, raw)
+            }
+            if flush {
+                state.unflushed = false
+                state.writtenAtFlush = writtenBefore
+            } else {
+                state.unflushed = true
+            }
+        } catch {
+            let e = HoldfastError.wrap(error)
+            if state.pendingError == nil { state.pendingError = e }
+            throw e
+        }
+    }
+}

@@ -1,0 +1,83 @@
+import ArgumentParser
+import Holdfast
+import Synchronization
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Options every command takes.
+struct ImageOptions: ParsableArguments {
+    @Argument(help: "The ext4 image file (or block device).")
+    var image: String
+
+    @Option(name: .long, help: ArgumentHelp("Memory budget for caches and buffers, e.g. 8M, 64M, 1G.", valueName: "size"))
+    var memory: String = "64M"
+
+    @Option(name: .long, help: ArgumentHelp(
+        "Fail allocations on purpose, for testing: a comma list of nth=N, site=NAME, category=NAME, persistent, probability=P, seed=S (also HOLDFAST_INJECT).",
+        valueName: "spec"))
+    var inject: String?
+
+    @Flag(name: .long, help: "At exit, print one line per allocation site that was hit, the budget's used, peak and limit, and the page cache's counts (dirty, writeback, clean pages, flusher passes, writeback retries, throttled writers, write errors), on standard error.")
+    var stats = false
+
+    @Option(name: .long, help: ArgumentHelp(
+        "What a failed write of file data does, as ext4's errors=: continue (report it at fsync and exit), remount-ro (accept no further changes), panic (stop at once). Dirty data is kept and retried either way.",
+        valueName: "policy"))
+    var errors: String = "continue"
+
+    func open(writable: Bool = false) throws(HoldfastError) -> Filesystem {
+        guard let bytes = parseSize(memory), bytes >= 1 << 20 else {
+            throw .invalidArgument("--memory \(memory): give a size of at least 1M, like 8M or 1G")
+        }
+        var options = OpenOptions(memoryBudget: bytes, writable: writable)
+        guard let policy = ErrorsPolicy(rawValue: errors) else {
+            throw .invalidArgument("--errors \(errors): give continue, remount-ro or panic")
+        }
+        options.errors = policy
+        if let spec = inject ?? environmentInjectSpec() {
+            do { options.faultPlan = try FaultPlan(parsing: spec) } catch {
+                throw .invalidArgument("--inject \(spec): \(error)")
+            }
+        }
+        options.logger = StandardErrorLog.logger
+        options.onBudget = { MemoryReport.shared.watch($0) }
+        MemoryReport.enabled.store(stats, ordering: .relaxed)
+        let fs = try Filesystem.open(path: image, options: options)
+        MemoryReport.shared.watch(fs)
+        return fs
+    }
+
+    private func environmentInjectSpec() -> String? {
+        guard let p = getenv("HOLDFAST_INJECT") else { return nil }
+        let s = String(cString: p)
+        return s.isEmpty ? nil : s
+    }
+}
+
+/// What `--stats` prints after the command, even when it failed: the library's report, kept
+/// from the moment the budget exists. One command runs per process, so one report suffices.
+enum MemoryReport {
+    static let shared = StatisticsReport()
+    /// Set by `--stats`, before the command opens anything.
+    static let enabled = Atomic<Bool>(false)
+
+    static func lines() -> [String] { enabled.load(ordering: .relaxed) ? shared.statistics?.lines ?? [] : [] }
+}
+
+/// "64M" -> 67108864. Suffixes K, M, G, T (powers of 1024); a plain number is bytes.
+func parseSize(_ text: String) -> Int? {
+    let units: [Character: Int] = ["K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40]
+    var digits = text.uppercased()
+    var scale = 1
+    if digits.hasSuffix("B") { digits.removeLast() }
+    if digits.hasSuffix("I") { digits.removeLast() }
+    if let last = digits.last, let u = units[last] {
+        scale = u
+        digits.removeLast()
+    }
+    guard let n = Int(digits), n >= 0 else { return nil }
+    let (v, overflow) = n.multipliedReportingOverflow(by: scale)
+    return overflow ? nil : v
+}

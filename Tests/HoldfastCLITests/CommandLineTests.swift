@@ -1,0 +1,211 @@
+import Foundation
+import Holdfast
+import HoldfastTestSupport
+import Testing
+
+/// The `holdfast` tool as a user meets it: output, errors, exit codes, extraction safety, memory.
+@Suite("holdfast command line", .serialized)
+struct CommandLineTests {
+    static func image(_ scratch: Scratch, _ setup: String, mkfs: [String] = [], size: String = "16M") throws -> String {
+        let tree = scratch.path("tree")
+        try Support.sh(["mkdir", "-p", tree])
+        try Support.sh(["bash", "-c", "cd \(tree) && " + setup])
+        let img = scratch.path("img")
+        try Support.sh(["mkfs.ext4", "-q", "-F", "-d", tree] + mkfs + [img, size])
+        return img
+    }
+
+    @Test("every command explains itself with an example")
+    func help() throws {
+        for command in ["info", "ls", "stat", "cat", "tree", "extract", "sites", "mkfs", "put", "write", "mkdir", "rm", "mv",
+                        "ln", "chmod", "chown", "truncate", "fallocate", "xattr"] {
+            let r = try Support.run([Support.holdfast, command, "--help"])
+            #expect(r.status == 0)
+            #expect(r.out.contains("Example"), "\(command) --help lacks an example")
+        }
+    }
+
+    @Test("fallocate preallocates, punches and zeroes; debugfs sees unwritten extents and e2fsck is clean")
+    func fallocateVerb() throws {
+        let s = try Scratch()
+        let img = try Self.image(s, "head -c 65536 /dev/zero | tr '\\0' 'x' > data")
+        try Support.sh([Support.holdfast, "fallocate", img, "/data", "--offset", "64K", "--length", "1M"])
+        let stat = try Support.sh(["debugfs", "-R", "stat /data", img])
+        #expect(stat.contains("Size: 1114112"), "the size grows to the end of the range")
+        #expect(try Support.sh(["debugfs", "-R", "ex /data", img]).contains("Uninit"), "the new range is unwritten")
+        try Support.sh([Support.holdfast, "fallocate", img, "/data", "--offset", "1024", "--length", "8K", "--punch-hole"])
+        try Support.sh([Support.holdfast, "fallocate", img, "/data", "--offset", "20000", "--length", "100", "--zero-range", "--keep-size"])
+        var expected = [UInt8](repeating: UInt8(ascii: "x"), count: 65536) + [UInt8](repeating: 0, count: 1 << 20)
+        for i in 1024..<(1024 + 8192) { expected[i] = 0 }
+        for i in 20000..<20100 { expected[i] = 0 }
+        #expect(Array(try Support.run([Support.holdfast, "cat", img, "/data"]).stdout) == expected)
+        #expect(try Support.run(["e2fsck", "-fn", img]).status == 0)
+        let both = try Support.run([Support.holdfast, "fallocate", img, "/data", "--length", "1", "--punch-hole", "--zero-range"])
+        #expect(both.status == 2, "exclusive modes are a usage error")
+    }
+
+    @Test("ls, stat, cat and tree show the image's contents")
+    func reading() throws {
+        let s = try Scratch()
+        let img = try Self.image(s, "mkdir -p etc/deep && printf 'root:x:0:0\\n' > etc/passwd && ln -s passwd etc/pw && mkfifo etc/fifo && chmod 4755 etc/passwd && head -c 200000 /dev/urandom > etc/deep/blob")
+        #expect(try Support.sh([Support.holdfast, "ls", img, "/etc"]) == "deep\nfifo\npasswd\npw\n")
+        let long = try Support.sh([Support.holdfast, "ls", "-l", img, "/etc"])
+        #expect(long.contains("-rwsr-xr-x"))
+        #expect(long.contains("pw -> passwd"))
+        #expect(long.contains("prw-"))
+        #expect(try Support.sh([Support.holdfast, "cat", img, "/etc/pw"]) == "root:x:0:0\n")
+        let blob = try Support.run([Support.holdfast, "cat", img, "/etc/deep/blob"]).stdout
+        #expect(Bytes(blob) == Bytes((try Data(contentsOf: URL(fileURLWithPath: s.path("tree/etc/deep/blob"))))))
+        // Ranges read through the page cache, in small reads: the same bytes, and readahead at work.
+        let whole = try Data(contentsOf: URL(fileURLWithPath: s.path("tree/etc/deep/blob")))
+        let part = try Support.run([Support.holdfast, "cat", img, "/etc/deep/blob", "--offset", "5000", "--length", "150000", "--chunk", "16K", "--stats"])
+        #expect(part.status == 0 && part.stdout == whole[5000..<155_000])
+        #expect(part.stderr.contains("read-misses=") && !part.stderr.contains("readahead=0 "), "\(part.stderr)")
+        let tail = try Support.run([Support.holdfast, "cat", img, "/etc/deep/blob", "--offset", "199990"])
+        #expect(tail.stdout == whole[199_990...], "--offset alone reads to the end")
+        let bad = try Support.run([Support.holdfast, "cat", img, "/etc/deep/blob", "--offset", "lots"])
+        #expect(bad.status != 0 && bad.stderr.contains("--offset"), "\(bad.stderr)")
+        let stat = try Support.sh([Support.holdfast, "stat", img, "/etc/passwd"])
+        #expect(stat.contains("Mode:       04755"))
+        #expect(stat.contains("Size:       11"))
+        let tree = try Support.sh([Support.holdfast, "tree", img, "/etc"])
+        #expect(tree.contains("└── deep") || tree.contains("├── deep"))
+        #expect(tree.contains("1 directories, 4 files"))
+        let info = try Support.sh([Support.holdfast, "info", img])
+        #expect(info.contains("metadata_csum"))
+        #expect(info.contains("State:                  clean"))
+    }
+
+    @Test("errors are named, on stderr, with distinct exit codes")
+    func errors() throws {
+        let s = try Scratch()
+        let img = try Self.image(s, "echo hi > f")
+        var r = try Support.run([Support.holdfast, "cat", img, "/nope"])
+        #expect(r.status == 1 && r.stderr.contains("/nope: no such file or directory in the image"))
+        r = try Support.run([Support.holdfast, "cat", img, "/"])
+        #expect(r.status == 1 && r.stderr.contains("is a directory"))
+        r = try Support.run([Support.holdfast, "ls", img, "/f/x"])
+        #expect(r.status == 1 && r.stderr.contains("not a directory"))
+        r = try Support.run([Support.holdfast, "info", s.path("missing.img")])
+        #expect(r.status == 1 && r.stderr.contains("No such file"))
+        try Support.sh(["bash", "-c", "head -c 1048576 /dev/urandom > \(s.path("noise"))"])
+        r = try Support.run([Support.holdfast, "info", s.path("noise")])
+        #expect(r.status == 3 && r.stderr.contains("corrupt superblock: bad magic"))
+        r = try Support.run([Support.holdfast, "info", "--memory", "lots", img])
+        #expect(r.status == 1 && r.stderr.contains("--memory lots"))
+        r = try Support.run([Support.holdfast, "frobnicate"])
+        #expect(r.status == 2, "a usage error exits 2")
+    }
+
+    @Test("features Holdfast cannot read are refused by name", arguments: ["encrypt", "casefold"])
+    func unsupported(feature: String) throws {
+        let s = try Scratch()
+        let img = try Self.image(s, "echo hi > f", mkfs: ["-O", feature])
+        let r = try Support.run([Support.holdfast, "ls", img])
+        #expect(r.status == 4)
+        #expect(r.stderr.contains("unsupported ext4 feature: \(feature)"), "\(r.stderr)")
+    }
+
+    @Test("extract refuses a non-empty destination unless --force")
+    func nonEmptyDestination() throws {
+        let s = try Scratch()
+        let img = try Self.image(s, "echo hi > f")
+        let dest = s.path("dest")
+        try Support.sh(["mkdir", "-p", dest])
+        try "keep".write(toFile: dest + "/mine", atomically: true, encoding: .utf8)
+        let r = try Support.run([Support.holdfast, "extract", img, dest])
+        #expect(r.status == 1 && r.stderr.contains("not empty"))
+        #expect(!FileManager.default.fileExists(atPath: dest + "/f"))
+        try Support.sh([Support.holdfast, "extract", "--force", img, dest])
+        #expect(try String(contentsOfFile: dest + "/f", encoding: .utf8) == "hi\n")
+        #expect(try String(contentsOfFile: dest + "/mine", encoding: .utf8) == "keep")
+    }
+
+    @Test("extract never writes outside DEST: planted symlinks and hostile names")
+    func staysInside() throws {
+        let s = try Scratch()
+        let outside = s.path("outside")
+        try Support.sh(["mkdir", "-p", outside])
+        // A destination prepared by someone else, with a symlink where the image has a directory.
+        let img = try Self.image(s, "mkdir -p sub && echo secret > sub/file && mkdir d && echo x > d/ab && echo y > d/cd",
+                                 mkfs: ["-O", "^metadata_csum", "-b", "1024"])
+        let dest = s.path("dest")
+        try Support.sh(["mkdir", "-p", dest])
+        try Support.sh(["ln", "-s", outside, dest + "/sub"])
+        var r = try Support.run([Support.holdfast, "extract", "--force", img, dest])
+        // --force replaces the symlink with a real directory; nothing lands where it pointed.
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(try FileManager.default.contentsOfDirectory(atPath: outside).isEmpty)
+        var isDir: ObjCBool = false
+        #expect(FileManager.default.fileExists(atPath: dest + "/sub/file", isDirectory: &isDir))
+        #expect((try FileManager.default.attributesOfItem(atPath: dest + "/sub")[.type] as? FileAttributeType) == .typeDirectory)
+
+        // Names rewritten in the image to '..' and 'c/': refused, nothing outside.
+        let block = Int(try Support.sh(["debugfs", "-R", "bmap /d 0", img]).trimmingCharacters(in: .whitespacesAndNewlines))!
+        var bytes = try Data(contentsOf: URL(fileURLWithPath: img))
+        let start = block * 1024
+        let dir = bytes[start..<(start + 1024)]
+        let ab = try #require(dir.firstRange(of: Data("ab".utf8)))
+        bytes.replaceSubrange(ab, with: Data("..".utf8))
+        let cd = try #require(bytes[start..<(start + 1024)].firstRange(of: Data("cd".utf8)))
+        bytes.replaceSubrange(cd, with: Data("c/".utf8))
+        try bytes.write(to: URL(fileURLWithPath: img))
+        let dest2 = s.path("dest2/inner")
+        r = try Support.run([Support.holdfast, "extract", img, dest2])
+        #expect(r.status == 1)
+        #expect(r.stderr.contains("refusing unsafe name"), "\(r.stderr)")
+        #expect(try FileManager.default.contentsOfDirectory(atPath: s.path("dest2")) == ["inner"])
+        #expect(try FileManager.default.contentsOfDirectory(atPath: outside).isEmpty)
+    }
+
+    @Test("reading 1 GiB from a 10 GiB image stays within the budget")
+    func memoryBound() throws {
+        let s = try Scratch()
+        let img = try Self.image(s, "head -c 1G /dev/urandom > big && echo small > small", size: "10G")
+        for budget in [8, 64] {
+            let r = try Support.run(["/usr/bin/time", "-f", "%M", Support.holdfast, "cat", "--memory", "\(budget)M", img, "/big"], timeout: 300)
+            #expect(r.status == 0)
+            #expect(r.stdout.count == 1 << 30)
+            let kib = Int(r.stderr.split(separator: "\n").last.map(String.init)?.trimmingCharacters(in: .whitespaces) ?? "") ?? .max
+            // The budget plus the Swift runtime, the binary and stdio: 24 MiB of fixed overhead at most.
+            #expect(kib <= (budget + 24) * 1024, "peak RSS \(kib) KiB with --memory \(budget)M")
+        }
+    }
+
+    @Test("extracting 20,000 entries and 200 MB with --memory 8M stays within the budget plus runtime overhead")
+    func extractMemoryBound() throws {
+        let s = try Scratch()
+        let img = try Self.image(s, """
+            mkdir many && for d in $(seq 1 40); do mkdir many/$d; for f in $(seq 1 500); do echo $d-$f > many/$d/file-$f; done; done
+            head -c 200M /dev/urandom > big
+            """, size: "400M")
+        let out = s.path("out")
+        let r = try Support.run(["/usr/bin/time", "-f", "%M", Support.holdfast, "extract", "--memory", "8M", "--stats", img, out], timeout: 600)
+        #expect(r.status == 0, "\(r.stderr.suffix(1000))")
+        let kib = Int(r.stderr.split(separator: "\n").last.map(String.init)?.trimmingCharacters(in: .whitespaces) ?? "") ?? .max
+        #expect(kib <= (8 + 24) * 1024, "peak RSS \(kib) KiB with --memory 8M")
+        #expect(r.stderr.contains("limit=8388608"))
+        #expect(r.stderr.contains("budget used=0 "))
+        #expect(try FileManager.default.contentsOfDirectory(atPath: out + "/many").count == 40)
+    }
+
+    @Test("mkfs --from 20,000 entries, then writing 512 MB, with --memory 8M stays within the budget plus runtime overhead")
+    func writeMemoryBound() throws {
+        let s = try Scratch()
+        try Support.sh(["sh", "-c", "mkdir -p \(s.path("tree")) && cd \(s.path("tree")) && for d in $(seq 1 40); do mkdir $d; for f in $(seq 1 500); do echo $d-$f > $d/file-$f; done; done"])
+        let img = s.path("w.img")
+        var r = try Support.run(["/usr/bin/time", "-f", "%M", Support.holdfast, "mkfs", img, "1G", "--from", s.path("tree"), "--memory", "8M", "--stats"], timeout: 600)
+        #expect(r.status == 0, "\(r.stderr.suffix(1000))")
+        var kib = Int(r.stderr.split(separator: "\n").last.map(String.init)?.trimmingCharacters(in: .whitespaces) ?? "") ?? .max
+        #expect(kib <= (8 + 24) * 1024, "mkfs: peak RSS \(kib) KiB with --memory 8M")
+        #expect(r.stderr.contains("limit=8388608") && r.stderr.contains("budget used=0 "))
+        r = try Support.run(["sh", "-c", "head -c 512M /dev/zero | /usr/bin/time -f %M \(Support.holdfast) write --memory 8M \(img) /big"], timeout: 600)
+        #expect(r.status == 0, "\(r.stderr.suffix(1000))")
+        kib = Int(r.stderr.split(separator: "\n").last.map(String.init)?.trimmingCharacters(in: .whitespaces) ?? "") ?? .max
+        #expect(kib <= (8 + 24) * 1024, "write: peak RSS \(kib) KiB with --memory 8M")
+        #expect(try Support.run(["e2fsck", "-fn", img]).status == 0)
+        let fs = try Filesystem.open(path: img)
+        #expect(try fs.resolve("/big").size == 512 << 20)
+        #expect(try fs.directoryEntries(try fs.resolve("/40")).count == 502)
+    }
+}
