@@ -58,7 +58,7 @@ let package = Package(
             "Holdfast", "HoldfastCache", "HoldfastDevice", "HoldfastMemory", "HoldfastTestSupport",
         ]),
         .testTarget(name: "HoldfastTests", dependencies: [
-            "Holdfast", "HoldfastHost", "HoldfastFormat", "HoldfastMemory", "HoldfastCache", "HoldfastDevice", "HoldfastTestSupport",
+            "Holdfast", "HoldfastHost", "HoldfastFormat", "HoldfastMemory", "HoldfastCache", "HoldfastDevice", "HoldfastTestSupport", log,
         ]),
         .testTarget(name: "HoldfastCLITests", dependencies: ["HoldfastCLI", "Holdfast", "HoldfastTestSupport"]),
     ],

@@ -28,7 +28,7 @@ declare -A allowed=(
   [Tests/HoldfastMemoryTests]="HoldfastMemory Foundation Testing"
   [Tests/HoldfastDeviceTests]="HoldfastDevice HoldfastMemory HoldfastTestSupport Foundation Testing"
   [Tests/HoldfastCacheTests]="Holdfast HoldfastCache HoldfastDevice HoldfastMemory HoldfastTestSupport Foundation Testing"
-  [Tests/HoldfastTests]="Holdfast HoldfastHost HoldfastFormat HoldfastMemory HoldfastCache HoldfastDevice HoldfastTestSupport Foundation Testing"
+  [Tests/HoldfastTests]="Holdfast HoldfastHost HoldfastFormat HoldfastMemory HoldfastCache HoldfastDevice HoldfastTestSupport Logging Foundation Testing"
   [Tests/HoldfastCLITests]="Holdfast HoldfastTestSupport Foundation Testing"
 )
 

@@ -1,6 +1,10 @@
 import ArgumentParser
 import Holdfast
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 struct InfoCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "info",
@@ -52,10 +56,12 @@ struct InfoCommand: ParsableCommand {
                 row("Replayed in memory:", "\(r.transactions) transactions (\(r.firstSequence)...\(r.lastSequence)), \(r.blocksReplayed) blocks, \(r.blocksRevoked) revoked")
                 if r.dataChecksumFailures > 0 { row("", "\(r.dataChecksumFailures) logged blocks failed their checksum and were skipped") }
             }
-            // This command opens read-only; say whether a writing command could change the image.
-            row("Access:", fs.readOnlyReasons.isEmpty
+            // This command opens read-only; say whether a changing command could change the image.
+            var reasons = fs.readOnlyReasons
+            if access(options.image, W_OK) != 0 { reasons.append("the image file is not writable by this user (\(String(cString: strerror(errno))))") }
+            row("Access:", reasons.isEmpty
                 ? "read-write: Holdfast can change this image"
-                : "read-only: " + fs.readOnlyReasons.joined(separator: "; "))
+                : "read-only: " + reasons.joined(separator: "; "))
             out.flush()
             let problems = fs.checkGroups()
             if !problems.isEmpty {

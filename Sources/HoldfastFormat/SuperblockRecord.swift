@@ -22,6 +22,7 @@ public struct SuperblockRecord: Sendable {
     public var blocksCount: UInt64 {
         get { UInt64(raw.le32(0x4)) | (is64 ? UInt64(raw.le32(0x150)) << 32 : 0) }
         set {
+            precondition(is64 || newValue >> 32 == 0, "a block count past 32 bits needs the 64bit feature set first")
             raw.setLE32(0x4, UInt32(truncatingIfNeeded: newValue))
             if is64 { raw.setLE32(0x150, UInt32(truncatingIfNeeded: newValue >> 32)) }
         }
@@ -30,6 +31,7 @@ public struct SuperblockRecord: Sendable {
     public var reservedBlocksCount: UInt64 {
         get { UInt64(raw.le32(0x8)) | (is64 ? UInt64(raw.le32(0x154)) << 32 : 0) }
         set {
+            precondition(is64 || newValue >> 32 == 0, "a block count past 32 bits needs the 64bit feature set first")
             raw.setLE32(0x8, UInt32(truncatingIfNeeded: newValue))
             if is64 { raw.setLE32(0x154, UInt32(truncatingIfNeeded: newValue >> 32)) }
         }
@@ -38,6 +40,7 @@ public struct SuperblockRecord: Sendable {
     public var freeBlocksCount: UInt64 {
         get { UInt64(raw.le32(0xC)) | (is64 ? UInt64(raw.le32(0x158)) << 32 : 0) }
         set {
+            precondition(is64 || newValue >> 32 == 0, "a block count past 32 bits needs the 64bit feature set first")
             raw.setLE32(0xC, UInt32(truncatingIfNeeded: newValue))
             if is64 { raw.setLE32(0x158, UInt32(truncatingIfNeeded: newValue >> 32)) }
         }

@@ -46,8 +46,12 @@ public struct Backoff: Sendable {
 
     // The engine's schedules.
 
-    /// A read racing changes to its file's mapping: four quick restarts, then 50 µs up to 3.2 ms.
+    /// A read racing changes to its file's mapping, paused before each attempt: four quick
+    /// attempts, then 50 µs up to 3.2 ms.
     public static var racingRead: Backoff { Backoff(immediate: 4, initialNanoseconds: 50_000, maximumNanoseconds: 3_200_000) }
+    /// The same schedule paused after each restart (the first attempt takes no pause): the
+    /// fourth restart waits 50 µs.
+    public static var racingReadRestarts: Backoff { Backoff(immediate: 3, initialNanoseconds: 50_000, maximumNanoseconds: 3_200_000) }
     /// Work short of memory that writeback or another holder will free (delayed allocation before
     /// a commit, the last close's orphan work, the writes of a close): 2 ms, doubling up to 50 ms.
     public static var shortOfMemory: Backoff { Backoff(initialNanoseconds: 2_000_000, maximumNanoseconds: 50_000_000) }

@@ -4,8 +4,11 @@
 /// needs the lock held takes the state as `inout`, the Swift form of the kernel's `__es_*`
 /// convention ("call with i_es_lock held").
 ///
-/// The one `@unchecked Sendable` a type with mutable state needs: every access to `state` is
-/// under `lock`.
+/// `Sendable` whatever its `State`, as the standard library's `Mutex` is: every access to
+/// `state` is under `lock`, so the types built on it need no `@unchecked` of their own. The
+/// contract the compiler cannot check: what `withLock` returns must not be used to reach into
+/// the state outside the lock (the caches return entries only to compare their identity later,
+/// under the lock again).
 public final class Monitor<State>: @unchecked Sendable {
     private let lock = ConditionLock()
     private var state: State

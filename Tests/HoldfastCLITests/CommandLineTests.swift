@@ -15,6 +15,47 @@ struct CommandLineTests {
         return img
     }
 
+    @Test("rm -r removes a tree on an image without the filetype feature (its entries name no type: the inode says)")
+    func removeTreeWithoutFileTypes() throws {
+        let s = try Scratch()
+        let img = try Self.image(s, "mkdir -p a/b/c && echo x > a/b/c/f && echo y > a/g && ln -s g a/l", mkfs: ["-O", "^filetype"])
+        try Support.sh([Support.holdfast, "rm", img, "/a", "-r"])
+        #expect(try Support.run([Support.holdfast, "stat", img, "/a"]).status == 1, "/a is still there")
+        let fsck = try Support.run(["e2fsck", "-fn", img])
+        #expect(fsck.status == 0, "e2fsck -fn:\n\(fsck.out)")
+    }
+
+    @Test("info says whether the image can be changed, and names why not")
+    func infoSaysWhetherWritable() throws {
+        let s = try Scratch()
+        let plain = try Self.image(s, "echo x > f")
+        #expect(try Support.sh([Support.holdfast, "info", plain]).contains("Access:                 read-write: Holdfast can change this image"))
+        let t = try Scratch()
+        let quota = try Self.image(t, "echo x > f", mkfs: ["-O", "quota"])
+        let access = try Support.sh([Support.holdfast, "info", quota]).split(separator: "\n").first { $0.hasPrefix("Access:") } ?? ""
+        #expect(access.contains("read-only: ") && access.contains("quota"), "\(access)")
+    }
+
+    @Test("the layer check fails and names the file when the CLI imports a cache or writes a raw on-disk offset")
+    func layerCheckCatchesViolations() throws {
+        let s = try Scratch()
+        let copy = s.path("repo")
+        try Support.sh(["mkdir", "-p", copy + "/scripts"])
+        try Support.sh(["cp", "-r", Support.root + "/Sources", Support.root + "/Tests", copy])
+        try Support.sh(["cp", Support.scripts + "/check_layers.sh", copy + "/scripts/"])
+        let clean = try Support.run([copy + "/scripts/check_layers.sh"])
+        #expect(clean.status == 0, "\(clean.stderr)")
+        let victim = copy + "/Sources/HoldfastCLI/InfoCommand.swift"
+        let text = try String(contentsOfFile: victim, encoding: .utf8)
+        let planted = text.replacingOccurrences(of: "import Holdfast\n", with: "import Holdfast\nimport HoldfastCache\n")
+            + "\nlet planted = [UInt8](repeating: 0, count: 2).le16(0)\n"
+        try planted.write(toFile: victim, atomically: true, encoding: .utf8)
+        let r = try Support.run([copy + "/scripts/check_layers.sh"])
+        #expect(r.status == 1)
+        #expect(r.stderr.contains("InfoCommand.swift:3 imports HoldfastCache, which HoldfastCLI may not"), "\(r.stderr)")
+        #expect(r.stderr.contains("raw on-disk offset"), "\(r.stderr)")
+    }
+
     @Test("every command explains itself with an example")
     func help() throws {
         for command in ["info", "ls", "stat", "cat", "tree", "extract", "sites", "mkfs", "put", "write", "mkdir", "rm", "mv",

@@ -2,10 +2,10 @@ import HoldfastFormat
 
 /// Block allocation: goal-directed first fit over the group bitmaps, runs kept contiguous.
 /// Free counts in the descriptors change with every bit; the superblock's are summed at commit.
-extension Operation {
+extension Allocator {
     /// Blocks in group `g` (the last group may be short).
     func blocksInGroup(_ g: UInt32) -> Int {
-        let first = fs.geometry.groupFirstBlock(UInt64(g))
+        let first = geometry.groupFirstBlock(UInt64(g))
         return Int(min(UInt64(sb.blocksPerGroup), sb.blocksCount - first))
     }
 
@@ -18,11 +18,11 @@ extension Operation {
         if gd.flags & GroupDescriptor.blockUninit == 0 { return try handle.read(gd.blockBitmap) }
         var bitmap = [UInt8](repeating: 0, count: blockSize)
         let g = gd.group
-        let first = fs.geometry.groupFirstBlock(UInt64(g))
+        let first = geometry.groupFirstBlock(UInt64(g))
         let count = UInt64(blocksInGroup(g))
         func mark(_ block: UInt64) { if block >= first && block < first + count { Bitmap.set(&bitmap, Int(block - first)) } }
-        if fs.geometry.groupHasSuperblock(UInt64(g)) {
-            let overhead = 1 + fs.geometry.descriptorBlockCount + UInt64(sb.reservedGDTBlocks)
+        if geometry.groupHasSuperblock(UInt64(g)) {
+            let overhead = 1 + geometry.descriptorBlockCount + UInt64(sb.reservedGDTBlocks)
             for b in first..<(first + overhead) { mark(b) }
         }
         // With flex_bg another group's bitmaps and table may live here.
@@ -59,9 +59,9 @@ extension Operation {
     func allocateBlocks(goal: UInt64, count: Int, take: Int) throws -> (start: UInt64, taken: Int, run: Int) {
         precondition(count >= 1 && take >= 1 && take <= count)
         // Blocks promised to delayed pages are no one else's (their own allocation spends them).
-        if !pending.mappingDelayed {
-            let free = Int64(state.freeBlocks) + counts.blocks
-            let reserved = Int64(state.reservedBlocks) + pending.reserved
+        if !changes.mappingDelayed {
+            let free = Int64(space.freeBlocks) + changes.blocks
+            let reserved = Int64(space.reservedBlocks) + changes.reserved
             if reserved > 0 && free - reserved - Self.delayedMargin(reserved) < Int64(take) {
                 throw HoldfastError.noSpace("the free blocks are reserved for file data not yet written")
             }
@@ -69,7 +69,7 @@ extension Operation {
         do {
             return try searchAndTake(goal: goal, count: count, take: take)
         } catch HoldfastError.noSpace(let why) {
-            guard !state.preallocations.isEmpty else { throw HoldfastError.noSpace(why) }
+            guard !space.preallocations.isEmpty else { throw HoldfastError.noSpace(why) }
             discardAllPreallocations()
             return try searchAndTake(goal: goal, count: count, take: take)
         }
@@ -79,7 +79,7 @@ extension Operation {
         let groups = UInt32(sb.groupCount)
         let clampedGoal = goal >= UInt64(sb.firstDataBlock) && goal < sb.blocksCount ? goal : UInt64(sb.firstDataBlock)
         let goalGroup = group(ofBlock: clampedGoal)
-        let goalOffset = Int(clampedGoal - fs.geometry.groupFirstBlock(UInt64(goalGroup)))
+        let goalOffset = Int(clampedGoal - geometry.groupFirstBlock(UInt64(goalGroup)))
         let order = count >= 2 ? min(GroupBuddy.maxOrder, Int.bitWidth - 1 - count.leadingZeroBitCount) : 0
         // Pass 0: an aligned chunk big enough, through the buddies; pass 1: first fit.
         for pass in (order >= 1 ? 0 : 1)...1 {
@@ -91,7 +91,7 @@ extension Operation {
                 let from = step == 0 ? goalOffset : 0
                 var found: (start: Int, run: Int)?
                 var bitmapRead: [UInt8]?
-                let viaBuddy = try fs.buddies?.with(g, bitmap: {
+                let viaBuddy = try buddies?.with(g, bitmap: {
                     let b = try blockBitmap(&gd)
                     bitmapRead = b
                     return b
@@ -122,8 +122,8 @@ extension Operation {
                 guard let (start, run) = found, run > 0 else { continue }
                 let taken = min(take, run)
                 try markTaken(group: g, &gd, start, taken)
-                if run > taken { fs.buddies?.update(g) { $0.mark(start + taken, run - taken, taken: true) } }
-                return (fs.geometry.groupFirstBlock(UInt64(g)) + UInt64(start), taken, run)
+                if run > taken { buddies?.update(g) { $0.mark(start + taken, run - taken, taken: true) } }
+                return (geometry.groupFirstBlock(UInt64(g)) + UInt64(start), taken, run)
             }
         }
         throw HoldfastError.noSpace("no free blocks")
@@ -134,24 +134,24 @@ extension Operation {
         var bitmap = try blockBitmap(&gd)
         for i in start..<(start + n) {
             guard !Bitmap.isSet(bitmap, i) else {
-                throw CorruptionError(.blockBitmap, block: fs.geometry.groupFirstBlock(UInt64(g)) + UInt64(i), .impossible("block allocated twice"))
+                throw CorruptionError(.blockBitmap, block: geometry.groupFirstBlock(UInt64(g)) + UInt64(i), .impossible("block allocated twice"))
             }
             Bitmap.set(&bitmap, i)
         }
         gd.freeBlocksCount -= UInt32(n)
-        counts.blocks -= Int64(n)
+        changes.blocks -= Int64(n)
         gd.setBlockBitmapChecksum(bitmap[...], sb)
-        pending.bitmapGroups.insert(g)
+        changes.bitmapGroups.insert(g)
         try handle.write(gd.blockBitmap, bitmap)
         try store(gd)
-        fs.buddies?.update(g) { $0.mark(start, n, taken: true) }
+        buddies?.update(g) { $0.mark(start, n, taken: true) }
     }
 
     /// Takes `n` blocks at `physical` that a preallocation window held (free on disk, marked in the buddy).
     func takeReserved(_ physical: UInt64, _ n: Int) throws {
         let g = group(ofBlock: physical)
         var gd = try descriptor(g)
-        try markTaken(group: g, &gd, Int(physical - fs.geometry.groupFirstBlock(UInt64(g))), n)
+        try markTaken(group: g, &gd, Int(physical - geometry.groupFirstBlock(UInt64(g))), n)
     }
 
     /// Gives blocks [start, start+count) back; a run may cross groups.
@@ -163,7 +163,7 @@ extension Operation {
                 throw CorruptionError(.blockBitmap, block: block, .outOfRange(field: "freed block", value: block, limit: sb.blocksCount))
             }
             let g = group(ofBlock: block)
-            let first = fs.geometry.groupFirstBlock(UInt64(g))
+            let first = geometry.groupFirstBlock(UInt64(g))
             let offset = Int(block - first)
             let n = min(left, blocksInGroup(g) - offset)
             var gd = try descriptor(g)
@@ -175,12 +175,12 @@ extension Operation {
                 Bitmap.clear(&bitmap, i)
             }
             gd.freeBlocksCount += UInt32(n)
-            counts.blocks += Int64(n)
+            changes.blocks += Int64(n)
             gd.setBlockBitmapChecksum(bitmap[...], sb)
-            pending.bitmapGroups.insert(g)
+            changes.bitmapGroups.insert(g)
             try handle.write(gd.blockBitmap, bitmap)
             try store(gd)
-            fs.buddies?.update(g) { [offset, n] in $0.mark(offset, n, taken: false) }
+            buddies?.update(g) { [offset, n] in $0.mark(offset, n, taken: false) }
             block += UInt64(n)
             left -= n
         }

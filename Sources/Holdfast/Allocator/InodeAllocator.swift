@@ -1,7 +1,7 @@
 import HoldfastFormat
 
 /// Inode allocation: top-level directories spread over the groups, everything else near its parent.
-extension Operation {
+extension Allocator {
     /// The group's inode bitmap; an INODE_UNINIT group's starts empty (padding bits set).
     func inodeBitmap(_ gd: inout GroupDescriptorRecord) throws -> [UInt8] {
         if gd.flags & GroupDescriptor.inodeUninit == 0 { return try handle.read(gd.inodeBitmap) }
@@ -12,7 +12,7 @@ extension Operation {
         return bitmap
     }
 
-    func group(ofInode n: UInt32) -> UInt32 { fs.geometry.inodeSlot(n).group }
+    func group(ofInode n: UInt32) -> UInt32 { geometry.inodeSlot(n).group }
 
     /// A free inode for a new file or directory under `parent`.
     func allocateInode(parent: UInt32, directory: Bool) throws -> UInt32 {
@@ -20,8 +20,8 @@ extension Operation {
         var first = group(ofInode: parent)
         if directory && parent == Filesystem.rootInode && groups > 1 {
             // Orlov-like spreading of top-level directories: round-robin over groups with room.
-            first = state.nextDirectoryGroup % groups
-            state.nextDirectoryGroup = (first + 1) % groups
+            first = space.nextDirectoryGroup % groups
+            space.nextDirectoryGroup = (first + 1) % groups
         }
         for step in 0..<groups {
             let g = (first + step) % groups
@@ -34,7 +34,7 @@ extension Operation {
             guard let index = Bitmap.firstClear(bitmap, from: from, limit: Int(sb.inodesPerGroup)) else { continue }
             Bitmap.set(&bitmap, index)
             gd.freeInodesCount -= 1
-            counts.inodes -= 1
+            changes.inodes -= 1
             if directory { gd.usedDirsCount += 1 }
             let unused = sb.inodesPerGroup - UInt32(index) - 1
             if sb.hasGDTChecksums || checksums { gd.inodeTableUnused = min(gd.inodeTableUnused, unused) }
@@ -51,13 +51,13 @@ extension Operation {
         let g = group(ofInode: n)
         var gd = try descriptor(g)
         var bitmap = try inodeBitmap(&gd)
-        let index = fs.geometry.inodeSlot(n).index
+        let index = geometry.inodeSlot(n).index
         guard Bitmap.isSet(bitmap, index) else {
             throw CorruptionError(.inodeBitmap, inode: n, .impossible("inode \(n) freed twice"))
         }
         Bitmap.clear(&bitmap, index)
         gd.freeInodesCount += 1
-        counts.inodes += 1
+        changes.inodes += 1
         if directory && gd.usedDirsCount > 0 { gd.usedDirsCount -= 1 }
         gd.setInodeBitmapChecksum(bitmap[...], sb)
         try handle.write(gd.inodeBitmap, bitmap)

@@ -1,3 +1,4 @@
+import HoldfastCache
 import HoldfastFormat
 
 /// Per-inode preallocation windows (ext4's inode PAs): a file appended to while it is open gets a
@@ -16,77 +17,101 @@ struct Preallocation: Sendable, Equatable {
     let group: UInt32
 }
 
-extension Operation {
+extension Allocator {
     /// Blocks a window holds beyond an append: up to 8 MiB, as ext4's stream allocation.
     var preallocationWindow: Int { max(8, (8 << 20) / blockSize) }
 
     /// Blocks [start, count) of group `g` that windows hold, relative to the group's first block.
     func reservedRanges(in g: UInt32) -> [(start: Int, count: Int)] {
-        let first = fs.geometry.groupFirstBlock(UInt64(g))
-        return state.preallocations.values.filter { $0.group == g && $0.count > 0 }.map { (Int($0.physical - first), $0.count) }
+        let first = geometry.groupFirstBlock(UInt64(g))
+        return space.preallocations.values.filter { $0.group == g && $0.count > 0 }.map { (Int($0.physical - first), $0.count) }
     }
 
-    /// New data blocks for logical block `logical` of `rec`: from the file's window when the write
-    /// continues it, else from the allocator (opening a window when an open file is appended to).
-    func allocateData(_ rec: InodeRecord, logical: UInt64, want: Int, goal: UInt64, appending: Bool) throws -> (start: UInt64, count: Int) {
-        if let pa = state.preallocations[rec.number] {
+    /// New data blocks for logical block `logical` of inode `inode`: from its window when the
+    /// write continues it, else from the allocator (opening a window when `streaming`: an open
+    /// regular file appended to).
+    func allocateData(_ inode: UInt32, logical: UInt64, want: Int, goal: UInt64, streaming: Bool) throws -> (start: UInt64, count: Int) {
+        if let pa = space.preallocations[inode] {
             if pa.logical == logical && pa.count > 0 {
                 let n = min(want, pa.count)
                 do { try takeReserved(pa.physical, n) } catch {
-                    discardPreallocation(rec.number)
+                    discardPreallocation(inode)
                     throw error
                 }
                 var next = pa
                 next.logical += UInt64(n)
                 next.physical += UInt64(n)
                 next.count -= n
-                if next.count == 0 { dropPreallocation(rec.number) } else { state.preallocations[rec.number] = next }
+                if next.count == 0 { dropPreallocation(inode) } else { space.preallocations[inode] = next }
                 return (pa.physical, n)
             }
-            discardPreallocation(rec.number)
+            discardPreallocation(inode)
         }
-        let streaming = appending && fs.isOpen(state, rec.number) && FileType(mode: rec.mode) == .regular
         guard streaming else { return try allocateBlocks(goal: goal, count: want) }
         let (start, taken, run) = try allocateBlocks(goal: goal, count: want + preallocationWindow, take: want)
         if run > taken {
             // The rest of the run is reserved only where a buddy marked it (and stays pinned);
             // without one (no memory for it), the blocks simply stay free.
             let g = group(ofBlock: start)
-            if fs.buddies?.pin(g) == true {
-                state.preallocations[rec.number] = Preallocation(logical: logical + UInt64(taken), physical: start + UInt64(taken), count: run - taken, group: g)
-                fs.inodeCache.setPreallocated(rec.number, true)
+            if buddies?.pin(g) == true {
+                space.preallocations[inode] = Preallocation(logical: logical + UInt64(taken), physical: start + UInt64(taken), count: run - taken, group: g)
+                inodeCache.setPreallocated(inode, true)
             }
         }
         return (start, taken)
     }
 
-    func discardPreallocation(_ inode: UInt32) { fs.discardPreallocation(inode, state) }
-    private func dropPreallocation(_ inode: UInt32) { fs.dropPreallocation(inode, state) }
-    func discardAllPreallocations() { fs.discardAllPreallocations(state) }
+    func discardPreallocation(_ inode: UInt32) { windows.discard(inode) }
+    private func dropPreallocation(_ inode: UInt32) { windows.drop(inode) }
+    func discardAllPreallocations() { windows.discardAll() }
+
+    var windows: PreallocationWindows {
+        PreallocationWindows(geometry: geometry, buddies: buddies, inodeCache: inodeCache, space: space)
+    }
 }
 
-extension Filesystem {
-    /// Gives a file's window back: its blocks are free for everyone again. Memory only; cannot fail.
-    func discardPreallocation(_ inode: UInt32, _ state: WriteState) {
-        guard let pa = state.preallocations[inode] else { return }
+/// The windows' bookkeeping: memory only (the buddies' marks and pins, the inode cache's note),
+/// so it needs no handle; a last close and the image's close discard windows through it.
+struct PreallocationWindows {
+    let geometry: Geometry
+    let buddies: BuddyCache?
+    let inodeCache: InodeCache
+    let space: FreeSpace
+
+    /// Gives a file's window back: its blocks are free for everyone again. Cannot fail.
+    func discard(_ inode: UInt32) {
+        guard let pa = space.preallocations[inode] else { return }
         let first = geometry.groupFirstBlock(UInt64(pa.group))
         buddies?.update(pa.group) { $0.mark(Int(pa.physical - first), pa.count, taken: false) }
-        dropPreallocation(inode, state)
+        drop(inode)
     }
 
-    func dropPreallocation(_ inode: UInt32, _ state: WriteState) {
-        guard let pa = state.preallocations.removeValue(forKey: inode) else { return }
+    /// Forgets a window whose blocks are all taken (or given back).
+    func drop(_ inode: UInt32) {
+        guard let pa = space.preallocations.removeValue(forKey: inode) else { return }
         buddies?.unpin(pa.group)
         inodeCache.setPreallocated(inode, false)
     }
 
-    func discardAllPreallocations(_ state: WriteState) {
-        for inode in Array(state.preallocations.keys) { discardPreallocation(inode, state) }
+    func discardAll() {
+        for inode in Array(space.preallocations.keys) { discard(inode) }
     }
+}
+
+extension Filesystem {
+    /// The windows outside an operation (a last close, the image's close).
+    func preallocationWindows(_ state: WriteState) -> PreallocationWindows {
+        PreallocationWindows(geometry: geometry, buddies: buddies, inodeCache: inodeCache, space: state.space)
+    }
+
+    /// Gives a file's window back (its last close). Memory only; cannot fail.
+    func discardPreallocation(_ inode: UInt32, _ state: WriteState) { preallocationWindows(state).discard(inode) }
+
+    func discardAllPreallocations(_ state: WriteState) { preallocationWindows(state).discardAll() }
 
     /// Blocks held by preallocation windows, and the buddy memory pinned for them (tests, --stats).
     public var preallocationUsage: (windows: Int, blocks: Int, buddyBytes: Int, pinnedBuddyBytes: Int) {
-        let (windows, blocks) = writer?.withLock { s in (s.preallocations.count, s.preallocations.values.reduce(0) { $0 + $1.count }) } ?? (0, 0)
+        let (windows, blocks) = writer?.withLock { s in (s.space.preallocations.count, s.space.preallocations.values.reduce(0) { $0 + $1.count }) } ?? (0, 0)
         let usage = buddies?.usage ?? (total: 0, pinned: 0)
         return (windows, blocks, usage.total, usage.pinned)
     }

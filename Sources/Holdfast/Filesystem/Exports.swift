@@ -1,6 +1,8 @@
 // The vocabulary of the public API, re-exported so that a front end imports `Holdfast` alone
-// (and `HoldfastHost` for the host bridges). Each name here appears in a public signature;
-// nothing that encodes or decodes on-disk bytes is exported.
+// (and `HoldfastHost` for the host bridges). Each name here appears in a public signature or is
+// what a front end needs beside them: the decoded values of the image (`Jbd2` brings its record
+// types along, as a namespace cannot be exported in part), the budget, and the syscall funnel
+// so a front end's own reads and writes retry as the engine's do.
 
 // Values read from the image.
 @_exported import struct HoldfastFormat.Superblock

@@ -37,7 +37,8 @@ extension Filesystem {
 
 /// Keeps what `--stats` reports on for as long as a front end needs it: the budget from the
 /// moment it exists (an open that fails still has a report), and the caches' counters after the
-/// filesystem has gone (the report is printed after close). Holds no filesystem, only counters.
+/// filesystem has gone (the report is printed after close). Holds the budget and the cache
+/// objects (and so, through the page cache, the device), not the filesystem.
 public final class StatisticsReport: Sendable {
     struct Sources: Sendable {
         let budget: MemoryBudget
@@ -104,7 +105,7 @@ extension Filesystem {
                 freeInodes += UInt64(gd.freeInodesCount)
             }
             // Blocks promised to delayed pages are as good as used.
-            freeBlocks -= min(freeBlocks, writer?.withLock { $0.reservedBlocks } ?? 0)
+            freeBlocks -= min(freeBlocks, writer?.withLock { $0.space.reservedBlocks } ?? 0)
             let reserved = superblock.reservedBlocksCount
             return SpaceUsage(
                 blockSize: blockSize, blocks: superblock.blocksCount, freeBlocks: freeBlocks,

@@ -7,10 +7,10 @@ import HoldfastMemory
 import Glibc
 #endif
 
-// Linux values Glibc's module map leaves out (asm-generic/errno.h).
-private let EUCLEAN_: Int32 = 117   // "structure needs cleaning": ext4's EFSCORRUPTED
-private let EOPNOTSUPP_: Int32 = 95
-private let ENODATA_: Int32 = 61    // ext4's ENOATTR
+// ext4's own names for two Linux errnos (fs/ext4/ext4.h): a damaged structure is
+// EFSCORRUPTED (EUCLEAN, "structure needs cleaning"), a failed checksum EFSBADCRC (EBADMSG).
+let EFSCORRUPTED: Int32 = EUCLEAN
+let EFSBADCRC: Int32 = EBADMSG
 
 /// Every error the public API throws: each names what failed.
 public enum HoldfastError: Error, Sendable, CustomStringConvertible {
@@ -65,14 +65,15 @@ public enum HoldfastError: Error, Sendable, CustomStringConvertible {
         return .internal("\(type(of: error)): \(error) (at \(file):\(line))")
     }
 
-    /// The errno a POSIX caller gets for this error (the FUSE mount replies with it; the CLI
-    /// uses it for host-facing messages). One table, the kernel's choices for ext4.
+    /// The errno a POSIX caller gets for this error: one table, the kernel's ext4's choices, for
+    /// front ends that speak errno (the FUSE mount to come). Linux values.
     public var errno: Int32 {
         switch self {
-        case .corrupt: EUCLEAN_
+        case .corrupt(let c):
+            if case .badChecksum = c.kind { EFSBADCRC } else { EFSCORRUPTED }
         case .io(let e): e.errno == 0 ? EIO : e.errno
-        case .unsupportedFeatures: EOPNOTSUPP_
-        case .journal: EUCLEAN_
+        case .unsupportedFeatures: EINVAL  // as the kernel's mount refuses them
+        case .journal: EFSCORRUPTED
         case .outOfMemory: ENOMEM
         case .notFound: ENOENT
         case .notADirectory: ENOTDIR
@@ -85,10 +86,10 @@ public enum HoldfastError: Error, Sendable, CustomStringConvertible {
         case .noSpace: ENOSPC
         case .nameTooLong: ENAMETOOLONG
         case .readOnly: EROFS
-        case .unsupported: EOPNOTSUPP_
+        case .unsupported: EOPNOTSUPP
         case .tooManyLinks: EMLINK
         case .wouldLoop: EINVAL
-        case .noSuchAttribute: ENODATA_
+        case .noSuchAttribute: ENODATA
         case .dataNotWritten(_, let cause): cause.map { $0.errno == 0 ? EIO : $0.errno } ?? EIO
         case .partialWrite(_, _, let cause): cause.errno
         case .internal: EIO
@@ -140,11 +141,19 @@ public enum HoldfastError: Error, Sendable, CustomStringConvertible {
             return .io(e)
         case let e as OutOfMemoryError: return .outOfMemory(e)
         case let e as JournalReplay.Failure: return .journal(e.reason)
+        case let e as CallerError: return .invalidArgument(String(describing: e.error))
         case let e as FaultPlan.ParseError: return .invalidArgument(e.description)
         case let e as ArenaReservationError: return .invalidArgument(e.description)
         default: return .unexpected(error)
         }
     }
+}
+
+/// An error of another type that the caller's own closure threw (`streamData`, `blockRuns`):
+/// passed back as `invalidArgument` with its description, never taken for a bug of the
+/// engine's. (A `HoldfastError` the closure throws passes through as it is.)
+struct CallerError: Error {
+    let error: any Error
 }
 
 /// Runs `body`, presenting any failure as a `HoldfastError`.

@@ -15,6 +15,7 @@ extension AllocationSite {
 /// for its own work, then takes it again. Should even that not do, it tries again after a pause,
 /// and at last leaves the inode on the orphan list, which the image's close or its next open
 /// finishes: nothing leaks, and nothing is reported. Only a device error is.
+///
 /// The memory a writable open sets aside for the orphan work of last closes, and what became of
 /// the evictions that needed it: a component of `Filesystem`.
 final class EvictionReserve: Sendable {

@@ -10,8 +10,8 @@ struct Operation {
     let fs: Filesystem
     let handle: Handle
     let state: WriteState
-    /// This operation's change to the free counts, applied to the state only if it succeeds.
-    let counts = CountChanges()
+    /// This operation's changes to free space, applied to the state only if it succeeds.
+    let allocation = AllocationChanges()
     /// This operation's orphan list and page cache changes, likewise.
     let pending: PendingChanges
 
@@ -88,10 +88,29 @@ struct Operation {
     func sectors(_ count: Int) -> UInt64 { UInt64(count * blockSize / 512) }
 }
 
-/// Free block and inode count changes of one operation.
-final class CountChanges {
-    var blocks: Int64 = 0
-    var inodes: Int64 = 0
+extension Operation {
+    /// The allocator, over this operation's handle and free-space changes only: allocation code
+    /// cannot reach the orphan list, directories or the page cache.
+    var allocator: Allocator {
+        Allocator(handle: handle, geometry: fs.geometry, buddies: fs.buddies, inodeCache: fs.inodeCache,
+                  space: state.space, changes: allocation)
+    }
+
+    // What the rest of the write path asks of the allocator.
+    func allocateBlocks(goal: UInt64, count: Int) throws -> (start: UInt64, count: Int) {
+        try allocator.allocateBlocks(goal: goal, count: count)
+    }
+    func freeBlocks(_ start: UInt64, _ count: Int) throws { try allocator.freeBlocks(start, count) }
+    func allocateInode(parent: UInt32, directory: Bool) throws -> UInt32 {
+        try allocator.allocateInode(parent: parent, directory: directory)
+    }
+    func freeInode(_ n: UInt32, directory: Bool) throws { try allocator.freeInode(n, directory: directory) }
+    func allocateData(_ rec: InodeRecord, logical: UInt64, want: Int, goal: UInt64, appending: Bool) throws -> (start: UInt64, count: Int) {
+        let streaming = appending && fs.isOpen(state, rec.number) && FileType(mode: rec.mode) == .regular
+        return try allocator.allocateData(rec.number, logical: logical, want: want, goal: goal, streaming: streaming)
+    }
+    func discardPreallocation(_ inode: UInt32) { allocator.discardPreallocation(inode) }
+    func group(ofInode n: UInt32) -> UInt32 { fs.geometry.inodeSlot(n).group }
 }
 
 extension Operation {

@@ -3,13 +3,12 @@ import HoldfastFormat
 import HoldfastMemory
 
 /// What one operation changes outside its handle: orphan list changes (applied to the write
-/// state only if it succeeds), the groups whose bitmaps it changed, and device zeroing it defers.
+/// state only if it succeeds), page cache changes, and device zeroing it defers. (Its changes to
+/// free space are `AllocationChanges`, the allocator's.)
 final class PendingChanges {
     var orphanHead: UInt32?
     var orphansAdded: Set<UInt32> = []
     var orphansRemoved: Set<UInt32> = []
-    /// Groups whose block bitmap this operation changed: a rollback makes their buddies stale.
-    var bitmapGroups: Set<UInt32> = []
     /// Bytes [from, to) of a file block to zero once the operation can no longer fail (truncate
     /// and punch edges): in its cached page, else at `device` on the image.
     var zeroing: [(inode: UInt32, index: UInt64, from: Int, to: Int, device: UInt64)] = []
@@ -19,16 +18,12 @@ final class PendingChanges {
     var heldPages: [UInt32: [(index: UInt64, isNew: Bool)]] = [:]
     /// Logical block ranges whose blocks this operation freed: their pages go when it succeeds.
     var droppedRanges: [(inode: UInt32, from: UInt64, to: UInt64)] = []
-    /// Change to the blocks reserved for delayed pages (new ones up, mapped or dropped ones down).
-    var reserved: Int64 = 0
     /// Delayed pages this operation gave blocks: [first, first+count) of an inode, from `physical`.
     var assigned: [(inode: UInt32, first: UInt64, count: UInt64, physical: UInt64)] = []
     /// Inodes whose extent tree or block map this operation changed: their extent-status entries go.
     var remapped: Set<UInt32> = []
     /// Stretches of new delayed pages [first, first+count) per inode, for the extent-status cache.
     var delayedRuns: [(inode: UInt32, first: UInt64, count: UInt64)] = []
-    /// Set while delayed pages get their blocks: that allocation spends the reservation.
-    var mappingDelayed = false
     /// Inodes whose slot this operation wrote: their cached copies go when it ends, either way.
     var storedInodes: Set<UInt32> = []
 
@@ -40,7 +35,7 @@ final class PendingChanges {
 
     /// The operation succeeded: freed ranges lose their pages (waiting out writes in flight, so no
     /// freed block is written after the lock goes), held pages become dirty.
-    func publishPages(_ cache: PageCache?, _ extents: ExtentStatusCache) {
+    func publishPages(_ cache: PageCache?, _ extents: ExtentStatusCache, _ allocation: AllocationChanges) {
         // Before the pages go: a read that maps afresh after the drop finds no stale extent.
         // Dropped delayed pages leave no trace in the tree: their delayed extents go too.
         let forgotten = remapped.union(droppedRanges.map(\.inode))
@@ -49,7 +44,7 @@ final class PendingChanges {
         guard let cache else { return }
         defer { for inode in remapped { cache.endRemap(inode) } }
         for a in assigned { cache.assign(a.inode, first: a.first, count: a.count, physical: a.physical) }
-        for d in droppedRanges { reserved -= Int64(cache.drop(d.inode, from: d.from, to: d.to)) }
+        for d in droppedRanges { allocation.reserved -= Int64(cache.drop(d.inode, from: d.from, to: d.to)) }
         for (inode, held) in heldPages { cache.publish(inode, held.map(\.index)) }
     }
 

@@ -13,24 +13,17 @@ final class WriteState {
     /// The superblock as it will be written at the next commit (free counts are filled in then).
     var superblock: SuperblockRecord
     var random: SplitMix64
-    /// Where the next top-level directory goes, so they spread over the groups.
-    var nextDirectoryGroup: UInt32 = 0
+    /// Free blocks and inodes, reservations and windows: the allocator's, and only that.
+    let space = FreeSpace()
     var closed = false
     /// The first commit error nobody has been told of yet (reported by sync and close).
     var pendingError: HoldfastError?
-    /// Free blocks and inodes, kept exact as operations end (summed from the descriptors at open).
-    var freeBlocks: UInt64 = 0
-    var freeInodes: UInt64 = 0
-    /// Blocks reserved for delayed pages (free on disk, promised to data not yet written).
-    var reservedBlocks: UInt64 = 0
     /// A commit without a flush happened since the last flush (fsync still owes one).
     var unflushed = false
     /// The page cache's written-pages count at the last flush: data written since is not durable.
     var writtenAtFlush = 0
     /// Inodes on the orphan list (unlinked while open, or in a truncate of several steps).
     var orphans: Set<UInt32> = []
-    /// Preallocation windows of files being appended to while open.
-    var preallocations: [UInt32: Preallocation] = [:]
 
     init(transaction: Transaction, superblock: Superblock) {
         self.transaction = transaction
@@ -75,8 +68,8 @@ extension Filesystem {
             freeInodes += UInt64(gd.freeInodesCount)
         }
         try writer!.withLock { state in
-            state.freeBlocks = freeBlocks
-            state.freeInodes = freeInodes
+            state.space.freeBlocks = freeBlocks
+            state.space.freeInodes = freeInodes
             state.superblock.state.remove(.cleanlyUnmounted)
             try commitLocked(state, force: true)
         }
@@ -134,16 +127,14 @@ extension Filesystem {
             handle.abort()
             // The rollback rewrote these slots: copies cached since the changes go.
             for number in ctx.pending.storedInodes { inodeCache.invalidate(number) }
-            buddies?.invalidate(ctx.pending.bitmapGroups)
+            buddies?.invalidate(ctx.allocation.bitmapGroups)
             ctx.pending.discardPages(pageCache, extentStatus)
             throw error
         }
         handle.stop()
-        state.freeBlocks = UInt64(Int64(state.freeBlocks) + ctx.counts.blocks)
-        state.freeInodes = UInt64(Int64(state.freeInodes) + ctx.counts.inodes)
         ctx.pending.apply(to: state)
-        ctx.pending.publishPages(pageCache, extentStatus)
-        state.reservedBlocks = UInt64(max(0, Int64(state.reservedBlocks) + ctx.pending.reserved))
+        ctx.pending.publishPages(pageCache, extentStatus, ctx.allocation)
+        ctx.allocation.apply(to: state.space)
         return result
     }
 
@@ -173,8 +164,8 @@ extension Filesystem {
         let writtenBefore = pageCache?.statistics.pagesWritten ?? 0
         do {
             try state.transaction.commit(flush: flush) {
-                state.superblock.freeBlocksCount = state.freeBlocks
-                state.superblock.freeInodesCount = UInt32(state.freeInodes)
+                state.superblock.freeBlocksCount = state.space.freeBlocks
+                state.superblock.freeInodesCount = UInt32(state.space.freeInodes)
                 state.superblock.setWriteTime(Operation.now().seconds)
                 state.superblock.seal()
                 let raw = state.superblock.raw

@@ -112,7 +112,12 @@ extension Filesystem {
 extension Filesystem {
     /// The mapped runs of a file in logical order (holes left out), for `stat` and tests.
     public func blockRuns(_ inode: Inode, _ body: (BlockRun) throws -> Void) throws(HoldfastError) {
-        try guarded { try forEachRun(inode) { try body($0); return true } }
+        try guarded {
+            try forEachRun(inode) { run in
+                do { try body(run) } catch let e as HoldfastError { throw e } catch { throw CallerError(error: error) }
+                return true
+            }
+        }
     }
 
     /// Verifies every group descriptor and, with metadata_csum, every initialized bitmap; returns the problems.

@@ -19,7 +19,11 @@ extension Filesystem {
     /// Holes and unwritten extents come as `.hole`; nothing is ever read past i_size.
     public func streamData(_ inode: Inode, from: UInt64 = 0, to: UInt64 = .max, chunk: Int = Filesystem.readChunk,
                            _ body: (DataPiece) throws -> Void) throws(HoldfastError) {
-        try guarded { try stream(inode, from: from, to: to, chunk: chunk, body) }
+        try guarded {
+            try stream(inode, from: from, to: to, chunk: chunk) { piece in
+                do { try body(piece) } catch let e as HoldfastError { throw e } catch { throw CallerError(error: error) }
+            }
+        }
     }
 
     func stream(_ given: Inode, from: UInt64, to: UInt64, chunk: Int, _ body: (DataPiece) throws -> Void) throws {
@@ -57,7 +61,7 @@ extension Filesystem {
 
         var position = from
         var restarts = 0
-        var backoff = Backoff.racingRead
+        var backoff = Backoff.racingReadRestarts
         while position < end {
             // A truncate or punch may free a block between the mapping and the read, and another
             // file may have it by then: a chunk counts only if the file's mapping did not move

@@ -19,18 +19,15 @@ extension Operation {
         fs.delayedAllocation && rec.flags & Inode.flagExtents != 0 && FileType(mode: rec.mode) == .regular
     }
 
-    /// Blocks an allocation at writeback may need beyond the data: extent tree blocks.
-    static func delayedMargin(_ reserved: Int64) -> Int64 { reserved / 128 + 64 }
-
     /// Reserves `n` blocks for new delayed pages, or fails with no space now.
     func reserveDelayed(_ n: Int) throws {
         guard n > 0 else { return }
-        let reserved = Int64(state.reservedBlocks) + pending.reserved + Int64(n)
-        let free = Int64(state.freeBlocks) + counts.blocks
-        guard free - reserved - Self.delayedMargin(reserved) >= 0 else {
+        let reserved = Int64(state.space.reservedBlocks) + allocation.reserved + Int64(n)
+        let free = Int64(state.space.freeBlocks) + allocation.blocks
+        guard free - reserved - Allocator.delayedMargin(reserved) >= 0 else {
             throw HoldfastError.noSpace("no free blocks for \(n) blocks of file data")
         }
-        pending.reserved += Int64(n)
+        allocation.reserved += Int64(n)
     }
 
     /// Allocates blocks for every delayed page of `rec` and maps them, in runs as long as the
@@ -42,8 +39,8 @@ extension Operation {
         let listBytes = indices.count * MemoryLayout<UInt64>.stride
         try fs.budget.chargeOrThrow(listBytes, at: .writebackMap)
         defer { fs.budget.uncharge(listBytes, for: .writebackMap) }
-        pending.mappingDelayed = true
-        defer { pending.mappingDelayed = false }
+        allocation.mappingDelayed = true
+        defer { allocation.mappingDelayed = false }
         var i = 0
         var goal: UInt64?
         while i < indices.count {
@@ -57,7 +54,7 @@ extension Operation {
                 let (start, got) = try allocateBlocks(goal: g, count: Int(want))
                 try mapNewRun(logical: logical, physical: start, count: got, into: &rec)
                 pending.assigned.append((rec.number, logical, UInt64(got), start))
-                pending.reserved -= Int64(got)
+                allocation.reserved -= Int64(got)
                 goal = start + UInt64(got)
                 logical += UInt64(got)
             }
@@ -71,8 +68,9 @@ enum DelayedMapping {
     case mapped
     /// Out of memory: rolled back, the pages stay delayed; a later pass tries again.
     case shortOfMemory
-    /// Any other failure (a device error, damage in the file's tree): rolled back, logged, and
-    /// a device error recorded as the file's write error, so fsync and close report it.
+    /// Any other failure (a device error, damage in the file's tree): rolled back and logged
+    /// once per file. A device error is recorded as the file's write error, as a failed
+    /// writeback is: fsync and close report it, and the errors policy applies.
     case failed
 }
 
@@ -96,12 +94,12 @@ extension Filesystem: DelayedBlockMapper {
                 try ctx.mapDelayed(&rec)
                 try ctx.store(rec)
             }
+            writeFailures.mappingSucceeded(inode)
             return .mapped
         } catch {
             let e = HoldfastError.wrap(error)
             if case .outOfMemory = e { return .shortOfMemory }
-            logger.error("the delayed data of inode \(inode) got no blocks: \(e); it stays in memory, dirty",
-                         metadata: ["inode": "\(inode)", "image": "\(device.path)"])
+            writeFailures.mappingFailed(inode, e, image: device.path)
             if case .io(let cause) = e { pageCache?.recordMappingFailure(inode, cause) }
             return .failed
         }

@@ -46,6 +46,22 @@ final class WriteFailures: Sendable {
 
     var firstError: DeviceError? { first.withLock { $0 } }
 
+    /// Inodes whose delayed data could not get blocks, already logged: each is logged once, not
+    /// at every retry, until its data maps.
+    private let unmapped = Locked<Set<UInt32>>([])
+
+    /// Logs that the delayed data of `inode` got no blocks (the first time only).
+    func mappingFailed(_ inode: UInt32, _ error: HoldfastError, image: String) {
+        guard unmapped.withLock({ $0.insert(inode).inserted }) else { return }
+        logger.error("the delayed data of inode \(inode) got no blocks: \(error); it stays in memory, dirty, and is retried",
+                     metadata: ["inode": "\(inode)", "image": "\(image)"])
+    }
+
+    /// The delayed data of `inode` got its blocks: a later failure is news again.
+    func mappingSucceeded(_ inode: UInt32) {
+        unmapped.withLock { set in if !set.isEmpty { set.remove(inode) } }
+    }
+
     /// Why changes are refused now, if `remount-ro` applies.
     var readOnlyReason: String? {
         guard policy == .remountReadOnly, let e = first.withLock({ $0 }) else { return nil }
