@@ -22,18 +22,10 @@ public struct ImportSummary: Sendable, Equatable {
 /// Copying host files into the image like `cp -a`: every file type, owners, permission bits,
 /// nanosecond access and modification times, hard links within the copy, and sparse files with
 /// their holes (trailing holes included).
-extension Filesystem {
-    /// Copies the host file or directory `hostPath` to `name` in directory `parent`.
-    /// `progress` is called after each file with the running totals.
-    @discardableResult
-    public func importHost(_ hostPath: String, into parent: UInt32, name: [UInt8],
-                           progress: ((ImportSummary) -> Void)? = nil) throws(HoldfastError) -> ImportSummary {
-        var summary = ImportSummary()
-        var links: [HostFileID: UInt32] = [:]
-        let path = Array(hostPath.utf8)
-        try importNode(path, at: AT_FDCWD, leaf: path, into: parent, name: name, summary: &summary, links: &links, progress: progress)
-        return summary
-    }
+/// One import's walk of the host tree: it reaches the image only through the filesystem's public
+/// operations.
+struct HostImporter {
+    let fs: Filesystem
 
     struct HostFileID: Hashable {
         let device: UInt64
@@ -62,7 +54,7 @@ extension Filesystem {
                      modification: Timestamp(seconds: Int64(st.st_mtim.tv_sec), nanoseconds: UInt32(st.st_mtim.tv_nsec)))
         let id = HostFileID(device: UInt64(st.st_dev), inode: UInt64(st.st_ino))
         if type != S_IFDIR && st.st_nlink > 1, let first = links[id] {
-            do { try link(first, in: parent, name: name) } catch { throw error.naming(String(decoding: path, as: UTF8.self)) }
+            do { try fs.link(first, in: parent, name: name) } catch { throw error.naming(String(decoding: path, as: UTF8.self)) }
             summary.hardLinks += 1
             return
         }
@@ -70,7 +62,7 @@ extension Filesystem {
         var attributes: [XattrValue]?
         switch type {
         case S_IFDIR:
-            number = try named(path) { () throws(HoldfastError) in try create(name, in: parent, kind: .directory, owner: owner) }
+            number = try named(path) { () throws(HoldfastError) in try fs.create(name, in: parent, kind: .directory, owner: owner) }
             summary.directories += 1
             let fd = withCPath(leaf) { openat(dirFD, $0, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC) }
             guard fd >= 0 else { throw hostError(path, "open directory") }
@@ -89,7 +81,7 @@ extension Filesystem {
             }
             attributes = try hostXattrs(path, fd: fd)
         case S_IFREG:
-            number = try named(path) { () throws(HoldfastError) in try create(name, in: parent, kind: .regular, owner: owner, times: times) }
+            number = try named(path) { () throws(HoldfastError) in try fs.create(name, in: parent, kind: .regular, owner: owner, times: times) }
             // A file whose allocated blocks cover its size has no holes to look for.
             let dense = UInt64(st.st_blocks) * 512 >= UInt64(st.st_size)
             let (bytes, xattrs) = try copyHostFile(path, at: dirFD, leaf: leaf, size: UInt64(st.st_size), dense: dense, to: number)
@@ -101,7 +93,7 @@ extension Filesystem {
             let n = target.withUnsafeMutableBufferPointer { t in withCPath(path) { readlink($0, t.baseAddress!, t.count) } }
             guard n > 0 else { throw hostError(path, "readlink") }
             number = try named(path) { () throws(HoldfastError) in
-                try create(name, in: parent, kind: .symlink(target: Array(target[0..<n])), owner: owner, times: times)
+                try fs.create(name, in: parent, kind: .symlink(target: Array(target[0..<n])), owner: owner, times: times)
             }
             summary.symlinks += 1
         case S_IFCHR, S_IFBLK:
@@ -109,11 +101,11 @@ extension Filesystem {
             let major = UInt32(truncatingIfNeeded: ((dev >> 8) & 0xFFF) | ((dev >> 32) & ~0xFFF))
             let minor = UInt32(truncatingIfNeeded: (dev & 0xFF) | ((dev >> 12) & ~0xFF))
             let kind: NodeKind = type == S_IFCHR ? .characterDevice(major: major, minor: minor) : .blockDevice(major: major, minor: minor)
-            number = try named(path) { () throws(HoldfastError) in try create(name, in: parent, kind: kind, owner: owner, times: times) }
+            number = try named(path) { () throws(HoldfastError) in try fs.create(name, in: parent, kind: kind, owner: owner, times: times) }
             summary.specialFiles += 1
         case S_IFIFO, S_IFSOCK:
             number = try named(path) { () throws(HoldfastError) in
-                try create(name, in: parent, kind: type == S_IFIFO ? .fifo : .socket, owner: owner, times: times)
+                try fs.create(name, in: parent, kind: type == S_IFIFO ? .fifo : .socket, owner: owner, times: times)
             }
             summary.specialFiles += 1
         default:
@@ -123,11 +115,11 @@ extension Filesystem {
         let xattrs: [XattrValue]
         if let attributes { xattrs = attributes } else { xattrs = try hostXattrs(path, fd: nil) }
         if !xattrs.isEmpty {
-            do { try replaceXattrs(number, xattrs) } catch { throw error.naming(String(decoding: path, as: UTF8.self)) }
+            do { try fs.replaceXattrs(number, xattrs) } catch { throw error.naming(String(decoding: path, as: UTF8.self)) }
         }
         // A directory's times change as its entries arrive: set them once it is complete.
         if type == S_IFDIR {
-            try setAttributes(number, AttributeChanges(
+            try fs.setAttributes(number, AttributeChanges(
                 accessTime: Timestamp(seconds: Int64(st.st_atim.tv_sec), nanoseconds: UInt32(st.st_atim.tv_nsec)),
                 modificationTime: Timestamp(seconds: Int64(st.st_mtim.tv_sec), nanoseconds: UInt32(st.st_mtim.tv_nsec))))
         }
@@ -180,7 +172,7 @@ extension Filesystem {
         guard fd >= 0 else { throw hostError(path, "open") }
         defer { Glibc.close(fd) }
         if dense {
-            if size > 0 { try write(inode, at: 0, fromFile: fd, source: 0, count: Int(size), keepTimes: true, delayAllocation: false) }
+            if size > 0 { try fs.write(inode, at: 0, fromFile: fd, source: 0, count: Int(size), keepTimes: true, delayAllocation: false) }
             return (size, try hostXattrs(path, fd: fd))
         }
         var copied: UInt64 = 0
@@ -195,18 +187,31 @@ extension Filesystem {
             if dataEnd < 0 || UInt64(dataEnd) > size { dataEnd = off_t(size) }
             let n = Int(dataEnd - dataStart)
             if n > 0 {
-                try write(inode, at: UInt64(dataStart), fromFile: fd, source: UInt64(dataStart), count: n, keepTimes: true, delayAllocation: false)
+                try fs.write(inode, at: UInt64(dataStart), fromFile: fd, source: UInt64(dataStart), count: n, keepTimes: true, delayAllocation: false)
                 copied += UInt64(n)
             }
             position = dataEnd
         }
-        if let node = try? self.inode(inode), node.size != size { try truncate(inode, to: size, keepTimes: true) }
+        if let node = try? fs.inode(inode), node.size != size { try fs.truncate(inode, to: size, keepTimes: true) }
         return (copied, try hostXattrs(path, fd: fd))
     }
 }
 
 
 extension Filesystem {
+    /// Copies the host file or directory `hostPath` to `name` in directory `parent`, like `cp -a`.
+    /// `progress` is called after each file with the running totals.
+    @discardableResult
+    public func importHost(_ hostPath: String, into parent: UInt32, name: [UInt8],
+                           progress: ((ImportSummary) -> Void)? = nil) throws(HoldfastError) -> ImportSummary {
+        var summary = ImportSummary()
+        var links: [HostImporter.HostFileID: UInt32] = [:]
+        let path = Array(hostPath.utf8)
+        try HostImporter(fs: self).importNode(path, at: AT_FDCWD, leaf: path, into: parent, name: name,
+                                              summary: &summary, links: &links, progress: progress)
+        return summary
+    }
+
     /// Fills the root directory from the host directory `hostPath` (mkfs --from): its entries become
     /// the root's, and the root takes the directory's owner, mode and times.
     @discardableResult
@@ -225,12 +230,12 @@ extension Filesystem {
         }
         _ = fstat(fd, &st)
         var summary = ImportSummary()
-        var links: [HostFileID: UInt32] = [:]
+        var links: [HostImporter.HostFileID: UInt32] = [:]
         let base = Array(hostPath.utf8)
         let root = try inode(Self.rootInode)
         for name in names.sorted(by: { $0.lexicographicallyPrecedes($1) }) {
             if name == Array("lost+found".utf8), (try? lookup(name, in: root)) != nil { continue }
-            try importNode((base.last == 0x2F ? base : base + [0x2F]) + name, at: fd, leaf: name, into: Self.rootInode, name: name,
+            try HostImporter(fs: self).importNode((base.last == 0x2F ? base : base + [0x2F]) + name, at: fd, leaf: name, into: Self.rootInode, name: name,
                            summary: &summary, links: &links, progress: progress)
         }
         try setAttributes(Self.rootInode, AttributeChanges(
