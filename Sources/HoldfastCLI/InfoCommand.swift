@@ -46,7 +46,8 @@ struct InfoCommand: ParsableCommand {
             row("Default hash:", DirectoryHash.Version(rawValue: sb.defaultHashVersion)?.name ?? "unknown (\(sb.defaultHashVersion))")
             if sb.featureCompat.contains(.hasJournal) {
                 if let j = fs.journalSuperblock {
-                    row("Journal:", "inode \(sb.journalInode), \(humanSize(UInt64(j.maxLength) * bs)), \(j.featureNames.joined(separator: " "))")
+                    row("Journal:", "inode \(sb.journalInode), \(humanSize(UInt64(j.maxLength) * bs)), "
+                        + (j.featureNames.isEmpty ? "no journal features" : j.featureNames.joined(separator: " ")))
                     row("Journal state:", j.start == 0 ? "empty (sequence \(j.sequence))" : "needs recovery from block \(j.start), sequence \(j.sequence)")
                 } else {
                     row("Journal:", "inode \(sb.journalInode), unreadable")
