@@ -66,16 +66,11 @@ struct HostImporter {
             summary.directories += 1
             let fd = withCPath(leaf) { openat(dirFD, $0, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC) }
             guard fd >= 0 else { throw hostError(path, "open directory") }
-            guard let dir = fdopendir(fd) else { Glibc.close(fd); throw hostError(path, "opendir") }
+            let (dir, names) = try Self.listDirectory(fd, String(decoding: path, as: UTF8.self))
             defer { closedir(dir) }
-            var names: [[UInt8]] = []
-            while let entry = readdir(dir) {
-                let n = withUnsafeBytes(of: entry.pointee.d_name) { raw in Array(raw.prefix { $0 != 0 }) }
-                if n != [0x2E] && n != [0x2E, 0x2E] { names.append(n) }
-            }
             // Reading the directory moved its access time; copy the time it has now.
             _ = fstat(fd, &st)
-            for child in names.sorted(by: { $0.lexicographicallyPrecedes($1) }) {
+            for child in names {
                 let childPath = (path.last == 0x2F ? path : path + [0x2F]) + child
                 try importNode(childPath, at: fd, leaf: child, into: number, name: child, summary: &summary, links: &links, progress: progress)
             }
@@ -124,6 +119,22 @@ struct HostImporter {
                 modificationTime: Timestamp(seconds: Int64(st.st_mtim.tv_sec), nanoseconds: UInt32(st.st_mtim.tv_nsec))))
         }
         progress?(summary)
+    }
+
+    /// The names in the directory open as `fd`, '.' and '..' left out, in byte order (an import
+    /// is reproducible). The stream owns `fd` from here: the caller closes it with `closedir`.
+    static func listDirectory(_ fd: Int32, _ path: String) throws(HoldfastError) -> (stream: OpaquePointer, names: [[UInt8]]) {
+        guard let dir = fdopendir(fd) else {
+            let e = errno
+            Glibc.close(fd)
+            throw .hostFile(path: path, operation: "opendir", errno: e)
+        }
+        var names: [[UInt8]] = []
+        while let entry = readdir(dir) {
+            let n = withUnsafeBytes(of: entry.pointee.d_name) { raw in Array(raw.prefix { $0 != 0 }) }
+            if n != [0x2E] && n != [0x2E, 0x2E] { names.append(n) }
+        }
+        return (dir, names.sorted { $0.lexicographicallyPrecedes($1) })
     }
 
     /// The host file's extended attributes: through `fd` when it is open (no path walk), else by
@@ -221,19 +232,14 @@ extension Filesystem {
         guard st.st_mode & S_IFMT == S_IFDIR else { throw .notADirectory(hostPath) }
         let fd = Glibc.open(hostPath, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         guard fd >= 0 else { throw .hostFile(path: hostPath, operation: "open directory", errno: errno) }
-        guard let dir = fdopendir(fd) else { Glibc.close(fd); throw .hostFile(path: hostPath, operation: "opendir", errno: errno) }
+        let (dir, names) = try HostImporter.listDirectory(fd, hostPath)
         defer { closedir(dir) }
-        var names: [[UInt8]] = []
-        while let entry = readdir(dir) {
-            let n = withUnsafeBytes(of: entry.pointee.d_name) { raw in Array(raw.prefix { $0 != 0 }) }
-            if n != [0x2E] && n != [0x2E, 0x2E] { names.append(n) }
-        }
         _ = fstat(fd, &st)
         var summary = ImportSummary()
         var links: [HostImporter.HostFileID: UInt32] = [:]
         let base = Array(hostPath.utf8)
         let root = try inode(Self.rootInode)
-        for name in names.sorted(by: { $0.lexicographicallyPrecedes($1) }) {
+        for name in names {
             if name == Array("lost+found".utf8), (try? lookup(name, in: root)) != nil { continue }
             try HostImporter(fs: self).importNode((base.last == 0x2F ? base : base + [0x2F]) + name, at: fd, leaf: name, into: Self.rootInode, name: name,
                            summary: &summary, links: &links, progress: progress)
