@@ -41,12 +41,7 @@ struct ImageOptions: ParsableArguments {
                 throw .invalidArgument("--inject \(spec): \(error)")
             }
         }
-        options.logger = StandardErrorLog.logger
-        options.onBudget = { MemoryReport.shared.watch($0) }
-        MemoryReport.enabled.store(stats, ordering: .relaxed)
-        let fs = try Filesystem.open(path: image, options: options)
-        MemoryReport.shared.watch(fs)
-        return fs
+        return try MemoryReport.open(image, options, stats: stats)
     }
 
     private func environmentInjectSpec() -> String? {
@@ -64,6 +59,18 @@ enum MemoryReport {
     static let enabled = Atomic<Bool>(false)
 
     static func lines() -> [String] { enabled.load(ordering: .relaxed) ? shared.statistics?.lines ?? [] : [] }
+
+    /// Opens `path` as every command does: warnings to standard error, and the `--stats` report
+    /// kept from the moment the budget exists.
+    static func open(_ path: String, _ options: OpenOptions, stats: Bool) throws(HoldfastError) -> Filesystem {
+        var options = options
+        options.logger = StandardErrorLog.logger
+        options.onBudget = { shared.watch($0) }
+        enabled.store(stats, ordering: .relaxed)
+        let fs = try Filesystem.open(path: path, options: options)
+        shared.watch(fs)
+        return fs
+    }
 }
 
 /// "64M" -> 67108864. Suffixes K, M, G, T (powers of 1024); a plain number is bytes.

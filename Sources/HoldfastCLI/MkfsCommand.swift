@@ -45,12 +45,7 @@ struct MkfsCommand: ParsableCommand {
             guard let budget = parseSize(memory), budget >= 1 << 20 else {
                 throw HoldfastError.invalidArgument("--memory \(memory): give a size of at least 1M")
             }
-            var open = OpenOptions(memoryBudget: budget, writable: true)
-            open.logger = StandardErrorLog.logger
-            open.onBudget = { MemoryReport.shared.watch($0) }
-            MemoryReport.enabled.store(stats, ordering: .relaxed)
-            let fs = try Filesystem.open(path: image, options: open)
-            MemoryReport.shared.watch(fs)
+            let fs = try MemoryReport.open(image, OpenOptions(memoryBudget: budget, writable: true), stats: stats)
             let status = StatusLine(label: "mkfs")
             do {
                 let summary = try fs.populateRoot(from: from) { s in
