@@ -29,7 +29,7 @@ struct CatCommand: ParsableCommand {
         try reportingErrors {
             let fs = try options.open()
             let inode = try fs.resolve(path, followFinal: true)
-            guard inode.fileType != .directory else { throw HoldfastError.isADirectory(path) }
+            guard inode.fileType != .directory else { throw HoldfastError.isADirectory(.path(path)) }
             guard inode.fileType == .regular else { throw HoldfastError.invalidArgument("\(path): not a regular file (\(inode.fileType))") }
             let out = StdoutWriter()
             if offset != nil || length != nil {

@@ -39,7 +39,7 @@ package protocol DelayedBlockMapper: AnyObject, Sendable {
 /// gives them blocks in large runs before they are written: in the flusher, at commit, at fsync.
 /// Pages with blocks are written as they are. The transaction's commit writes every dirty page
 /// before the metadata that points at it.
-public final class PageCache: @unchecked Sendable {
+public final class PageCache: Sendable {
     public let budget: MemoryBudget
     public let device: any BlockDevice
     public let blockSize: Int
@@ -49,84 +49,11 @@ public final class PageCache: @unchecked Sendable {
     public let backgroundLimit: Int
     /// Dirty data older than this is written back even without pressure.
     public let expireNanoseconds: UInt64
+    /// How long the flusher leaves a file alone after its write (or mapping) failed.
+    static let retryAfterErrorNanoseconds: UInt64 = 200_000_000
 
-    struct CachedPage {
-        let page: Page
-        /// The device block; nil while the page's block is still to be allocated (delayed).
-        var physical: UInt64?
-        var uptodate = false
-        var dirty = false
-        var writeback = false
-        var held = false
-        /// A read is filling it from the device (see `PageCacheReads.swift`): nobody else touches
-        /// its bytes until the read completes it.
-        var reading = false
-        /// Listed in the clean queue (at most once).
-        var queued = false
-        /// When the page last became dirty (fsync waits only for what was dirty when it began).
-        var dirtiedAt: UInt64 = 0
-    }
-
-    final class FileState {
-        var pages: [UInt64: CachedPage] = [:]
-        /// The dirty pages' indices, so writeback never walks clean ones.
-        var dirtyIndices: Set<UInt64> = []
-        var dirty: Int { dirtyIndices.count }
-        var writeback = 0
-        /// Pages without a block yet.
-        var delayed = 0
-        /// When the oldest dirty page of the file was dirtied (monotonic ns), 0 when clean.
-        var dirtySince: UInt64 = 0
-        /// Write errors so far (errseq), the last one, and whether anyone was told of it.
-        var errors: UInt64 = 0
-        var lastError: DeviceError?
-        var errorSeen = true
-        /// The error cursor of callers without a file description (`Filesystem.fsync(inode)`).
-        var anonymousSeen: UInt64 = 0
-        /// The flusher leaves a file whose write just failed alone until then.
-        var retryAfter: UInt64 = 0
-        /// Reads in progress: while any runs, reclaim leaves the file's pages alone, so a read that
-        /// saw the device (or a hole) before a page was written still finds the page.
-        var readers = 0
-        /// Reads through the cache in progress: they keep this state (and `changes`) alive but
-        /// pin nothing, so a read never keeps reclaim from its own file's clean pages.
-        var cachedReaders = 0
-        /// Drops of the file's pages and blocks given to its delayed pages: after either, a
-        /// mapping read before may be wrong (a freed block, or a hole whose page was written and
-        /// may be reclaimed), so a read that began before starts over (`finishRead`).
-        var changes: UInt64 = 0
-        /// Operations changing the file's mapping right now (see `beginRemap`).
-        var remapping = 0
-        /// Sequential-read detection and the last readahead window (see `readPlan`).
-        var nextRead: UInt64 = 0
-        var windowStart: UInt64 = 0
-        var windowSize: UInt64 = 0
-    }
-
-    // Everything below is guarded by `monitor`.
-    let monitor = ConditionLock()
-    var files: [UInt32: FileState] = [:]
-    /// Files with dirty pages, and since when: what the flusher and `writeBack(nil)` look at.
-    var dirtyInodes: [UInt32: UInt64] = [:]
-    var dirtyPages = 0
-    var writebackPages = 0
-    var cachedPages = 0
-    var delayedPages = 0
-    weak var delayedMapper: (any DelayedBlockMapper)?
-    /// Clean pages in the order they became clean, for the shrinker (entries may be stale).
-    var cleanQueue: [(inode: UInt32, index: UInt64)] = []
-    var cleanQueueHead = 0
-    var counters = PageCacheStatistics()
-    /// Errors of any file, for `sync` (a cursor of the whole filesystem).
-    var allErrors: UInt64 = 0
-    var allErrorsSeen: UInt64 = 0
-    var lastError: DeviceError?
-    // The flusher thread's state.
-    var flusherRunning = false
-    var flusherStopping = false
-    var flusherKick = false
-    var flusherThread: pthread_t?
-
+    /// The pages and all their bookkeeping: the only way in.
+    let state = Monitor(PageCacheState())
     /// One run's page list set aside while the filesystem is writable (rule 3): writeback that
     /// finds the budget full and may not back off still writes a run in one call.
     let writebackPool = Locked<MemoryPool<Int>?>(nil)
@@ -153,9 +80,8 @@ public final class PageCache: @unchecked Sendable {
 
     deinit {
         if let token = shrinkerToken.withLock({ $0 }) { budget.unregister(token) }
-        for (_, file) in files {
-            for (_, p) in file.pages { budget.freePage(p.page, for: .pageCachePage) }
-        }
+        let pages = state.withLock { s in s.files.values.flatMap { $0.pages.values.map(\.page) } }
+        for page in pages { budget.freePage(page, for: .pageCachePage) }
     }
 
     /// Sets the writeback reserve aside (a writable open); false if the budget cannot hold it.
@@ -175,9 +101,8 @@ public final class PageCache: @unchecked Sendable {
 
     /// How many of logical blocks [first, first+count) of `inode` have no page yet.
     public func missing(_ inode: UInt32, first: UInt64, count: UInt64) -> Int {
-        monitor.withLock {
-            guard let file = files[inode] else { return Int(count) }
-            if file.pages.isEmpty { return Int(count) }
+        state.withLock { s in
+            guard let file = s.files[inode], !file.pages.isEmpty else { return Int(count) }
             var n = 0
             for i in first..<(first + count) where file.pages[i] == nil { n += 1 }
             return n
@@ -196,6 +121,7 @@ public final class PageCache: @unchecked Sendable {
     /// at `.pageCacheLocked` if short). Fill them, then `publish` or `discard`. Throws only for want
     /// of a page, holding nothing then.
     public func hold(_ inode: UInt32, first: UInt64, count: UInt64, physical: UInt64?, spare: inout [Page]) throws(OutOfMemoryError) -> [HeldPage] {
+        let range = first..<(first + count)
         while true {
             let short = missing(inode, first: first, count: count) - spare.count
             for _ in 0..<max(0, short) {
@@ -208,88 +134,85 @@ public final class PageCache: @unchecked Sendable {
                 guard let page else { throw OutOfMemoryError(site: .pageCacheLocked, bytes: blockSize, limit: budget.limit) }
                 spare.append(page)
             }
-            // Pages may have gone between the count and the lock (reclaim): count again then.
-            if let held = monitor.withLock({ () -> [HeldPage]? in
-                let file = files[inode] ?? FileState()
-                files[inode] = file
-                // Never change a page while its write is in flight: the device would get half of it.
-                // Waiting lets go of the monitor, and pages may go meanwhile: count again after.
-                if (first..<(first + count)).contains(where: { file.pages[$0].map { $0.writeback || $0.reading } == true }) {
-                    monitor.wait(timeoutNanoseconds: 10_000_000)
-                    return nil
-                }
+            // Never change a page while its write (or a read's fill) is in flight: the device
+            // would get half of it. Pages may go while this waits (reclaim): count again then.
+            let available = spare.count
+            let held = state.wait(until: { s in !(s.files[inode]?.inFlight(range) ?? false) }) { s -> [HeldPage]? in
+                let file = s.file(inode)
                 var absent = 0
-                for i in first..<(first + count) where file.pages[i] == nil { absent += 1 }
-                guard absent <= spare.count else { return nil }
+                for i in range where file.pages[i] == nil { absent += 1 }
+                guard absent <= available else { return nil }
                 var out: [HeldPage] = []
                 out.reserveCapacity(Int(count))
-                for i in first..<(first + count) {
+                for i in range {
                     if file.pages[i] != nil {
                         file.pages[i]!.held = true
                         out.append(HeldPage(index: i, bytes: budget.bytes(file.pages[i]!.page), isNew: false))
                     } else {
                         let page = spare.removeLast()
-                        file.pages[i] = CachedPage(page: page, physical: physical.map { $0 + (i - first) }, held: true)
-                        cachedPages += 1
-                        if physical == nil { file.delayed += 1; delayedPages += 1 }
+                        file.pages[i] = .init(page: page, physical: physical.map { $0 + (i - first) }, held: true)
+                        s.cachedPages += 1
+                        if physical == nil { file.delayed += 1; s.delayedPages += 1 }
                         out.append(HeldPage(index: i, bytes: budget.bytes(page), isNew: true))
                     }
                 }
                 return out
-            }) {
-                return held
             }
+            if let held { return held }
         }
     }
 
     /// The pages `hold` gave out now hold what they should.
     public func filled(_ inode: UInt32, _ pages: [HeldPage]) {
-        monitor.withLock {
-            guard let file = files[inode] else { return }
+        state.withLock { s in
+            guard let file = s.files[inode] else { return }
             for p in pages { file.pages[p.index]?.uptodate = true }
         }
     }
 
     /// The operation that held these pages succeeded: they are dirty now, for the flusher.
     public func publish(_ inode: UInt32, _ indices: [UInt64]) {
-        monitor.withLock {
-            guard let file = files[inode] else { return }
+        state.withLock { s in
+            guard let file = s.files[inode] else { return }
             let now = MonotonicClock.nanoseconds
             for i in indices where file.pages[i] != nil {
                 file.pages[i]!.held = false
                 file.pages[i]!.uptodate = true
-                setDirty(inode, file, i, now: now)
+                s.setDirty(inode, file, i, now: now)
             }
-            if dirtyPages >= backgroundLimit { flusherKick = true; monitor.broadcast() }
+            s.releases &+= 1
+            if s.dirtyPages >= backgroundLimit { s.flusher.kick = true }
         }
     }
 
     /// The operation failed: pages it added go (their blocks were never mapped); pages it changed
     /// keep what was written into them, dirty (the blocks stay mapped; a short write).
     public func discard(_ inode: UInt32, _ held: [(index: UInt64, isNew: Bool)]) {
-        var freed: [Page] = []
-        monitor.withLock {
-            guard let file = files[inode] else { return }
+        let freed = state.withLock { s -> [Page] in
+            guard let file = s.files[inode] else { return [] }
+            var freed: [Page] = []
             var changed: [UInt64] = []
             for h in held {
                 guard let p = file.pages[h.index] else { continue }
                 if h.isNew && !p.dirty {
                     file.pages[h.index] = nil
-                    cachedPages -= 1
-                    if p.physical == nil { file.delayed -= 1; delayedPages -= 1 }
+                    s.cachedPages -= 1
+                    if p.physical == nil { file.delayed -= 1; s.delayedPages -= 1 }
                     freed.append(p.page)
                 } else {
                     changed.append(h.index)
                 }
             }
             if !changed.isEmpty {
+                s.releases &+= 1
                 let now = MonotonicClock.nanoseconds
                 for i in changed {
                     file.pages[i]!.held = false
-                    if file.pages[i]!.uptodate { setDirty(inode, file, i, now: now) }
+                    if file.pages[i]!.uptodate { s.setDirty(inode, file, i, now: now) }
                 }
             }
-            forgetIfEmpty(inode, file)
+            s.forgetIfEmpty(inode, file)
+            return freed
         }
         for p in freed { budget.freePage(p, for: .pageCachePage) }
     }
@@ -301,30 +224,28 @@ public final class PageCache: @unchecked Sendable {
     /// Returns how many of the dropped pages were delayed (their reserved blocks go back).
     @discardableResult
     public func drop(_ inode: UInt32, from first: UInt64, to end: UInt64) -> Int {
-        var freed: [Page] = []
-        var delayed = 0
-        monitor.withLock {
-            guard let file = files[inode] else { return }
-            while file.pages.contains(where: { $0.key >= first && $0.key < end && $0.value.writeback }) {
-                monitor.wait(timeoutNanoseconds: 10_000_000)
-            }
+        let range = first..<end
+        let (freed, delayed) = state.wait(until: { s in !(s.files[inode]?.underWriteback(range) ?? false) }) { s -> ([Page], Int) in
+            guard let file = s.files[inode] else { return ([], 0) }
+            var freed: [Page] = []
+            var delayed = 0
             file.changes += 1
-            for (i, p) in file.pages where i >= first && i < end {
-                if p.physical == nil { delayed += 1; file.delayed -= 1; delayedPages -= 1 }
-                clearDirty(inode, file, i)
+            for (i, p) in file.pages where range.contains(i) {
+                if p.physical == nil { delayed += 1; file.delayed -= 1; s.delayedPages -= 1 }
+                s.clearDirty(inode, file, i)
                 file.pages[i] = nil
-                cachedPages -= 1
+                s.cachedPages -= 1
                 // A page being read into stays its reader's, who frees it on finding it gone.
                 if !p.reading { freed.append(p.page) }
             }
             if first == 0 && end == .max {
                 // The inode is gone; a read still running keeps the state (and sees `changes`).
-                if file.readers == 0 && file.cachedReaders == 0 { files[inode] = nil } else { file.errors = 0 }
-                dirtyInodes[inode] = nil
+                if file.readers == 0 && file.cachedReaders == 0 { s.files[inode] = nil } else { file.errors = 0 }
+                s.dirtyInodes[inode] = nil
             } else {
-                forgetIfEmpty(inode, file)
+                s.forgetIfEmpty(inode, file)
             }
-            monitor.broadcast()
+            return (freed, delayed)
         }
         for p in freed { budget.freePage(p, for: .pageCachePage) }
         return delayed
@@ -335,31 +256,31 @@ public final class PageCache: @unchecked Sendable {
     /// The filesystem's allocator for delayed pages: maps the delayed pages of an inode (taking
     /// its write lock) and says whether it could; false leaves them delayed for a later pass.
     package func setDelayedMapper(_ mapper: any DelayedBlockMapper) {
-        monitor.withLock { delayedMapper = mapper }
+        state.withLock { $0.delayedMapper = mapper }
     }
 
     /// The logical blocks of `inode` whose pages wait for a block, in order.
     public func delayedIndices(_ inode: UInt32) -> [UInt64] {
-        monitor.withLock {
-            guard let file = files[inode] else { return [] }
+        state.withLock { s in
+            guard let file = s.files[inode] else { return [] }
             return file.pages.filter { $0.value.physical == nil }.map(\.key).sorted()
         }
     }
 
     /// Inodes with delayed pages (commit and close map them all).
     public var delayedInodes: [UInt32] {
-        monitor.withLock { files.filter { $0.value.delayed > 0 }.map(\.key).sorted() }
+        state.withLock { s in s.files.filter { $0.value.delayed > 0 }.map(\.key).sorted() }
     }
 
     /// Logical blocks [first, first+count) of `inode` now live at device blocks from `physical`.
     public func assign(_ inode: UInt32, first: UInt64, count: UInt64, physical: UInt64) {
-        monitor.withLock {
-            guard let file = files[inode] else { return }
+        state.withLock { s in
+            guard let file = s.files[inode] else { return }
             file.changes += 1
             for k in 0..<count where file.pages[first + k]?.physical == nil && file.pages[first + k] != nil {
                 file.pages[first + k]!.physical = physical + k
                 file.delayed -= 1
-                delayedPages -= 1
+                s.delayedPages -= 1
             }
         }
     }
@@ -367,99 +288,64 @@ public final class PageCache: @unchecked Sendable {
     /// Zeroes bytes [from, to) of the page of logical block `index`, if it is cached, and holds it
     /// for the operation (publish makes it dirty). False when there is no page: the device has the data.
     public func zero(_ inode: UInt32, index: UInt64, from: Int, to: Int) -> Bool {
-        monitor.withLock {
-            while true {
-                guard let file = files[inode], let page = file.pages[index] else { return false }
-                if page.writeback || page.reading { monitor.wait(timeoutNanoseconds: 10_000_000); continue }  // then look again
-                break
-            }
-            let file = files[inode]!
+        let range = index..<(index + 1)
+        return state.wait(until: { s in !(s.files[inode]?.inFlight(range) ?? false) }) { s in
+            guard let file = s.files[inode], let page = file.pages[index] else { return false }
             file.pages[index]!.held = true
-            let bytes = budget.bytes(file.pages[index]!.page)
+            let bytes = budget.bytes(page.page)
             UnsafeMutableRawBufferPointer(rebasing: bytes[from..<to]).initializeMemory(as: UInt8.self, repeating: 0)
             return true
-        }
-    }
-
-    /// Under the lock: page `i` of `file` is dirty (from `now` if it is the file's first).
-    func setDirty(_ inode: UInt32, _ file: FileState, _ i: UInt64, now: UInt64) {
-        guard !file.pages[i]!.dirty else { return }
-        file.pages[i]!.dirty = true
-        file.pages[i]!.dirtiedAt = now
-        file.dirtyIndices.insert(i)
-        dirtyPages += 1
-        if file.dirtySince == 0 {
-            file.dirtySince = now
-            dirtyInodes[inode] = now
-        }
-    }
-
-    /// Under the lock: page `i` is no longer dirty (taken for writeback, or dropped).
-    func clearDirty(_ inode: UInt32, _ file: FileState, _ i: UInt64) {
-        guard file.pages[i]?.dirty == true else { return }
-        file.pages[i]!.dirty = false
-        file.dirtyIndices.remove(i)
-        dirtyPages -= 1
-        if file.dirtyIndices.isEmpty {
-            file.dirtySince = 0
-            dirtyInodes[inode] = nil
         }
     }
 
     /// Files (or just `inode`) with a page dirty since before `time` (monotonic ns) that is still
     /// dirty: what an fsync that began then must not call written.
     public func dirtySince(before time: UInt64, inode: UInt32? = nil) -> [UInt32] {
-        monitor.withLock {
-            let candidates = inode.map { [$0] } ?? Array(dirtyInodes.keys)
+        state.withLock { s in
+            let candidates = inode.map { [$0] } ?? Array(s.dirtyInodes.keys)
             return candidates.filter { n in
-                guard let file = files[n] else { return false }
+                guard let file = s.files[n] else { return false }
                 return file.dirtyIndices.contains { file.pages[$0]!.dirtiedAt <= time }
                     || file.pages.values.contains { $0.writeback && $0.dirtiedAt <= time }
             }.sorted()
         }
     }
 
-    /// State kept for a file with neither pages nor an error to report goes.
-    func forgetIfEmpty(_ inode: UInt32, _ file: FileState) {
-        if file.pages.isEmpty && file.errors == 0 && file.readers == 0 && file.cachedReaders == 0 && file.remapping == 0 { files[inode] = nil }
-    }
-
     // MARK: Reading
 
     /// Is logical block `index` of `inode` cached?
     public func hasPage(_ inode: UInt32, _ index: UInt64) -> Bool {
-        monitor.withLock { files[inode]?.pages[index] != nil }
+        state.withLock { $0.files[inode]?.pages[index] != nil }
     }
 
     /// A read of `inode` starts. `pinning`: its pages stay until `endRead` (see `FileState.readers`);
     /// otherwise only the file's state stays (a read through the cache, see `FileState.cachedReaders`).
     public func beginRead(_ inode: UInt32, pinning: Bool = true) {
-        monitor.withLock {
-            let file = files[inode] ?? FileState()
-            files[inode] = file
+        state.withLock { s in
+            let file = s.file(inode)
             if pinning { file.readers += 1 } else { file.cachedReaders += 1 }
         }
     }
 
     public func endRead(_ inode: UInt32, pinning: Bool = true) {
-        monitor.withLock {
-            guard let file = files[inode] else { return }
+        state.withLock { s in
+            guard let file = s.files[inode] else { return }
             if pinning { file.readers -= 1 } else { file.cachedReaders -= 1 }
-            forgetIfEmpty(inode, file)
+            s.forgetIfEmpty(inode, file)
         }
     }
 
     /// Does `inode` have pages here (so a read must look at them)?
     public func hasPages(_ inode: UInt32) -> Bool {
-        monitor.withLock { !(files[inode]?.pages.isEmpty ?? true) }
+        state.withLock { !($0.files[inode]?.pages.isEmpty ?? true) }
     }
 
     /// Copies the cached pages of logical blocks [first, first+count) over `buffer` (which holds
     /// those blocks as the device has them). Returns how many it copied.
     @discardableResult
     public func overlay(_ inode: UInt32, first: UInt64, count: Int, into buffer: UnsafeMutableRawBufferPointer) -> Int {
-        monitor.withLock {
-            guard let file = files[inode], !file.pages.isEmpty else { return 0 }
+        state.withLock { s in
+            guard let file = s.files[inode], !file.pages.isEmpty else { return 0 }
             var n = 0
             for k in 0..<count {
                 guard let p = file.pages[first + UInt64(k)], p.uptodate else { continue }
@@ -474,20 +360,20 @@ public final class PageCache: @unchecked Sendable {
     // MARK: Reclaim
 
     var cleanBytes: Int {
-        monitor.withLock { (cachedPages - dirtyPages - writebackPages) * blockSize }
+        state.withLock { s in (s.cachedPages - s.dirtyPages - s.writebackPages) * blockSize }
     }
 
     /// Frees clean pages, oldest clean first; dirty, held and in-flight pages are never touched.
     func dropClean(bytes: Int) -> Int {
-        var freed: [Page] = []
-        monitor.withLock {
-            let want = (bytes + blockSize - 1) / blockSize
+        let want = (bytes + blockSize - 1) / blockSize
+        let freed = state.withLock { s -> [Page] in
+            var freed: [Page] = []
             var keep: [(inode: UInt32, index: UInt64)] = []
-            defer { cleanQueue.append(contentsOf: keep) }
-            while freed.count < want && cleanQueueHead < cleanQueue.count {
-                let (inode, index) = cleanQueue[cleanQueueHead]
-                cleanQueueHead += 1
-                guard let file = files[inode], let p = file.pages[index] else { continue }
+            defer { s.cleanQueue.append(contentsOf: keep) }
+            while freed.count < want && s.cleanQueueHead < s.cleanQueue.count {
+                let (inode, index) = s.cleanQueue[s.cleanQueueHead]
+                s.cleanQueueHead += 1
+                guard let file = s.files[inode], let p = file.pages[index] else { continue }
                 // A stale entry (its page went and another took the index) may name a page a read
                 // is filling: that one is listed when the read completes it.
                 if p.reading || !p.queued { continue }
@@ -500,15 +386,16 @@ public final class PageCache: @unchecked Sendable {
                     continue
                 }
                 file.pages[index] = nil
-                cachedPages -= 1
+                s.cachedPages -= 1
                 freed.append(p.page)
-                forgetIfEmpty(inode, file)
+                s.forgetIfEmpty(inode, file)
             }
-            if cleanQueueHead > 4096 && cleanQueueHead * 2 > cleanQueue.count {
-                cleanQueue.removeFirst(cleanQueueHead)
-                cleanQueueHead = 0
+            if s.cleanQueueHead > 4096 && s.cleanQueueHead * 2 > s.cleanQueue.count {
+                s.cleanQueue.removeFirst(s.cleanQueueHead)
+                s.cleanQueueHead = 0
             }
-            counters.reclaimedPages += freed.count
+            s.counters.reclaimedPages += freed.count
+            return freed
         }
         for p in freed { budget.freePage(p, for: .pageCachePage) }
         return freed.count * blockSize
@@ -520,8 +407,8 @@ public final class PageCache: @unchecked Sendable {
     /// Does `inode` have pages that must stay: dirty, under writeback, waiting for blocks, held
     /// by an operation, or being read? (Inode reclaim passes over such an inode.)
     public func isBusy(_ inode: UInt32) -> Bool {
-        monitor.withLock {
-            guard let file = files[inode] else { return false }
+        state.withLock { s in
+            guard let file = s.files[inode] else { return false }
             return file.dirty > 0 || file.writeback > 0 || file.delayed > 0 || file.readers > 0 || file.cachedReaders > 0
                 || file.remapping > 0 || file.pages.values.contains { $0.held || $0.reading }
         }
@@ -530,16 +417,17 @@ public final class PageCache: @unchecked Sendable {
     /// Frees the clean pages of `inode` (its inode was reclaimed); returns the bytes freed. Pages
     /// that are dirty, in flight, held or being filled stay.
     func dropClean(of inode: UInt32) -> Int {
-        var freed: [Page] = []
-        monitor.withLock {
-            guard let file = files[inode], file.readers == 0 else { return }
+        let freed = state.withLock { s -> [Page] in
+            guard let file = s.files[inode], file.readers == 0 else { return [] }
+            var freed: [Page] = []
             for (index, p) in file.pages where !(p.dirty || p.writeback || p.held || p.reading) {
                 file.pages[index] = nil
                 freed.append(p.page)
             }
-            cachedPages -= freed.count
-            counters.reclaimedPages += freed.count
-            forgetIfEmpty(inode, file)
+            s.cachedPages -= freed.count
+            s.counters.reclaimedPages += freed.count
+            s.forgetIfEmpty(inode, file)
+            return freed
         }
         for p in freed { budget.freePage(p, for: .pageCachePage) }
         return freed.count * blockSize
@@ -548,13 +436,13 @@ public final class PageCache: @unchecked Sendable {
     // MARK: Statistics
 
     public var statistics: PageCacheStatistics {
-        monitor.withLock {
-            var s = counters
-            s.dirtyPages = dirtyPages
-            s.delayedPages = delayedPages
-            s.writebackPages = writebackPages
-            s.cleanPages = cachedPages - dirtyPages - writebackPages
-            return s
+        state.withLock { s in
+            var statistics = s.counters
+            statistics.dirtyPages = s.dirtyPages
+            statistics.delayedPages = s.delayedPages
+            statistics.writebackPages = s.writebackPages
+            statistics.cleanPages = s.cachedPages - s.dirtyPages - s.writebackPages
+            return statistics
         }
     }
 }

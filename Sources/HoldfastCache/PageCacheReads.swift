@@ -11,7 +11,7 @@ extension AllocationSite {
 ///
 /// A read maps the blocks it wants (its own and a readahead window), then puts placeholder pages
 /// (`reading`) in the cache for the mapped blocks it lacks and fills them from the device with the
-/// monitor let go. Writers wait for placeholders as they wait for writeback, so a page is never
+/// lock let go. Writers wait for placeholders as they wait for writeback, so a page is never
 /// changed under a read that fills it. A `drop` (truncate, punch, unlink) meanwhile takes them
 /// away: the read then caches nothing and starts over, since the blocks it mapped may have gone to
 /// another file by then. Holes and unwritten extents are not cached: they read as zeros.
@@ -39,9 +39,8 @@ extension PageCache {
     /// `maxWindow` blocks (so readahead comes in a few large reads, not one per call). Any other
     /// read resets the window and reads just its own blocks.
     public func readPlan(_ inode: UInt32, first: UInt64, end: UInt64, limit: UInt64, maxWindow: UInt64) -> ReadPlan {
-        monitor.withLock {
-            let file = files[inode] ?? FileState()
-            files[inode] = file
+        state.withLock { s in
+            let file = s.file(inode)
             var fillEnd = end
             // Sequential: starting where the last read ended, or in the block it ended in
             // (reads that are not block-aligned share their edge blocks).
@@ -64,71 +63,64 @@ extension PageCache {
             for i in first..<fillEnd where file.pages[i] == nil {
                 if i < end { demand += 1 } else { ahead += 1 }
             }
-            forgetIfEmpty(inode, file)
+            s.forgetIfEmpty(inode, file)
             return ReadPlan(fillEnd: fillEnd, missingDemand: demand, missingAhead: ahead)
         }
     }
 
     /// What a read notes before it maps blocks: the drops so far and the file's completed writebacks.
     public struct ReadEpoch: Equatable {
-        let state: FileState?
+        let file: PageCacheState.FileState?
         let changes: UInt64
         /// An operation was changing the mapping: no epoch taken or checked then is good.
         let busy: Bool
 
         public static func == (a: ReadEpoch, b: ReadEpoch) -> Bool {
-            a.state === b.state && a.changes == b.changes && !a.busy && !b.busy
+            a.file === b.file && a.changes == b.changes && !a.busy && !b.busy
         }
     }
 
-    /// Under the lock.
-    func currentEpoch(_ inode: UInt32) -> ReadEpoch {
-        let file = files[inode]
-        return ReadEpoch(state: file, changes: file?.changes ?? 0, busy: (file?.remapping ?? 0) > 0)
+    /// With the state's lock held.
+    func currentEpoch(_ s: PageCacheState, _ inode: UInt32) -> ReadEpoch {
+        let file = s.files[inode]
+        return ReadEpoch(file: file, changes: file?.changes ?? 0, busy: (file?.remapping ?? 0) > 0)
     }
 
     /// An operation (under the write lock) starts changing the mapping of `inode`: the tree is
     /// visible to reads as it changes, and may name blocks whose data is not written yet.
     public func beginRemap(_ inode: UInt32) {
-        monitor.withLock {
-            let file = files[inode] ?? FileState()
-            files[inode] = file
-            file.remapping += 1
-        }
+        state.withLock { $0.file(inode).remapping += 1 }
     }
 
     /// The operation ended (published or rolled back): reads that overlapped it start over.
     public func endRemap(_ inode: UInt32) {
-        monitor.withLock {
-            guard let file = files[inode] else { return }
+        state.withLock { s in
+            guard let file = s.files[inode] else { return }
             file.remapping -= 1
             file.changes += 1
-            forgetIfEmpty(inode, file)
+            s.forgetIfEmpty(inode, file)
         }
     }
 
     /// Between `beginRead(pinning: false)` and `endRead(pinning: false)`.
     public func epoch(_ inode: UInt32) -> ReadEpoch {
-        monitor.withLock { currentEpoch(inode) }
+        state.withLock { s in currentEpoch(s, inode) }
     }
 
     /// Placeholders for the blocks of `runs` (logical, length, device block) that have no page, in
     /// order, from `spare` while it lasts. The caller fills them and calls `finishRead`.
     public func beginFill(_ inode: UInt32, runs: [(logical: UInt64, length: UInt64, physical: UInt64)],
                           spare: inout [Page]) -> [ReadSlot] {
-        monitor.withLock {
+        state.withLock { s in
             guard !spare.isEmpty else { return [] }
-            let file = files[inode] ?? FileState()
-            files[inode] = file
+            let file = s.file(inode)
             var slots: [ReadSlot] = []
             for run in runs {
                 for k in 0..<run.length where file.pages[run.logical + k] == nil {
                     guard let page = spare.popLast() else { return slots }
                     let index = run.logical + k
-                    var cached = CachedPage(page: page, physical: run.physical + k)
-                    cached.reading = true
-                    file.pages[index] = cached
-                    cachedPages += 1
+                    file.pages[index] = .init(page: page, physical: run.physical + k, reading: true)
+                    s.cachedPages += 1
                     slots.append(ReadSlot(index: index, physical: run.physical + k, bytes: budget.bytes(page), page: page))
                 }
             }
@@ -145,15 +137,15 @@ extension PageCache {
                            offset: UInt64, into out: UnsafeMutableRawBufferPointer) -> [Bool]? {
         var freed: [Page] = []
         defer { for p in freed { budget.freePage(p, for: .pageCacheRead) } }
-        return monitor.withLock { () -> [Bool]? in
+        return state.withLock { s -> [Bool]? in
             // A drop, or blocks given to delayed pages, since the mapping was read: start over.
-            let keep = epoch == currentEpoch(inode)
-            settle(inode, slots, keep: keep, freed: &freed)
+            let keep = epoch == currentEpoch(s, inode)
+            settle(&s, inode, slots, keep: keep, freed: &freed)
             guard keep else { return nil }
             let bs = UInt64(blockSize)
             let first = offset / bs, end = (offset + UInt64(out.count) + bs - 1) / bs
             var copied = [Bool](repeating: false, count: Int(end - first))
-            guard let file = files[inode], !file.pages.isEmpty else { return copied }
+            guard let file = s.files[inode], !file.pages.isEmpty else { return copied }
             var hits = 0
             for i in first..<end {
                 guard let p = file.pages[i], p.uptodate, !p.reading else { continue }
@@ -165,9 +157,9 @@ extension PageCache {
                 hits += 1
             }
             let demandFilled = slots.filter { $0.index < end }.count
-            counters.readHits += hits - demandFilled
-            counters.readMisses += demandFilled
-            counters.readaheadPages += slots.count - demandFilled
+            s.counters.readHits += hits - demandFilled
+            s.counters.readMisses += demandFilled
+            s.counters.readaheadPages += slots.count - demandFilled
             return copied
         }
     }
@@ -175,14 +167,14 @@ extension PageCache {
     /// The device failed the read: its placeholders go.
     public func abandonRead(_ inode: UInt32, _ slots: [ReadSlot]) {
         var freed: [Page] = []
-        monitor.withLock { settle(inode, slots, keep: false, freed: &freed) }
+        state.withLock { s in settle(&s, inode, slots, keep: false, freed: &freed) }
         for p in freed { budget.freePage(p, for: .pageCacheRead) }
     }
 
-    /// Under the lock: placeholders become clean pages (`keep`) or go; pages a drop already took
-    /// out of the map are only freed.
-    private func settle(_ inode: UInt32, _ slots: [ReadSlot], keep: Bool, freed: inout [Page]) {
-        let file = files[inode]
+    /// With the state's lock held: placeholders become clean pages (`keep`) or go; pages a drop
+    /// already took out of the map are only freed. Writers waiting for them wake as the lock goes.
+    private func settle(_ s: inout PageCacheState, _ inode: UInt32, _ slots: [ReadSlot], keep: Bool, freed: inout [Page]) {
+        let file = s.files[inode]
         for slot in slots {
             guard let file, let p = file.pages[slot.index], p.page == slot.page else {
                 freed.append(slot.page)
@@ -192,28 +184,27 @@ extension PageCache {
                 file.pages[slot.index]!.reading = false
                 file.pages[slot.index]!.uptodate = true
                 file.pages[slot.index]!.queued = true
-                cleanQueue.append((inode, slot.index))
+                s.cleanQueue.append((inode, slot.index))
             } else {
                 file.pages[slot.index] = nil
-                cachedPages -= 1
+                s.cachedPages -= 1
                 freed.append(slot.page)
             }
         }
-        if !slots.isEmpty { monitor.broadcast() }
-        if let file { forgetIfEmpty(inode, file) }
+        if let file { s.forgetIfEmpty(inode, file) }
     }
 
     /// Counts a read that started over, or gave up on the cache (`fellBack`).
     public func countRestart(fellBack: Bool) {
-        monitor.withLock { if fellBack { counters.readFallbacks += 1 } else { counters.readRestarts += 1 } }
+        state.withLock { s in if fellBack { s.counters.readFallbacks += 1 } else { s.counters.readRestarts += 1 } }
     }
 
     /// Counts a read that went around the cache for want of pages (`blocks` blocks), and a
     /// readahead cut short for want of memory.
     public func countShortRead(uncachedBlocks: Int, readaheadCut: Bool) {
-        monitor.withLock {
-            counters.uncachedBlocks += uncachedBlocks
-            if readaheadCut { counters.readaheadCut += 1 }
+        state.withLock { s in
+            s.counters.uncachedBlocks += uncachedBlocks
+            if readaheadCut { s.counters.readaheadCut += 1 }
         }
     }
 }

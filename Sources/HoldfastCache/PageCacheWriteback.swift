@@ -20,9 +20,9 @@ extension PageCache {
     /// Bytes charged at `.writebackVector` per page of a run.
     static let vectorBytesPerPage = 32
 
-    /// Under the lock: marks up to `limit` of the file's dirty, unheld pages as in writeback and
-    /// groups them in runs of consecutive device blocks.
-    func takeRuns(_ inode: UInt32, _ file: FileState, limit: Int) -> [Run] {
+    /// Marks up to `limit` of the file's dirty, unheld pages (with the state's lock held) as in
+    /// writeback and groups them in runs of consecutive device blocks.
+    func takeRuns(_ s: inout PageCacheState, _ inode: UInt32, _ file: PageCacheState.FileState, limit: Int) -> [Run] {
         // Delayed pages wait for their blocks (`mapDelayed` first).
         var picked = Array(file.dirtyIndices.filter { !file.pages[$0]!.held && !file.pages[$0]!.writeback && file.pages[$0]!.physical != nil })
         guard !picked.isEmpty else { return [] }
@@ -45,12 +45,12 @@ extension PageCache {
             indices.append(i)
             pages.append(p.page)
             next = physical + 1
-            clearDirty(inode, file, i)
+            s.clearDirty(inode, file, i)
             file.pages[i]!.writeback = true
         }
         close()
         file.writeback += picked.count
-        writebackPages += picked.count
+        s.writebackPages += picked.count
         return runs
     }
 
@@ -70,7 +70,7 @@ extension PageCache {
         let reserved = pool?.allocate()
         defer { if let reserved { pool?.free(reserved) } }
         if !gathered {
-            monitor.withLock { if reserved != nil { counters.poolRuns += 1 } else { counters.reserveRuns += 1 } }
+            state.withLock { s in if reserved != nil { s.counters.poolRuns += 1 } else { s.counters.reserveRuns += 1 } }
         }
         let vectored = gathered || reserved != nil
         budget.writebackStarted()
@@ -98,24 +98,14 @@ extension PageCache {
     /// began. Reported as a failed writeback is (every fsync hears of it, the errors policy
     /// applies); the pages stay dirty and delayed, and the flusher leaves the file alone a while.
     package func recordMappingFailure(_ inode: UInt32, _ error: DeviceError) {
-        monitor.withLock {
-            counters.writeErrors += 1
-            allErrors += 1
-            lastError = error
-            guard let file = files[inode] else { return }
-            file.errors += 1
-            file.lastError = error
-            file.errorSeen = false
-            file.retryAfter = MonotonicClock.nanoseconds + 200_000_000
-        }
+        state.withLock { $0.recordError(inode, error, now: MonotonicClock.nanoseconds) }
         onWriteError(error)
     }
 
     /// A run's write is over: clean on success, dirty again otherwise.
     private func finish(_ run: Run, error: DeviceError?, backedOff: Bool) {
-        monitor.withLock {
-            defer { monitor.broadcast() }
-            guard let file = files[run.inode] else { return }
+        state.withLock { s in
+            guard let file = s.files[run.inode] else { return }
             let now = MonotonicClock.nanoseconds
             for i in run.indices {
                 guard file.pages[i] != nil else { continue }
@@ -123,26 +113,20 @@ extension PageCache {
                 if error == nil && !backedOff {
                     if !file.pages[i]!.queued {
                         file.pages[i]!.queued = true
-                        cleanQueue.append((run.inode, i))
+                        s.cleanQueue.append((run.inode, i))
                     }
                 } else {
-                    setDirty(run.inode, file, i, now: now)
+                    s.setDirty(run.inode, file, i, now: now)
                 }
             }
             file.writeback -= run.indices.count
-            writebackPages -= run.indices.count
+            s.writebackPages -= run.indices.count
             if backedOff {
-                counters.writebackRetries += 1
+                s.counters.writebackRetries += 1
             } else if let error {
-                counters.writeErrors += 1
-                file.errors += 1
-                file.lastError = error
-                file.errorSeen = false
-                file.retryAfter = now + 200_000_000
-                allErrors += 1
-                lastError = error
+                s.recordError(run.inode, error, now: now)
             } else {
-                counters.pagesWritten += run.indices.count
+                s.counters.pagesWritten += run.indices.count
             }
         }
     }
@@ -152,33 +136,35 @@ extension PageCache {
     /// call; memory never stops it. True when those files have no dirty page left.
     @discardableResult
     public func writeBack(_ inode: UInt32?) -> Bool {
-        let runs: [Run] = monitor.withLock {
-            if let inode {
-                guard let file = files[inode] else { return [] }
-                while file.writeback > 0 { monitor.wait(timeoutNanoseconds: 10_000_000) }
-                return takeRuns(inode, file, limit: .max)
+        let runs: [Run]
+        if let inode {
+            runs = state.wait(until: { s in (s.files[inode]?.writeback ?? 0) == 0 }) { s in
+                guard let file = s.files[inode] else { return [] }
+                return takeRuns(&s, inode, file, limit: .max)
             }
-            while writebackPages > 0 { monitor.wait(timeoutNanoseconds: 10_000_000) }
-            return dirtyInodes.keys.sorted().flatMap { takeRuns($0, files[$0]!, limit: .max) }
+        } else {
+            runs = state.wait(until: { $0.writebackPages == 0 }) { s in
+                s.dirtyInodes.keys.sorted().flatMap { takeRuns(&s, $0, s.files[$0]!, limit: .max) }
+            }
         }
         for run in runs { _ = write(run, mayBackOff: false) }
-        return monitor.withLock {
-            if let inode { return (files[inode]?.dirty ?? 0) == 0 }
-            return dirtyPages == 0
+        return state.withLock { s in
+            if let inode { return (s.files[inode]?.dirty ?? 0) == 0 }
+            return s.dirtyPages == 0
         }
     }
 
     /// Gives delayed pages their blocks (through the filesystem's mapper) and writes everything
     /// dirty, on this thread. Never call it holding the filesystem's write lock: the mapper takes it.
     public func flushAll() {
-        let (mapper, waiting) = monitor.withLock { (delayedMapper, files.filter { $0.value.delayed > 0 }.map(\.key)) }
+        let (mapper, waiting) = state.withLock { s in (s.delayedMapper, s.files.filter { $0.value.delayed > 0 }.map(\.key)) }
         if let mapper { for inode in waiting { _ = mapper.mapDelayedBlocks(of: inode) } }
         writeBack(nil)
     }
 
     /// Files that still have dirty pages (close names them when it cannot write them).
     public var dirtyFiles: [UInt32] {
-        monitor.withLock { Set(dirtyInodes.keys).union(files.filter { $0.value.writeback > 0 }.map(\.key)).sorted() }
+        state.withLock { s in Set(s.dirtyInodes.keys).union(s.files.filter { $0.value.writeback > 0 }.map(\.key)).sorted() }
     }
 
     // MARK: The dirty throttle
@@ -188,31 +174,47 @@ extension PageCache {
     /// error only when writeback has failed and made no progress for `stuckNanoseconds`: the
     /// data cannot be written, and waiting longer would wait forever.
     public func throttle(stuckNanoseconds: UInt64 = 5_000_000_000) throws(DeviceError) {
-        let failure: DeviceError? = monitor.withLock {
-            guard dirtyPages + writebackPages >= dirtyLimit else { return nil }
-            counters.throttledWriters += 1
-            let errorsBefore = allErrors
-            var progress = counters.pagesWritten
+        let limit = dirtyLimit
+        let start: (errors: UInt64, written: Int)? = state.withLock { s in
+            guard s.overDirtyLimit(limit) else { return nil }
+            s.counters.throttledWriters += 1
+            guard s.flusher.running else { return nil }
+            s.flusher.kick = true
+            return (s.allErrors, s.counters.pagesWritten)
+        }
+        if let start {
+            enum Step { case done, progressed(Int), failed(DeviceError), stillStuck }
+            var progress = start.written
             var since = MonotonicClock.nanoseconds
-            while dirtyPages + writebackPages >= dirtyLimit {
-                guard flusherRunning else { return nil }
-                flusherKick = true
-                monitor.broadcast()
-                monitor.wait(timeoutNanoseconds: 50_000_000)
-                let now = MonotonicClock.nanoseconds
-                if counters.pagesWritten != progress {
-                    progress = counters.pagesWritten
-                    since = now
-                } else if allErrors != errorsBefore, let e = lastError, now - since >= stuckNanoseconds {
+            waiting: while true {
+                // Wake on room, on a page written, on the flusher stopping; once stuck for the
+                // whole interval, on a write error of this wait too.
+                let elapsed = MonotonicClock.nanoseconds - since
+                let stuck = elapsed >= stuckNanoseconds
+                let written = progress
+                let step = state.wait(until: { s in
+                    !s.overDirtyLimit(limit) || !s.flusher.running || s.counters.pagesWritten != written
+                        || (stuck && s.allErrors != start.errors)
+                }, timeoutNanoseconds: stuck ? nil : Int(stuckNanoseconds - elapsed)) { s, _ -> Step in
+                    if !s.overDirtyLimit(limit) || !s.flusher.running { return .done }
+                    if s.counters.pagesWritten != written { return .progressed(s.counters.pagesWritten) }
                     // Only an error of this wait: writeback is failing now, not hours ago.
-                    return e
+                    if s.allErrors != start.errors, MonotonicClock.nanoseconds - since >= stuckNanoseconds, let e = s.lastError { return .failed(e) }
+                    s.flusher.kick = true
+                    return .stillStuck
+                }
+                switch step {
+                case .done: break waiting
+                case .progressed(let n):
+                    progress = n
+                    since = MonotonicClock.nanoseconds
+                case .failed(let error): throw error
+                case .stillStuck: continue
                 }
             }
-            return nil
         }
-        if let failure { throw failure }
         // Without a flusher the writer does the writeback itself.
-        let over = monitor.withLock { !flusherRunning && dirtyPages >= dirtyLimit }
+        let over = state.withLock { s in !s.flusher.running && s.dirtyPages >= limit }
         if over { flushAll() }
     }
 
@@ -221,8 +223,8 @@ extension PageCache {
     /// The error cursor a new file description starts from: an error nobody was told of yet is
     /// still reported to it.
     public func errorCursor(_ inode: UInt32) -> UInt64 {
-        monitor.withLock {
-            guard let file = files[inode] else { return 0 }
+        state.withLock { s in
+            guard let file = s.files[inode] else { return 0 }
             return file.errorSeen ? file.errors : file.errors - 1
         }
     }
@@ -230,8 +232,8 @@ extension PageCache {
     /// The write error `inode` had since `cursor`, if any, and moves the cursor past it: each
     /// description hears of each error once.
     public func checkError(_ inode: UInt32, cursor: inout UInt64) -> DeviceError? {
-        monitor.withLock {
-            guard let file = files[inode], file.errors > cursor else { return nil }
+        state.withLock { s in
+            guard let file = s.files[inode], file.errors > cursor else { return nil }
             cursor = file.errors
             file.errorSeen = true
             return file.lastError
@@ -240,8 +242,8 @@ extension PageCache {
 
     /// `checkError` with the file's own cursor, for callers without a description.
     public func checkError(_ inode: UInt32) -> DeviceError? {
-        monitor.withLock {
-            guard let file = files[inode], file.errors > file.anonymousSeen else { return nil }
+        state.withLock { s in
+            guard let file = s.files[inode], file.errors > file.anonymousSeen else { return nil }
             file.anonymousSeen = file.errors
             file.errorSeen = true
             return file.lastError
@@ -250,10 +252,10 @@ extension PageCache {
 
     /// A write error of any file since the last call (sync).
     public func checkAnyError() -> DeviceError? {
-        monitor.withLock {
-            guard allErrors > allErrorsSeen else { return nil }
-            allErrorsSeen = allErrors
-            return lastError
+        state.withLock { s in
+            guard s.allErrors > s.allErrorsSeen else { return nil }
+            s.allErrorsSeen = s.allErrors
+            return s.lastError
         }
     }
 
@@ -261,12 +263,14 @@ extension PageCache {
 
     /// Starts the background flusher: it writes old dirty data, and under pressure the oldest files first.
     public func startFlusher() {
-        monitor.withLock {
-            guard !flusherRunning else { return }
-            flusherRunning = true
-            flusherStopping = false
+        let started = state.withLock { s in
+            guard !s.flusher.running else { return false }
+            s.flusher.running = true
+            s.flusher.stopping = false
+            return true
         }
-        final class Box: @unchecked Sendable { let cache: PageCache; init(_ c: PageCache) { cache = c } }
+        guard started else { return }
+        final class Box: Sendable { let cache: PageCache; init(_ c: PageCache) { cache = c } }
         let box = Unmanaged.passRetained(Box(self)).toOpaque()
         var thread = pthread_t()
         let created = pthread_create(&thread, nil, { raw in
@@ -276,26 +280,24 @@ extension PageCache {
         }, box)
         if created != 0 {
             Unmanaged<Box>.fromOpaque(box).release()
-            monitor.withLock { flusherRunning = false }
+            state.withLock { $0.flusher.running = false }
             return
         }
-        monitor.withLock { flusherThread = thread }
+        state.withLock { $0.flusher.thread = thread }
     }
 
     /// Stops the flusher and waits for it; dirty pages stay (write them with `writeBack`).
     public func stopFlusher() {
-        let thread: pthread_t? = monitor.withLock {
-            guard flusherRunning else { return nil }
-            flusherStopping = true
-            monitor.broadcast()
-            return flusherThread
+        let thread: pthread_t? = state.withLock { s in
+            guard s.flusher.running else { return nil }
+            s.flusher.stopping = true
+            return s.flusher.thread
         }
         guard let thread else { return }
         pthread_join(thread, nil)
-        monitor.withLock {
-            flusherRunning = false
-            flusherThread = nil
-            monitor.broadcast()
+        state.withLock { s in
+            s.flusher.running = false
+            s.flusher.thread = nil
         }
     }
 
@@ -304,55 +306,33 @@ extension PageCache {
 
     private func flusherMain() {
         var backoff = Backoff.flusher
+        let expire = expireNanoseconds, background = backgroundLimit
         while true {
             // Delayed pages get their blocks first, with no run of ours in flight (the mapper takes
             // the filesystem's write lock, whose holders may wait for our writes).
-            let (mapper, waiting): ((any DelayedBlockMapper)?, [UInt32]) = monitor.withLock {
-                guard !flusherStopping, delayedPages > 0, dirtyPages >= backgroundLimit || flusherKick
-                        || dirtyInodes.values.contains(where: { MonotonicClock.nanoseconds - $0 >= expireNanoseconds }) else { return (nil, []) }
-                return (delayedMapper, files.filter { $0.value.delayed > 0 && $0.value.retryAfter <= MonotonicClock.nanoseconds }.map(\.key))
+            let (mapper, waiting): ((any DelayedBlockMapper)?, [UInt32]) = state.withLock { s in
+                let now = MonotonicClock.nanoseconds
+                guard !s.flusher.stopping, s.delayedPages > 0, s.dirtyPages >= background || s.flusher.kick
+                        || s.dirtyInodes.values.contains(where: { now - $0 >= expire }) else { return (nil, []) }
+                return (s.delayedMapper, s.files.filter { $0.value.delayed > 0 && $0.value.retryAfter <= now }.map(\.key))
             }
             if let mapper {
                 var short = false
                 for inode in waiting where !mapper.mapDelayedBlocks(of: inode) {
                     short = true
                     // Whatever the reason, this file waits a while before the next try.
-                    monitor.withLock { files[inode]?.retryAfter = MonotonicClock.nanoseconds + 200_000_000 }
+                    state.withLock { $0.files[inode]?.retryAfter = MonotonicClock.nanoseconds + Self.retryAfterErrorNanoseconds }
                 }
                 if short {
-                    monitor.withLock { counters.writebackRetries += 1 }
-                    let pause = backoff.next()
-                    monitor.withLock { _ = monitor.wait(timeoutNanoseconds: Int(pause)) }
+                    state.withLock { $0.counters.writebackRetries += 1 }
+                    pauseFlusher(nanoseconds: backoff.next())
                 }
             }
-            let runs: [Run]? = monitor.withLock {
-                while true {
-                    if flusherStopping { return nil }
-                    let now = MonotonicClock.nanoseconds
-                    let pressure = dirtyPages >= backgroundLimit || flusherKick
-                    let eligible = dirtyInodes.filter { files[$0.key]!.retryAfter <= now }.map { ($0.key, files[$0.key]!) }
-                    let expired = eligible.contains { now - $0.1.dirtySince >= expireNanoseconds }
-                    if (pressure || expired) && !eligible.isEmpty {
-                        flusherKick = false
-                        counters.flusherPasses += 1
-                        var taken: [Run] = []
-                        var budgetLeft = passPages
-                        for (number, file) in eligible.sorted(by: { $0.1.dirtySince < $1.1.dirtySince }) where budgetLeft > 0 {
-                            let r = takeRuns(number, file, limit: budgetLeft)
-                            budgetLeft -= r.reduce(0) { $0 + $1.indices.count }
-                            taken += r
-                        }
-                        if !taken.isEmpty { return taken }
-                        // Only delayed pages: back to the top, where they get their blocks.
-                        if delayedMapper != nil && files.contains(where: { $0.value.delayed > 0 && $0.value.retryAfter <= now }) { return [] }
-                    }
-                    flusherKick = false
-                    monitor.wait(timeoutNanoseconds: eligible.isEmpty && dirtyPages > 0 ? 50_000_000 : 200_000_000)
-                }
-            }
-            guard let runs else { return }
+            guard let runs = nextFlusherPass() else { return }
             if runs.isEmpty {
-                monitor.withLock { _ = monitor.wait(timeoutNanoseconds: 1_000_000) }
+                // Only delayed pages were due: back to the top, where they get their blocks. The
+                // short pause keeps a mapper that maps nothing from spinning.
+                pauseFlusher(nanoseconds: 1_000_000)
                 continue
             }
             var shortOfMemory = false
@@ -361,11 +341,81 @@ extension PageCache {
                 if !write(run, mayBackOff: backoff.attempts < 8) { shortOfMemory = true }
             }
             if shortOfMemory {
-                let pause = backoff.next()
-                monitor.withLock { _ = monitor.wait(timeoutNanoseconds: Int(pause)) }
+                pauseFlusher(nanoseconds: backoff.next())
             } else {
                 backoff.reset()
             }
         }
+    }
+
+    /// The flusher's next pass: the runs it takes (empty when only delayed pages are due), or nil
+    /// when it is told to stop. Sleeps until a pass is due: a writer's kick, dirty pages past the
+    /// background limit, the oldest dirty data's expiry, the end of a failed file's pause, or,
+    /// for due pages an operation still holds, their release.
+    private func nextFlusherPass() -> [Run]? {
+        struct Sleep {
+            /// The next expiry or end of a pause (monotonic ns); nil when nothing is pending.
+            var deadline: UInt64?
+            var pressure: Bool
+            var dirtied: UInt64
+            /// Due pages were held (or in flight): a release may let them go.
+            var blocked: Bool
+            var releases: UInt64
+        }
+        enum Pass { case stop, runs([Run]), sleep(Sleep) }
+        let expire = expireNanoseconds, background = backgroundLimit
+        while true {
+            let pass: Pass = state.withLock { s in
+                if s.flusher.stopping { return .stop }
+                let now = MonotonicClock.nanoseconds
+                let pressure = s.dirtyPages >= background || s.flusher.kick
+                var eligible: [(UInt32, PageCacheState.FileState)] = []
+                var deadline: UInt64?
+                for (number, _) in s.dirtyInodes {
+                    let file = s.files[number]!
+                    if file.retryAfter <= now { eligible.append((number, file)) }
+                    let due = file.retryAfter > now ? file.retryAfter : file.dirtySince + expire
+                    if due > now { deadline = min(deadline ?? .max, due) }
+                }
+                let expired = eligible.contains { now - $0.1.dirtySince >= expire }
+                var blocked = false
+                if (pressure || expired) && !eligible.isEmpty {
+                    s.flusher.kick = false
+                    s.counters.flusherPasses += 1
+                    var taken: [Run] = []
+                    var budgetLeft = passPages
+                    for (number, file) in eligible.sorted(by: { $0.1.dirtySince < $1.1.dirtySince }) where budgetLeft > 0 {
+                        let r = takeRuns(&s, number, file, limit: budgetLeft)
+                        budgetLeft -= r.reduce(0) { $0 + $1.indices.count }
+                        taken += r
+                    }
+                    if !taken.isEmpty { return .runs(taken) }
+                    if s.delayedMapper != nil && s.files.contains(where: { $0.value.delayed > 0 && $0.value.retryAfter <= now }) { return .runs([]) }
+                    blocked = true
+                }
+                s.flusher.kick = false
+                return .sleep(Sleep(deadline: deadline, pressure: s.dirtyPages >= background, dirtied: s.dirtiedFiles,
+                                    blocked: blocked, releases: s.releases))
+            }
+            switch pass {
+            case .stop: return nil
+            case .runs(let runs): return runs
+            case .sleep(let sleep):
+                let timeout = sleep.deadline.map { Int(clamping: $0 &- min($0, MonotonicClock.nanoseconds)) }
+                state.wait(until: { s in
+                    s.flusher.stopping || s.flusher.kick
+                        || (!sleep.pressure && s.dirtyPages >= background)
+                        // A file dirtied since, due before the deadline this sleep has.
+                        || (s.dirtiedFiles != sleep.dirtied && sleep.deadline.map { s.lastDirtiedAt + expire < $0 } ?? true)
+                        || (sleep.blocked && s.releases != sleep.releases)
+                }, timeoutNanoseconds: timeout) { _, _ in }
+            }
+        }
+    }
+
+    /// Sleeps `nanoseconds`, or less if the flusher is told to stop.
+    private func pauseFlusher(nanoseconds: UInt64) {
+        guard nanoseconds > 0 else { return }
+        state.wait(until: { $0.flusher.stopping }, timeoutNanoseconds: Int(nanoseconds)) { _, _ in }
     }
 }

@@ -229,7 +229,7 @@ extension Filesystem {
     public func populateRoot(from hostPath: String, progress: ((ImportSummary) -> Void)? = nil) throws(HoldfastError) -> ImportSummary {
         var st = Glibc.stat()
         guard lstat(hostPath, &st) == 0 else { throw .hostFile(path: hostPath, operation: "stat", errno: errno) }
-        guard st.st_mode & S_IFMT == S_IFDIR else { throw .notADirectory(hostPath) }
+        guard st.st_mode & S_IFMT == S_IFDIR else { throw .hostFile(path: hostPath, operation: "import", errno: ENOTDIR) }
         let fd = Glibc.open(hostPath, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         guard fd >= 0 else { throw .hostFile(path: hostPath, operation: "open directory", errno: errno) }
         let (dir, names) = try HostImporter.listDirectory(fd, hostPath)

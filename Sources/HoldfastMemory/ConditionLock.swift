@@ -5,7 +5,7 @@ import Darwin
 #endif
 
 /// A pthread mutex with one condition variable: the primitive under `Monitor<State>` (and under
-/// the page cache and the budget's sleepers, which keep their state beside it for now).
+/// the budget's wait queue).
 /// pthread, not `Synchronization.Mutex`, so ThreadSanitizer sees it (see `Locked`). The
 /// condition runs on CLOCK_MONOTONIC where it can.
 public final class ConditionLock: @unchecked Sendable {
@@ -46,16 +46,29 @@ public final class ConditionLock: @unchecked Sendable {
     /// Callers loop on their own condition, as with every condition variable.
     @discardableResult
     public func wait(timeoutNanoseconds: Int) -> Bool {
+        wait(until: Self.deadline(afterNanoseconds: timeoutNanoseconds))
+    }
+
+    /// With the lock held: sleeps until `broadcast` or `deadline` (from `deadline(afterNanoseconds:)`)
+    /// passes (false then).
+    @discardableResult
+    public func wait(until deadline: timespec) -> Bool {
+        var deadline = deadline
+        return pthread_cond_timedwait(condition, mutex, &deadline) != ETIMEDOUT
+    }
+
+    /// The deadline `wait(until:)` takes for `nanoseconds` from now, on the clock the condition uses.
+    public static func deadline(afterNanoseconds nanoseconds: Int) -> timespec {
         #if canImport(Glibc)
         var deadline = MonotonicClock.now()
         #else
         var deadline = timespec()  // Darwin's condition variables wait against the real-time clock
         clock_gettime(CLOCK_REALTIME, &deadline)
         #endif
-        let total = deadline.tv_nsec + timeoutNanoseconds
+        let total = deadline.tv_nsec + nanoseconds
         deadline.tv_sec += total / 1_000_000_000
         deadline.tv_nsec = total % 1_000_000_000
-        return pthread_cond_timedwait(condition, mutex, &deadline) != ETIMEDOUT
+        return deadline
     }
 
     /// With the lock held: sleeps until `broadcast` (callers loop on their own condition).

@@ -22,6 +22,44 @@ struct MonitorAndBackoffTests {
         #expect(monitor.withLock { $0 } == 3)
     }
 
+    @Test("changes that leave a sleeper's condition false wake nobody; the one that makes it true wakes it once")
+    func exactWakeups() {
+        let monitor = Monitor((counter: 0, open: false))
+        let asleep = Monitor(false)
+        let waiter = TestThread {
+            asleep.withLock { $0 = true }
+            monitor.wait(until: { $0.open })
+        }
+        #expect(eventually { asleep.withLock { $0 } })
+        usleep(10_000)  // well inside wait(until:) by now; if not, its first check sees the state
+        for _ in 0..<1_000 { monitor.withLock { $0.counter += 1 } }
+        #expect(monitor.wakeups == 0, "no change made the condition true")
+        monitor.withLock { $0.open = true }
+        waiter.join()
+        #expect(monitor.wakeups <= 1)
+        #expect(monitor.withLock { $0.counter } == 1_000)
+    }
+
+    @Test("a timed wait gives up at its timeout, and says whether the condition held")
+    func timedWait() {
+        let monitor = Monitor(0)
+        let start = MonotonicClock.now()
+        let timedOut = monitor.wait(until: { $0 > 0 }, timeoutNanoseconds: 20_000_000) { _, satisfied in satisfied }
+        #expect(!timedOut)
+        #expect(MonotonicClock.nanosecondsSince(start) >= 20_000_000, "it slept the whole timeout")
+        let waiter = TestThread {
+            let held = monitor.wait(until: { $0 > 0 }, timeoutNanoseconds: 60_000_000_000) { value, satisfied in
+                value += 10
+                return satisfied
+            }
+            #expect(held)
+        }
+        usleep(5_000)
+        monitor.withLock { $0 = 1 }
+        waiter.join()
+        #expect(monitor.withLock { $0 } == 11, "the body ran under the lock once the condition held")
+    }
+
     @Test("withLock serializes: eight threads' increments are all counted")
     func withLockSerializes() {
         let monitor = Monitor(0)

@@ -12,10 +12,10 @@ struct ErrorsAndDiagnosticsTests {
     func errnoTable() {
         let io = DeviceError(.read, path: "x", offset: 0, errno: EIO)
         let table: [(HoldfastError, Int32)] = [
-            (.notFound("/a"), ENOENT), (.exists("/a"), EEXIST), (.notEmpty("/d"), ENOTEMPTY),
-            (.notADirectory("/a"), ENOTDIR), (.isADirectory("/d"), EISDIR), (.nameTooLong("/n"), ENAMETOOLONG),
-            (.noSpace("full"), ENOSPC), (.readOnly(["why"]), EROFS), (.tooManyLinks("/a"), EMLINK),
-            (.tooManySymlinks("/l"), ELOOP), (.wouldLoop("/d"), EINVAL), (.invalidArgument("bad"), EINVAL),
+            (.notFound(.path("/a")), ENOENT), (.exists(.path("/a")), EEXIST), (.notEmpty(.path("/d")), ENOTEMPTY),
+            (.notADirectory(.path("/a")), ENOTDIR), (.isADirectory(.path("/d")), EISDIR), (.nameTooLong(.path("/n")), ENAMETOOLONG),
+            (.noSpace("full"), ENOSPC), (.readOnly(["why"]), EROFS), (.tooManyLinks(.path("/a")), EMLINK),
+            (.tooManySymlinks(.path("/l")), ELOOP), (.wouldLoop(.path("/d")), EINVAL), (.invalidArgument("bad"), EINVAL),
             (.noSuchAttribute("user.x"), ENODATA), (.io(io), EIO), (.unsupported("x"), EOPNOTSUPP),
             (.corrupt(CorruptionError(.superblock, .impossible("x"))), EUCLEAN),
             (.corrupt(CorruptionError(.inode, .badChecksum(stored: 1, computed: 2))), EBADMSG), (.journal("x"), EUCLEAN),
@@ -28,6 +28,39 @@ struct ErrorsAndDiagnosticsTests {
         for (error, expected) in table {
             #expect(error.errno == expected, "\(error)")
         }
+    }
+
+    @Test("errors name their file as a value: paths from the path API, numbers and entries from the inode API")
+    func subjectsAreValues() throws {
+        let scratch = try Scratch()
+        let image = scratch.path("s.img")
+        try Images.make(image, blockSize: 4096, megabytes: 16)
+        let fs = try Images.openWritable(image)
+        defer { try? fs.close() }
+        let root = Filesystem.rootInode
+        let owner = Ownership(permissions: 0o644)
+        let a = try fs.create(path: "/a", kind: .regular, owner: owner)
+        _ = try fs.create(path: "/d", kind: .directory, owner: Ownership(permissions: 0o755))
+        _ = try fs.create(path: "/d/x", kind: .regular, owner: owner)
+        func error(_ body: () throws -> Void) -> HoldfastError? {
+            do { try body(); return nil } catch let e as HoldfastError { return e } catch { return nil }
+        }
+        let name = Array("a".utf8)
+        #expect(error { _ = try fs.create(name, in: root, kind: .regular, owner: owner) }?.subject == .entry(directory: root, name: name))
+        #expect(error { _ = try fs.create(path: "/a", kind: .regular, owner: owner) }?.subject == .path("/a"))
+        #expect(error { try fs.unlink(Array("gone".utf8), in: root) }?.subject == .entry(directory: root, name: Array("gone".utf8)))
+        if case .notEmpty(.path("/d"))? = error({ try fs.removeDirectory(path: "/d") }) {} else { Issue.record("rmdir of a full directory") }
+        // A rename names the entry it could not find by its directory and name.
+        let missing = error { try fs.rename(Array("nope".utf8), in: root, to: Array("b".utf8), in: root) }
+        if case .notFound(.entry(root, Array("nope".utf8)))? = missing {} else { Issue.record("rename: \(String(describing: missing))") }
+        try fs.setXattr(a, name: Array("user.k".utf8), value: [1])
+        let taken = error { try fs.setXattr(a, name: Array("user.k".utf8), value: [2], mode: .create) }
+        #expect(taken?.subject == .attribute(inode: a, name: "user.k"))
+        #expect(taken?.errno == EEXIST)
+        try fs.unlink(path: "/a")
+        let stale = error { _ = try fs.openFile(a) }
+        if case .notFound(.inode(a))? = stale {} else { Issue.record("open of a freed inode: \(String(describing: stale))") }
+        #expect(stale?.description == "inode \(a): no such file or directory in the image")
     }
 
     @Test("a failed writeback under errors=remount-ro reaches the caller's logger as an error")

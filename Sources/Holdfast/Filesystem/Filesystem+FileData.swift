@@ -37,7 +37,7 @@ extension Filesystem {
                     try mutate(credits: credits, pages: pages) { ctx in
                         var rec = try ctx.inode(inode)
                         guard FileType(mode: rec.mode) == .regular else {
-                            throw FileType(mode: rec.mode) == .directory ? HoldfastError.isADirectory("inode \(inode)") : HoldfastError.invalidArgument("inode \(inode) is not a regular file")
+                            throw FileType(mode: rec.mode) == .directory ? HoldfastError.isADirectory(.inode(inode)) : HoldfastError.invalidArgument("inode \(inode) is not a regular file")
                         }
                         try ctx.writeData(&rec, offset: offset + UInt64(done), source: part, delay: delay)
                         if !keepTimes {

@@ -20,7 +20,7 @@ extension Filesystem {
                 pages.append(try budget.allocatePageOrThrow(at: .pageCachePage))
             }
             return try mutate(credits: directoryCredits, pages: pages) { ctx in
-                try ctx.createNode(in: parent, name: name, kind: kind, owner: owner, display: String(decoding: name, as: UTF8.self), times: times)
+                try ctx.createNode(in: parent, name: name, kind: kind, owner: owner, subject: .entry(directory: parent, name: name), times: times)
             }
         }
     }
@@ -29,7 +29,7 @@ extension Filesystem {
     public func link(_ inode: UInt32, in parent: UInt32, name: [UInt8]) throws(HoldfastError) {
         try guarded {
             try mutate(credits: directoryCredits) { ctx in
-                try ctx.link(inode, in: parent, name: name, display: String(decoding: name, as: UTF8.self))
+                try ctx.link(inode, in: parent, name: name, subject: .entry(directory: parent, name: name))
             }
         }
     }
@@ -38,7 +38,7 @@ extension Filesystem {
     public func unlink(_ name: [UInt8], in parent: UInt32) throws(HoldfastError) {
         try guarded {
             try mutate(credits: directoryCredits) { ctx in
-                try ctx.remove(name, from: parent, directory: false, display: String(decoding: name, as: UTF8.self))
+                try ctx.remove(name, from: parent, directory: false, subject: .entry(directory: parent, name: name))
             }
         }
     }
@@ -47,7 +47,7 @@ extension Filesystem {
     public func removeDirectory(_ name: [UInt8], in parent: UInt32) throws(HoldfastError) {
         try guarded {
             try mutate(credits: directoryCredits) { ctx in
-                try ctx.remove(name, from: parent, directory: true, display: String(decoding: name, as: UTF8.self))
+                try ctx.remove(name, from: parent, directory: true, subject: .entry(directory: parent, name: name))
             }
         }
     }
@@ -56,7 +56,7 @@ extension Filesystem {
     public func rename(_ oldName: [UInt8], in oldParent: UInt32, to newName: [UInt8], in newParent: UInt32, mode: RenameMode = .replace) throws(HoldfastError) {
         try guarded {
             try mutate(credits: directoryCredits * 2) { ctx in
-                try ctx.rename(from: oldParent, oldName, to: newParent, newName, mode: mode, display: String(decoding: newName, as: UTF8.self))
+                try ctx.rename(from: oldParent, oldName, to: newParent, newName, mode: mode)
             }
         }
     }
@@ -70,8 +70,8 @@ extension Filesystem {
         guard let name = parts.last else { throw HoldfastError.invalidArgument("\(path): the root has no parent") }
         let parentPath = "/" + parts.dropLast().map { String(decoding: $0, as: UTF8.self) }.joined(separator: "/")
         let parent = try resolve(parentPath, followFinal: true)
-        guard parent.fileType == .directory else { throw HoldfastError.notADirectory(parentPath) }
-        if name.count > 255 { throw HoldfastError.nameTooLong(path) }
+        guard parent.fileType == .directory else { throw HoldfastError.notADirectory(.path(parentPath)) }
+        if name.count > 255 { throw HoldfastError.nameTooLong(.path(path)) }
         return (parent.number, name)
     }
 
@@ -91,7 +91,7 @@ extension Filesystem {
             let dir = try inode(current)
             if let existing = try lookup(part, in: dir) {
                 let node = try inode(existing)
-                guard node.fileType == .directory else { throw HoldfastError.notADirectory(shown) }
+                guard node.fileType == .directory else { throw HoldfastError.notADirectory(.path(shown)) }
                 current = existing
             } else {
                 do { current = try create(part, in: current, kind: .directory, owner: owner) } catch { throw error.naming(shown) }
@@ -150,15 +150,16 @@ extension Filesystem {
 extension HoldfastError {
     /// Puts the user's path in place of the bare name an inode-level call reported.
     public func naming(_ path: String) -> HoldfastError {
-        switch self {
-        case .exists: .exists(path)
-        case .notEmpty: .notEmpty(path)
-        case .nameTooLong: .nameTooLong(path)
-        case .notFound: .notFound(path)
-        case .notADirectory: .notADirectory(path)
-        case .isADirectory: .isADirectory(path)
-        case .tooManyLinks: .tooManyLinks(path)
-        case .wouldLoop: .wouldLoop(path)
+        let named = ErrorSubject.path(path)
+        return switch self {
+        case .exists: .exists(named)
+        case .notEmpty: .notEmpty(named)
+        case .nameTooLong: .nameTooLong(named)
+        case .notFound: .notFound(named)
+        case .notADirectory: .notADirectory(named)
+        case .isADirectory: .isADirectory(named)
+        case .tooManyLinks: .tooManyLinks(named)
+        case .wouldLoop: .wouldLoop(named)
         default: self
         }
     }

@@ -12,6 +12,25 @@ import Glibc
 let EFSCORRUPTED: Int32 = EUCLEAN
 let EFSBADCRC: Int32 = EBADMSG
 
+/// What an error names: a path the caller gave, an inode by number, a directory entry (by its
+/// directory's inode number and its name's bytes), or an extended attribute of an inode. The path
+/// API reports paths; the inode API, which the mount will use, reports numbers and entries.
+public enum ErrorSubject: Sendable, Hashable, CustomStringConvertible {
+    case path(String)
+    case inode(UInt32)
+    case entry(directory: UInt32, name: [UInt8])
+    case attribute(inode: UInt32, name: String)
+
+    public var description: String {
+        switch self {
+        case .path(let path): path
+        case .inode(let number): "inode \(number)"
+        case .entry(let directory, let name): "\(String(decoding: name, as: UTF8.self)) (in directory inode \(directory))"
+        case .attribute(let inode, let name): "\(name) (of inode \(inode))"
+        }
+    }
+}
+
 /// Every error the public API throws: each names what failed.
 public enum HoldfastError: Error, Sendable, CustomStringConvertible {
     /// The image is damaged: which structure, where, what.
@@ -24,29 +43,33 @@ public enum HoldfastError: Error, Sendable, CustomStringConvertible {
     case journal(String)
     /// The memory budget is spent and nothing could be reclaimed.
     case outOfMemory(OutOfMemoryError)
-    case notFound(String)
-    case notADirectory(String)
-    case isADirectory(String)
-    case tooManySymlinks(String)
+    /// No such file (ENOENT).
+    case notFound(ErrorSubject)
+    /// A directory was needed (ENOTDIR).
+    case notADirectory(ErrorSubject)
+    /// A directory where one may not be (EISDIR).
+    case isADirectory(ErrorSubject)
+    /// A path whose symbolic links go on for more than 40 hops (ELOOP).
+    case tooManySymlinks(ErrorSubject)
     case invalidArgument(String)
     /// A failure writing outside the image (extract destination, standard output).
     case hostFile(path: String, operation: String, errno: Int32)
     /// The name is taken (EEXIST).
-    case exists(String)
+    case exists(ErrorSubject)
     /// rmdir or rename over a directory that still has entries (ENOTEMPTY).
-    case notEmpty(String)
+    case notEmpty(ErrorSubject)
     /// No free blocks or inodes left, or a directory index is full (ENOSPC).
     case noSpace(String)
     /// A path component longer than 255 bytes (ENAMETOOLONG).
-    case nameTooLong(String)
+    case nameTooLong(ErrorSubject)
     /// The image cannot be changed: opened read-only, or it uses features Holdfast reads but does not maintain.
     case readOnly([String])
     /// A valid request the engine does not carry out yet, named.
     case unsupported(String)
     /// The link count would pass the limit (EMLINK).
-    case tooManyLinks(String)
+    case tooManyLinks(ErrorSubject)
     /// Moving a directory under itself (EINVAL in rename).
-    case wouldLoop(String)
+    case wouldLoop(ErrorSubject)
     /// The inode has no extended attribute of that name (ENODATA).
     case noSuchAttribute(String)
     /// File data held dirty in memory could not be written to the image (close, sync): which
@@ -55,6 +78,18 @@ public enum HoldfastError: Error, Sendable, CustomStringConvertible {
     /// A write that failed part way (write(2)'s short count): its first `written` bytes are in
     /// the file, the rest is not, for `cause`.
     indirect case partialWrite(written: Int, requested: Int, cause: HoldfastError)
+    /// The file an error is about, as a value (`notFound`, `exists` and the other cases that name
+    /// one): what a front end needs to act on it or print it its own way.
+    public var subject: ErrorSubject? {
+        switch self {
+        case .notFound(let s), .notADirectory(let s), .isADirectory(let s), .tooManySymlinks(let s), .exists(let s),
+             .notEmpty(let s), .nameTooLong(let s), .tooManyLinks(let s), .wouldLoop(let s):
+            s
+        case .partialWrite(_, _, let cause): cause.subject
+        default: nil
+        }
+    }
+
     /// Something that should never happen did: a bug in Holdfast, not a problem of the image or
     /// the caller. Debug builds stop at the point it was made (`assertionFailure`).
     case `internal`(String)

@@ -65,7 +65,7 @@ extension Filesystem {
         try guarded {
             let open = { () throws in
                 let rec = try self.readInode(inode)
-                guard rec.mode != 0, rec.linksCount > 0 else { throw HoldfastError.notFound("inode \(inode)") }
+                guard rec.mode != 0, rec.linksCount > 0 else { throw HoldfastError.notFound(.inode(inode)) }
                 try self.inodeCache.open(inode)
             }
             // Checked and counted under the write lock: no unlink can free it in between.

@@ -53,11 +53,11 @@ let linkMax: UInt16 = 65000
 
 extension Operation {
     /// A name as a directory entry can hold it.
-    static func checkName(_ name: [UInt8], display: String) throws {
+    static func checkName(_ name: [UInt8], subject: ErrorSubject) throws {
         guard !name.isEmpty, name != [0x2E], name != [0x2E, 0x2E], !name.contains(0x2F), !name.contains(0) else {
-            throw HoldfastError.invalidArgument("\(display): not a valid file name")
+            throw HoldfastError.invalidArgument("\(subject): not a valid file name")
         }
-        guard name.count <= 255 else { throw HoldfastError.nameTooLong(display) }
+        guard name.count <= 255 else { throw HoldfastError.nameTooLong(subject) }
     }
 
     /// Is `name` taken in `dir`? (Through the read path, which sees this transaction's blocks.)
@@ -66,16 +66,16 @@ extension Operation {
     }
 
     /// Creates an inode of `kind` named `name` in directory `parent`; returns its number.
-    func createNode(in parent: UInt32, name: [UInt8], kind: NodeKind, owner: Ownership, display: String,
+    func createNode(in parent: UInt32, name: [UInt8], kind: NodeKind, owner: Ownership, subject: ErrorSubject,
                     times: (access: Timestamp, modification: Timestamp)? = nil) throws -> UInt32 {
-        try Self.checkName(name, display: display)
+        try Self.checkName(name, subject: subject)
         var dir = try inode(parent)
-        guard FileType(mode: dir.mode) == .directory else { throw HoldfastError.notADirectory(display) }
-        guard dir.linksCount > 0 else { throw HoldfastError.notFound(display) }
-        if try lookup(name, in: dir) != nil { throw HoldfastError.exists(display) }
+        guard FileType(mode: dir.mode) == .directory else { throw HoldfastError.notADirectory(.inode(parent)) }
+        guard dir.linksCount > 0 else { throw HoldfastError.notFound(.inode(parent)) }
+        if try lookup(name, in: dir) != nil { throw HoldfastError.exists(subject) }
         let isDirectory = kind == .directory
         if isDirectory && dir.linksCount >= linkMax && !sb.featureROCompat.contains(.dirNlink) {
-            throw HoldfastError.tooManyLinks(display)
+            throw HoldfastError.tooManyLinks(subject)
         }
         let number = try allocateInode(parent: parent, directory: isDirectory)
         let extra: UInt16 = sb.inodeSize > 128 ? max(32, sb.wantExtraIsize, sb.minExtraIsize) : 0
@@ -99,7 +99,7 @@ extension Operation {
             }
         case .symlink(let target):
             guard !target.isEmpty, target.count < blockSize else {
-                throw HoldfastError.invalidArgument("\(display): a symlink target must be 1 to \(blockSize - 1) bytes")
+                throw HoldfastError.invalidArgument("\(subject): a symlink target must be 1 to \(blockSize - 1) bytes")
             }
             if target.count < 60 {
                 var area = [UInt8](repeating: 0, count: 60)
@@ -149,15 +149,15 @@ extension Operation {
     }
 
     /// Adds a hard link `name` in `parent` to the existing non-directory inode `target`.
-    func link(_ target: UInt32, in parent: UInt32, name: [UInt8], display: String) throws {
-        try Self.checkName(name, display: display)
+    func link(_ target: UInt32, in parent: UInt32, name: [UInt8], subject: ErrorSubject) throws {
+        try Self.checkName(name, subject: subject)
         var rec = try inode(target)
         let type = FileType(mode: rec.mode)
-        guard type != .directory else { throw HoldfastError.isADirectory(display) }
-        guard rec.linksCount < linkMax else { throw HoldfastError.tooManyLinks(display) }
+        guard type != .directory else { throw HoldfastError.isADirectory(subject) }
+        guard rec.linksCount < linkMax else { throw HoldfastError.tooManyLinks(subject) }
         var dir = try inode(parent)
-        guard FileType(mode: dir.mode) == .directory else { throw HoldfastError.notADirectory(display) }
-        if try lookup(name, in: dir) != nil { throw HoldfastError.exists(display) }
+        guard FileType(mode: dir.mode) == .directory else { throw HoldfastError.notADirectory(.inode(parent)) }
+        if try lookup(name, in: dir) != nil { throw HoldfastError.exists(subject) }
         let now = Self.now()
         rec.linksCount += 1
         rec.changeTime = now
@@ -223,21 +223,21 @@ extension Operation {
     }
 
     /// unlink(2) and rmdir(2): removes `name` from `parent`.
-    func remove(_ name: [UInt8], from parent: UInt32, directory: Bool, display: String) throws {
-        try Self.checkName(name, display: display)
+    func remove(_ name: [UInt8], from parent: UInt32, directory: Bool, subject: ErrorSubject) throws {
+        try Self.checkName(name, subject: subject)
         var dir = try inode(parent)
-        guard FileType(mode: dir.mode) == .directory else { throw HoldfastError.notADirectory(display) }
-        guard let number = try lookup(name, in: dir) else { throw HoldfastError.notFound(display) }
+        guard FileType(mode: dir.mode) == .directory else { throw HoldfastError.notADirectory(.inode(parent)) }
+        guard let number = try lookup(name, in: dir) else { throw HoldfastError.notFound(subject) }
         let target = try inode(number)
         let isDirectory = FileType(mode: target.mode) == .directory
-        if directory && !isDirectory { throw HoldfastError.notADirectory(display) }
-        if !directory && isDirectory { throw HoldfastError.isADirectory(display) }
+        if directory && !isDirectory { throw HoldfastError.notADirectory(subject) }
+        if !directory && isDirectory { throw HoldfastError.isADirectory(subject) }
         if isDirectory {
             let entries = try fs.withDirectory(try decoded(target)) { $0.count }
-            guard entries <= 2 else { throw HoldfastError.notEmpty(display) }
+            guard entries <= 2 else { throw HoldfastError.notEmpty(subject) }
         }
         guard try removeEntry(dir, name: name) == number else {
-            throw CorruptionError(.directoryBlock, inode: parent, .impossible("entry \(display) vanished between lookup and removal"))
+            throw CorruptionError(.directoryBlock, inode: parent, .impossible("entry \(subject) vanished between lookup and removal"))
         }
         if isDirectory { decrementDirectoryLinks(&dir) }
         let now = Self.now()

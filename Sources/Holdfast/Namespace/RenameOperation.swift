@@ -27,30 +27,32 @@ extension Operation {
         }
     }
 
-    func rename(from oldParent: UInt32, _ oldName: [UInt8], to newParent: UInt32, _ newName: [UInt8], mode: RenameMode, display: String) throws {
-        try Self.checkName(oldName, display: display)
-        try Self.checkName(newName, display: display)
+    func rename(from oldParent: UInt32, _ oldName: [UInt8], to newParent: UInt32, _ newName: [UInt8], mode: RenameMode) throws {
+        let from = ErrorSubject.entry(directory: oldParent, name: oldName)
+        let subject = ErrorSubject.entry(directory: newParent, name: newName)
+        try Self.checkName(oldName, subject: from)
+        try Self.checkName(newName, subject: subject)
         let source = try inode(oldParent)
-        guard FileType(mode: source.mode) == .directory else { throw HoldfastError.notADirectory(display) }
-        guard let moving = try lookup(oldName, in: source) else { throw HoldfastError.notFound(display) }
+        guard FileType(mode: source.mode) == .directory else { throw HoldfastError.notADirectory(.inode(oldParent)) }
+        guard let moving = try lookup(oldName, in: source) else { throw HoldfastError.notFound(from) }
         let destination = try inode(newParent)
-        guard FileType(mode: destination.mode) == .directory else { throw HoldfastError.notADirectory(display) }
+        guard FileType(mode: destination.mode) == .directory else { throw HoldfastError.notADirectory(.inode(newParent)) }
         let existing = try lookup(newName, in: destination)
         if existing == moving && mode != .exchange { return }  // the same link: rename does nothing
         let movingRec = try inode(moving)
         let movingType = FileType(mode: movingRec.mode)
         let movingIsDir = movingType == .directory
         if movingIsDir, oldParent != newParent, try isAncestor(moving, of: newParent) {
-            throw HoldfastError.wouldLoop(display)
+            throw HoldfastError.wouldLoop(subject)
         }
         let now = Self.now()
         switch mode {
         case .exchange:
-            guard let other = existing else { throw HoldfastError.notFound(display) }
+            guard let other = existing else { throw HoldfastError.notFound(subject) }
             let otherRec = try inode(other)
             let otherType = FileType(mode: otherRec.mode)
             if otherType == .directory, newParent != oldParent, try isAncestor(other, of: oldParent) {
-                throw HoldfastError.wouldLoop(display)
+                throw HoldfastError.wouldLoop(subject)
             }
             _ = try retargetEntry(source, name: oldName, to: other, type: otherType)
             _ = try retargetEntry(try inode(newParent), name: newName, to: moving, type: movingType)
@@ -67,14 +69,14 @@ extension Operation {
             for n in [moving, other] { var r = try inode(n); r.changeTime = now; try store(r) }
         case .replace, .noReplace:
             if let victim = existing {
-                guard mode == .replace else { throw HoldfastError.exists(display) }
+                guard mode == .replace else { throw HoldfastError.exists(subject) }
                 let victimRec = try inode(victim)
                 let victimIsDir = FileType(mode: victimRec.mode) == .directory
-                if movingIsDir && !victimIsDir { throw HoldfastError.notADirectory(display) }
-                if !movingIsDir && victimIsDir { throw HoldfastError.isADirectory(display) }
+                if movingIsDir && !victimIsDir { throw HoldfastError.notADirectory(subject) }
+                if !movingIsDir && victimIsDir { throw HoldfastError.isADirectory(subject) }
                 if victimIsDir {
                     let count = try fs.withDirectory(try decoded(victimRec)) { $0.count }
-                    guard count <= 2 else { throw HoldfastError.notEmpty(display) }
+                    guard count <= 2 else { throw HoldfastError.notEmpty(subject) }
                 }
                 _ = try retargetEntry(destination, name: newName, to: moving, type: movingType)
                 if victimIsDir {
@@ -89,7 +91,7 @@ extension Operation {
                 try store(d)
             }
             guard try removeEntry(try inode(oldParent), name: oldName) == moving else {
-                throw CorruptionError(.directoryBlock, inode: oldParent, .impossible("entry \(display) vanished during rename"))
+                throw CorruptionError(.directoryBlock, inode: oldParent, .impossible("entry \(from) vanished during rename"))
             }
             if movingIsDir && oldParent != newParent {
                 try setParent(movingRec, to: newParent)

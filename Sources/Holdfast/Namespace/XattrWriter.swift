@@ -95,7 +95,7 @@ extension Operation {
         guard let key = XattrRecord(fullName: name, value: diskValue ?? []) else {
             throw HoldfastError.unsupported("xattr namespace of \(String(decoding: name, as: UTF8.self))")
         }
-        guard key.name.count <= 255 else { throw HoldfastError.nameTooLong(String(decoding: name, as: UTF8.self)) }
+        guard key.name.count <= 255 else { throw HoldfastError.nameTooLong(.attribute(inode: number, name: String(decoding: name, as: UTF8.self))) }
         var rec = try inode(number)
         var records = try xattrRecords(rec)
         let existing = records.firstIndex { $0.index == key.index && $0.name == key.name }
@@ -104,7 +104,7 @@ extension Operation {
         case (nil, nil): throw HoldfastError.noSuchAttribute(display)
         case (let i?, nil): records.remove(at: i)
         case (let i?, _?):
-            if mode == .create { throw HoldfastError.exists(display) }
+            if mode == .create { throw HoldfastError.exists(.attribute(inode: number, name: display)) }
             records[i] = key
         case (nil, _?):
             if mode == .replace { throw HoldfastError.noSuchAttribute(display) }

@@ -139,7 +139,7 @@ extension Filesystem {
         let fresh = try readInode(given.number)
         // The same file: a number freed and given to a new file has a new generation.
         guard fresh.mode != 0, fresh.fileType == given.fileType, fresh.generation == given.generation else {
-            throw HoldfastError.notFound("inode \(given.number) (freed or reused while it was read)")
+            throw HoldfastError.notFound(.inode(given.number))  // freed, or reused, while it was read
         }
         return fresh
     }

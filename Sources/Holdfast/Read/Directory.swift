@@ -18,7 +18,7 @@ extension Filesystem {
 
     /// Calls `body` with the directory's entries, charged at `.directoryListing` while held.
     func withDirectory<R>(_ dir: Inode, _ body: ([DirectoryEntry]) throws -> R) throws -> R {
-        guard dir.fileType == .directory else { throw HoldfastError.notADirectory("inode \(dir.number)") }
+        guard dir.fileType == .directory else { throw HoldfastError.notADirectory(.inode(dir.number)) }
         var charged = 0
         defer { if charged > 0 { budget.uncharge(charged, for: .directoryListing) } }
         func take(_ entries: [DirectoryEntry]) throws -> [DirectoryEntry] {
@@ -113,7 +113,7 @@ extension Filesystem {
     }
 
     func find(_ name: [UInt8], in dir: Inode) throws -> UInt32? {
-        guard dir.fileType == .directory else { throw HoldfastError.notADirectory("inode \(dir.number)") }
+        guard dir.fileType == .directory else { throw HoldfastError.notADirectory(.inode(dir.number)) }
         if isIndexed(dir) { return try indexedLookup(name, in: dir) }
         if dir.hasInlineData { return try inlineDirectory(dir).first { $0.name == name }?.inode }
         var found: UInt32?

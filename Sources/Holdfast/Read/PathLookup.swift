@@ -17,13 +17,13 @@ extension Filesystem {
         var hopsUsed = hops
         for (i, part) in parts.enumerated() {
             let isLast = i == parts.count - 1
-            guard current.fileType == .directory else { throw HoldfastError.notADirectory(display) }
+            guard current.fileType == .directory else { throw HoldfastError.notADirectory(.path(display)) }
             if part == [UInt8(ascii: ".")] { continue }
-            guard part.count <= 255, let number = try find(part, in: current) else { throw HoldfastError.notFound(display) }
+            guard part.count <= 255, let number = try find(part, in: current) else { throw HoldfastError.notFound(.path(display)) }
             let next = try linkedInode(number, from: current.number)
             if next.fileType == .symlink && (!isLast || followFinal) {
                 hopsUsed += 1
-                guard hopsUsed <= Self.maxSymlinkHops else { throw HoldfastError.tooManySymlinks(display) }
+                guard hopsUsed <= Self.maxSymlinkHops else { throw HoldfastError.tooManySymlinks(.path(display)) }
                 let target = try readLink(next)
                 let rest = parts[(i + 1)...].flatMap { [slash] + $0 }
                 current = try walk(target + rest, followFinal: followFinal, hops: hopsUsed, display: display, from: current)
