@@ -109,11 +109,18 @@ public final class PageCache: Sendable {
         }
     }
 
-    /// A page the caller fills: `isNew` pages hold nothing yet.
+    /// A page the caller fills: `isNew` pages hold nothing yet. Its bytes are reached through
+    /// `withBytes(of:)` while it is held.
     public struct HeldPage {
         public let index: UInt64
-        public let bytes: UnsafeMutableRawBufferPointer
         public let isNew: Bool
+        let page: Page
+    }
+
+    /// The bytes of `pages`, in order, for the length of `body`. The pages are held (by `hold`),
+    /// so nobody else touches them meanwhile; the buffers must not outlive `body`.
+    public func withBytes<R, E: Error>(of pages: [HeldPage], _ body: ([UnsafeMutableRawBufferPointer]) throws(E) -> R) throws(E) -> R {
+        try body(pages.map { budget.bytes($0.page) })
     }
 
     /// Holds the pages of logical blocks [first, first+count), block `first` at device block
@@ -147,13 +154,13 @@ public final class PageCache: Sendable {
                 for i in range {
                     if file.pages[i] != nil {
                         file.pages[i]!.held = true
-                        out.append(HeldPage(index: i, bytes: budget.bytes(file.pages[i]!.page), isNew: false))
+                        out.append(HeldPage(index: i, isNew: false, page: file.pages[i]!.page))
                     } else {
                         let page = spare.removeLast()
                         file.pages[i] = .init(page: page, physical: physical.map { $0 + (i - first) }, held: true)
                         s.cachedPages += 1
                         if physical == nil { file.delayed += 1; s.delayedPages += 1 }
-                        out.append(HeldPage(index: i, bytes: budget.bytes(page), isNew: true))
+                        out.append(HeldPage(index: i, isNew: true, page: page))
                     }
                 }
                 return out

@@ -16,12 +16,18 @@ extension AllocationSite {
 /// away: the read then caches nothing and starts over, since the blocks it mapped may have gone to
 /// another file by then. Holes and unwritten extents are not cached: they read as zeros.
 extension PageCache {
-    /// A page a read fills: logical block `index` from device block `physical`.
+    /// A page a read fills: logical block `index` from device block `physical`. Its bytes are
+    /// reached through `withBytes(of:)` until `finishRead` or `abandonRead`.
     public struct ReadSlot {
         public let index: UInt64
         public let physical: UInt64
-        public let bytes: UnsafeMutableRawBufferPointer
         let page: Page
+    }
+
+    /// The bytes of `slots`, in order, for the length of `body`: placeholders no one else
+    /// touches until the read settles them. The buffers must not outlive `body`.
+    public func withBytes<R, E: Error>(of slots: ArraySlice<ReadSlot>, _ body: ([UnsafeMutableRawBufferPointer]) throws(E) -> R) throws(E) -> R {
+        try body(slots.map { budget.bytes($0.page) })
     }
 
     /// What a read of blocks [first, end) should bring in.
@@ -121,7 +127,7 @@ extension PageCache {
                     let index = run.logical + k
                     file.pages[index] = .init(page: page, physical: run.physical + k, reading: true)
                     s.cachedPages += 1
-                    slots.append(ReadSlot(index: index, physical: run.physical + k, bytes: budget.bytes(page), page: page))
+                    slots.append(ReadSlot(index: index, physical: run.physical + k, page: page))
                 }
             }
             return slots

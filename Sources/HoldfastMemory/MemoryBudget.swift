@@ -212,7 +212,7 @@ public final class MemoryBudget: Sendable {
     }
 
     private func noFailSlowPath(_ bytes: Int, _ site: AllocationSite, forced: Bool) {
-        let start = WaitQueue.now()
+        let start = MonotonicClock.now()
         var skipAttempt = forced  // an injected hit reclaims and sleeps once before trying at all
         var timedOut = false
         while true {
@@ -221,7 +221,7 @@ public final class MemoryBudget: Sendable {
             let ticket = waitQueue.enter(site)
             if !skipAttempt && tryCharge(bytes, site.category) { waitQueue.cancel(ticket); return }
             // Checked on every pass: a waiter woken again and again by frees it then loses is still waiting.
-            let waited = WaitQueue.nanosecondsSince(start)
+            let waited = MonotonicClock.nanosecondsSince(start)
             if !skipAttempt && waited >= configuration.longWaitNanoseconds {
                 events.add(EventCounter.longWaits.rawValue, 1)
                 report(.longWait(site: site.name, seconds: Double(waited) / 1e9, used: used, limit: limit), key: "wait:\(site.name)")
@@ -350,7 +350,7 @@ public final class MemoryBudget: Sendable {
     }
 
     func report(_ event: MemoryEvent, key: String) {
-        let now = WaitQueue.now()
+        let now = MonotonicClock.now()
         let emit = lastReport.withLock { last -> Bool in
             if let t = last[key] {
                 let elapsed = (now.tv_sec - t.tv_sec) * 1_000_000_000 + (now.tv_nsec - t.tv_nsec)

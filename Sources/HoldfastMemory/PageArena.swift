@@ -5,7 +5,10 @@ import Darwin
 #endif
 import Synchronization
 
-/// One page of the arena, by index. Its bytes are reached through the arena that issued it.
+/// One page of the arena, by index: a handle, owned by whoever took it until it is given back.
+/// Its bytes are reached through the arena that issued it (in the engine, scoped: see
+/// `PageCache.withBytes`). The arena keeps who owns what, so a page given back twice, or one
+/// given back that was never taken, stops the program instead of having two owners.
 public struct Page: Sendable, Hashable {
     public let index: UInt32
 }
@@ -26,6 +29,22 @@ public final class PageArena: @unchecked Sendable {
         var warm: [UInt32] = []    // freed, still resident
         var cold: [UInt32] = []    // freed and given back to the kernel
         var untouched: UInt32 = 0  // pages from here on were never handed out
+        /// One bit per page, set while it is handed out.
+        var owned: [UInt64]
+
+        mutating func markTaken(_ index: UInt32) {
+            owned[Int(index) >> 6] |= 1 << UInt64(index & 63)
+        }
+
+        /// Clears the page's bit; false if it was not set (a double free).
+        mutating func markGiven(_ index: UInt32) -> Bool {
+            let bit: UInt64 = 1 << UInt64(index & 63)
+            guard owned[Int(index) >> 6] & bit != 0 else { return false }
+            owned[Int(index) >> 6] &= ~bit
+            return true
+        }
+
+        func isTaken(_ index: UInt32) -> Bool { owned[Int(index) >> 6] & (1 << UInt64(index & 63)) != 0 }
     }
     private let lists: Locked<FreeLists>
     private let warmLimit: Int
@@ -47,7 +66,7 @@ public final class PageArena: @unchecked Sendable {
             throw ArenaReservationError(bytes: mappedBytes, errno: errno, reason: String(cString: strerror(errno)))
         }
         base = p
-        var l = FreeLists()
+        var l = FreeLists(owned: [UInt64](repeating: 0, count: (capacity + 63) / 64))
         l.warm.reserveCapacity(capacity)
         l.cold.reserveCapacity(capacity)
         lists = Locked(l)
@@ -62,18 +81,28 @@ public final class PageArena: @unchecked Sendable {
     /// Takes a free page, or nil when every page is handed out.
     func take() -> Page? {
         lists.withLock { l -> Page? in
-            if let i = l.warm.popLast() { return Page(index: i) }
-            if let i = l.cold.popLast() { return Page(index: i) }
-            guard Int(l.untouched) < capacity else { return nil }
-            defer { l.untouched += 1 }
-            return Page(index: l.untouched)
+            let index: UInt32
+            if let i = l.warm.popLast() {
+                index = i
+            } else if let i = l.cold.popLast() {
+                index = i
+            } else {
+                guard Int(l.untouched) < capacity else { return nil }
+                index = l.untouched
+                l.untouched += 1
+            }
+            l.markTaken(index)
+            return Page(index: index)
         }
     }
 
     /// Returns a page. Past the warm limit its memory goes back to the kernel, before the page
     /// is listed again: once listed another thread may take it, and must not see it zeroed.
     func give(_ page: Page) {
+        precondition(Int(page.index) < capacity, "page \(page.index) is not one of this arena's")
         let kept = lists.withLock { l -> Bool in
+            // Two owners of one page would corrupt data silently: stop here instead.
+            precondition(l.markGiven(page.index), "page \(page.index) given back twice, or never taken")
             guard l.warm.count < warmLimit else { return false }
             l.warm.append(page.index)
             return true
@@ -94,10 +123,12 @@ public final class PageArena: @unchecked Sendable {
         lists.withLock { $0.cold.append(contentsOf: pages) }
     }
 
-    /// The page's bytes. Valid until the page is freed; the holder of the page owns them.
+    /// The page's bytes. Valid until the page is freed; the holder of the page owns them (debug
+    /// builds check that it is handed out).
     @inline(__always)
     public func bytes(_ page: Page) -> UnsafeMutableRawBufferPointer {
         precondition(Int(page.index) < capacity)
+        assert(lists.withLock { $0.isTaken(page.index) }, "bytes of page \(page.index), which nobody holds")
         return UnsafeMutableRawBufferPointer(start: address(page), count: pageSize)
     }
 

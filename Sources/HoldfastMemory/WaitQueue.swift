@@ -1,21 +1,23 @@
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Darwin)
-import Darwin
-#endif
 import Synchronization
 
-/// Where allocations sleep until memory comes back: a monitor with a generation count, so a
+/// Where allocations sleep until memory comes back: a generation count behind a `Monitor`, so a
 /// wake-up between "it did not fit" and "sleep" is never lost.
 ///
 /// A freeing thread checks `hasWaiters` (one atomic load) and only then takes the lock.
 /// The waiter list names each sleeping site, for the stall detector.
-final class WaitQueue: @unchecked Sendable {
-    private let monitor = ConditionLock()
+final class WaitQueue: Sendable {
+    private struct State {
+        var generation = 0
+        var waiters: [Int: (site: AllocationSite, count: Int)] = [:]
+
+        mutating func leave(_ site: AllocationSite) {
+            if let entry = waiters[site.id] {
+                waiters[site.id] = entry.count > 1 ? (site, entry.count - 1) : nil
+            }
+        }
+    }
+    private let state = Monitor(State())
     private let waiterCount = Atomic<Int>(0)
-    // Guarded by `monitor`.
-    private var generation = 0
-    private var waiters: [Int: (site: AllocationSite, count: Int)] = [:]
 
     /// A ticket taken before the last attempt to allocate; `sleep` returns at once if anything
     /// was freed after it was taken.
@@ -26,35 +28,27 @@ final class WaitQueue: @unchecked Sendable {
 
     /// Registers `site` as waiting. Must be followed by `sleep` or `cancel`.
     func enter(_ site: AllocationSite) -> Ticket {
-        monitor.withLock {
+        state.withLock { s in
             waiterCount.add(1, ordering: .sequentiallyConsistent)
-            waiters[site.id, default: (site, 0)].count += 1
-            return Ticket(generation: generation, site: site)
+            s.waiters[site.id, default: (site, 0)].count += 1
+            return Ticket(generation: s.generation, site: site)
         }
     }
 
     /// Sleeps until something is freed after the ticket was taken, or `timeout` nanoseconds pass.
     /// Returns false on timeout. Leaves the waiter list either way.
     func sleep(_ ticket: Ticket, timeoutNanoseconds: Int) -> Bool {
-        monitor.withLock {
-            defer { leave(ticket.site) }
-            let start = MonotonicClock.now()
-            while generation == ticket.generation {
-                let left = timeoutNanoseconds - MonotonicClock.nanosecondsSince(start)
-                if left <= 0 || !monitor.wait(timeoutNanoseconds: left) { return generation != ticket.generation }
-            }
-            return true
+        state.wait(until: { $0.generation != ticket.generation }, timeoutNanoseconds: timeoutNanoseconds) { s, woken in
+            waiterCount.add(-1, ordering: .sequentiallyConsistent)
+            s.leave(ticket.site)
+            return woken
         }
     }
 
     func cancel(_ ticket: Ticket) {
-        monitor.withLock { leave(ticket.site) }
-    }
-
-    private func leave(_ site: AllocationSite) {
-        waiterCount.add(-1, ordering: .sequentiallyConsistent)
-        if let entry = waiters[site.id] {
-            waiters[site.id] = entry.count > 1 ? (site, entry.count - 1) : nil
+        state.withLock { s in
+            waiterCount.add(-1, ordering: .sequentiallyConsistent)
+            s.leave(ticket.site)
         }
     }
 
@@ -64,18 +58,11 @@ final class WaitQueue: @unchecked Sendable {
 
     /// Wakes every sleeper: memory was freed or writeback finished.
     func wakeAll() {
-        monitor.withLock {
-            generation &+= 1
-            monitor.broadcast()
-        }
+        state.withLock { $0.generation &+= 1 }
     }
 
     /// The sites now waiting, with how many threads wait at each.
     func snapshot() -> [(site: AllocationSite, count: Int)] {
-        monitor.withLock { waiters.values.sorted { $0.site.id < $1.site.id } }
+        state.withLock { s in s.waiters.values.sorted { $0.site.id < $1.site.id } }
     }
-
-    static func now() -> timespec { MonotonicClock.now() }
-
-    static func nanosecondsSince(_ start: timespec) -> Int { MonotonicClock.nanosecondsSince(start) }
 }

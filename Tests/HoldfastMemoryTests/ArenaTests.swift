@@ -21,3 +21,30 @@ struct ArenaTests {
         #expect(budget.used == 0)
     }
 }
+
+@Suite("page ownership")
+struct PageOwnershipTests {
+    #if os(Linux) || os(macOS)
+    @Test("a page given back twice stops the program instead of getting two owners")
+    func doubleFreeStops() async {
+        await #expect(processExitsWith: .failure) {
+            let budget = MemoryBudget(limit: 64 * 1024, pageSize: 4096)
+            let page = budget.allocatePage(at: .testArenaPage)!
+            budget.freePage(page, for: .testArenaPage)
+            budget.freePage(page, for: .testArenaPage)
+        }
+    }
+    #endif
+
+    @Test("a page given back is handed out again to exactly one taker")
+    func reuseHasOneOwner() {
+        let budget = MemoryBudget(limit: 64 * 1024, pageSize: 4096)
+        let first = budget.allocatePage(at: .testArenaPage)!
+        budget.freePage(first, for: .testArenaPage)
+        let pages = (0..<16).compactMap { _ in budget.allocatePage(at: .testArenaPage) }
+        #expect(Set(pages).count == pages.count, "no page handed out twice")
+        #expect(pages.contains(first))
+        for p in pages { budget.freePage(p, for: .testArenaPage) }
+        #expect(budget.used == 0)
+    }
+}

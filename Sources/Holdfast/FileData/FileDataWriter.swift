@@ -176,24 +176,26 @@ extension Operation {
                 pending.delayedRuns.append((inode, logical + done, n))
             }
             // The part of each page the source covers; new pages get their other bytes first.
-            var pieces: [UnsafeMutableRawBufferPointer] = []
-            pieces.reserveCapacity(pages.count)
-            for (k, page) in pages.enumerated() {
-                let start = blockStart + UInt64(k) * bs
-                let head = Int(max(from, start) - start), tail = Int(min(to, start + bs) - start)
-                // On a block mapped just now, a clean page a read left holds the block's old bytes,
-                // not the file's: its uncovered part is zeros too. (Delayed pages, physical nil,
-                // that exist hold this file's data.)
-                if (page.isNew || (fresh && physical != nil)) && (head > 0 || tail < blockSize) {
-                    if fresh {
-                        page.bytes.initializeMemory(as: UInt8.self, repeating: 0)
-                    } else if let physical {
-                        try fs.device.read(into: page.bytes, at: (physical + done + UInt64(k)) * bs)
+            try cache.withBytes(of: pages) { buffers throws in
+                var pieces: [UnsafeMutableRawBufferPointer] = []
+                pieces.reserveCapacity(pages.count)
+                for (k, (page, bytes)) in zip(pages, buffers).enumerated() {
+                    let start = blockStart + UInt64(k) * bs
+                    let head = Int(max(from, start) - start), tail = Int(min(to, start + bs) - start)
+                    // On a block mapped just now, a clean page a read left holds the block's old bytes,
+                    // not the file's: its uncovered part is zeros too. (Delayed pages, physical nil,
+                    // that exist hold this file's data.)
+                    if (page.isNew || (fresh && physical != nil)) && (head > 0 || tail < blockSize) {
+                        if fresh {
+                            bytes.initializeMemory(as: UInt8.self, repeating: 0)
+                        } else if let physical {
+                            try fs.device.read(into: bytes, at: (physical + done + UInt64(k)) * bs)
+                        }
                     }
+                    pieces.append(UnsafeMutableRawBufferPointer(rebasing: bytes[head..<tail]))
                 }
-                pieces.append(UnsafeMutableRawBufferPointer(rebasing: page.bytes[head..<tail]))
+                try data.slice(Int(from - offset), Int(to - offset)).read(into: pieces)
             }
-            try data.slice(Int(from - offset), Int(to - offset)).read(into: pieces)
             cache.filled(inode, pages)
             done += n
         }

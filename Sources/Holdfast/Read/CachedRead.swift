@@ -70,7 +70,7 @@ extension Filesystem {
             }
             let slots = cache.beginFill(number, runs: runs, spare: &spare)
             do {
-                try fill(slots)
+                try fill(slots, of: cache)
             } catch {
                 cache.abandonRead(number, slots)
                 throw error
@@ -145,13 +145,13 @@ extension Filesystem {
     }
 
     /// Reads the placeholders from the device, one vectored read per physically contiguous stretch.
-    private func fill(_ slots: [PageCache.ReadSlot]) throws {
+    private func fill(_ slots: [PageCache.ReadSlot], of pages: PageCache) throws {
         var start = 0
         while start < slots.count {
             var stop = start + 1
             while stop < slots.count, slots[stop].index == slots[stop - 1].index + 1,
                   slots[stop].physical == slots[stop - 1].physical + 1 { stop += 1 }
-            try cache.read(blocks: slots[start].physical, scattering: slots[start..<stop].map(\.bytes))
+            try pages.withBytes(of: slots[start..<stop]) { buffers in try cache.read(blocks: slots[start].physical, scattering: buffers) }
             start = stop
         }
     }
