@@ -335,16 +335,18 @@ extension PageCache {
                 pauseFlusher(nanoseconds: 1_000_000)
                 continue
             }
-            var shortOfMemory = false
+            var backedOff = 0
             for run in runs {
                 // After repeated shortages the run goes page by page: the flusher always progresses.
-                if !write(run, mayBackOff: backoff.attempts < 8) { shortOfMemory = true }
+                if !write(run, mayBackOff: backoff.attempts < 8) { backedOff += 1 }
             }
-            if shortOfMemory {
+            if backedOff == runs.count {
+                // Not one run found memory for its page list: give reclaim and the writers a moment.
                 pauseFlusher(nanoseconds: backoff.next())
-            } else {
+            } else if backedOff == 0 {
                 backoff.reset()
             }
+            // Some runs written, some not: memory comes and goes; the next pass retries at once.
         }
     }
 
@@ -413,9 +415,10 @@ extension PageCache {
         }
     }
 
-    /// Sleeps `nanoseconds`, or less if the flusher is told to stop.
+    /// Sleeps `nanoseconds` (a backoff), or less if the flusher is told to stop or a writer
+    /// kicks it: a throttled writer waits for this flusher, so its pause ends there.
     private func pauseFlusher(nanoseconds: UInt64) {
         guard nanoseconds > 0 else { return }
-        state.wait(until: { $0.flusher.stopping }, timeoutNanoseconds: Int(nanoseconds)) { _, _ in }
+        state.wait(until: { $0.flusher.stopping || $0.flusher.kick }, timeoutNanoseconds: Int(nanoseconds)) { _, _ in }
     }
 }

@@ -10,7 +10,7 @@ import Darwin
 /// condition runs on CLOCK_MONOTONIC where it can.
 public final class ConditionLock: @unchecked Sendable {
     // The pthread objects must not move: they live in their own allocations.
-    private let mutex: UnsafeMutablePointer<pthread_mutex_t>
+    @usableFromInline let mutex: UnsafeMutablePointer<pthread_mutex_t>
     private let condition: UnsafeMutablePointer<pthread_cond_t>
 
     public init() {
@@ -35,7 +35,7 @@ public final class ConditionLock: @unchecked Sendable {
         mutex.deallocate()
     }
 
-    @inline(__always)
+    @inlinable
     public func withLock<R, E: Error>(_ body: () throws(E) -> R) throws(E) -> R {
         pthread_mutex_lock(mutex)
         defer { pthread_mutex_unlock(mutex) }

@@ -16,23 +16,24 @@
 /// the state outside the lock (the caches return entries only to compare their identity later,
 /// under the lock again).
 public final class Monitor<State>: @unchecked Sendable {
-    private let lock = ConditionLock()
-    private var state: State
+    @usableFromInline let lock = ConditionLock()
+    // The lock makes every access exclusive; the dynamic exclusivity check would only cost time.
+    @usableFromInline @exclusivity(unchecked) var state: State
     /// The conditions of the threads asleep in `wait`, checked after every `withLock`.
-    private var sleepers: [Sleeper] = []
-    private var nextSleeper = 0
-    private var broadcasts = 0
+    @usableFromInline @exclusivity(unchecked) var sleepers: [Sleeper] = []
+    @exclusivity(unchecked) private var nextSleeper = 0
+    @exclusivity(unchecked) private var broadcasts = 0
 
-    private struct Sleeper {
+    @usableFromInline struct Sleeper {
         let id: Int
-        let condition: (State) -> Bool
+        let condition: (borrowing State) -> Bool
     }
 
     public init(_ state: State) { self.state = state }
 
     /// Runs `body` with the state under the lock, then wakes the sleepers if the state now
-    /// satisfies one of them.
-    @inline(__always)
+    /// satisfies one of them. Inlinable, so it is specialized for each state type where it is used.
+    @inlinable
     public func withLock<R, E: Error>(_ body: (inout State) throws(E) -> R) throws(E) -> R {
         try lock.withLock { () throws(E) -> R in
             defer { if !sleepers.isEmpty { wakeSatisfied() } }
@@ -41,42 +42,51 @@ public final class Monitor<State>: @unchecked Sendable {
     }
 
     /// Sleeps until `condition` holds, then runs `body` with the state under the lock.
-    public func wait<R>(until condition: (State) -> Bool, then body: (inout State) -> R) -> R {
+    @inlinable
+    public func wait<R>(until condition: (borrowing State) -> Bool, then body: (inout State) -> R) -> R {
         wait(until: condition, timeoutNanoseconds: nil) { state, _ in body(&state) }
     }
 
     /// Sleeps until `condition` holds.
-    public func wait(until condition: (State) -> Bool) { wait(until: condition, then: { _ in }) }
+    @inlinable
+    public func wait(until condition: (borrowing State) -> Bool) { wait(until: condition, then: { _ in }) }
 
     /// Sleeps until `condition` holds or `timeoutNanoseconds` pass (nil: no limit), then runs
     /// `body` with the state under the lock and whether the condition held.
-    public func wait<R>(until condition: (State) -> Bool, timeoutNanoseconds: Int?,
+    @inlinable
+    public func wait<R>(until condition: (borrowing State) -> Bool, timeoutNanoseconds: Int?,
                         then body: (inout State, _ satisfied: Bool) -> R) -> R {
         lock.withLock {
             var satisfied = condition(state)
-            if !satisfied {
-                let deadline = timeoutNanoseconds.map { ConditionLock.deadline(afterNanoseconds: max(0, $0)) }
-                // The condition is kept only while this thread sleeps in here: it never escapes the call.
-                withoutActuallyEscaping(condition) { kept in
-                    let id = nextSleeper
-                    nextSleeper &+= 1
-                    sleepers.append(Sleeper(id: id, condition: kept))
-                    defer { sleepers.removeAll { $0.id == id } }
-                    while !satisfied {
-                        if let deadline {
-                            let woken = lock.wait(until: deadline)
-                            satisfied = condition(state)
-                            if !woken { break }
-                        } else {
-                            lock.wait()
-                            satisfied = condition(state)
-                        }
-                    }
-                }
-            }
+            if !satisfied { satisfied = sleep(until: condition, timeoutNanoseconds: timeoutNanoseconds) }
             defer { if !sleepers.isEmpty { wakeSatisfied() } }
             return body(&state, satisfied)
         }
+    }
+
+    /// With the lock held and `condition` false: sleeps until it holds (true) or the timeout
+    /// passes (false).
+    @usableFromInline func sleep(until condition: (borrowing State) -> Bool, timeoutNanoseconds: Int?) -> Bool {
+        var satisfied = false
+        let deadline = timeoutNanoseconds.map { ConditionLock.deadline(afterNanoseconds: max(0, $0)) }
+        // The condition is kept only while this thread sleeps in here: it never escapes the call.
+        withoutActuallyEscaping(condition) { kept in
+            let id = nextSleeper
+            nextSleeper &+= 1
+            sleepers.append(Sleeper(id: id, condition: kept))
+            defer { sleepers.removeAll { $0.id == id } }
+            while !satisfied {
+                if let deadline {
+                    let woken = lock.wait(until: deadline)
+                    satisfied = condition(state)
+                    if !woken { break }
+                } else {
+                    lock.wait()
+                    satisfied = condition(state)
+                }
+            }
+        }
+        return satisfied
     }
 
     /// Times a change woke the sleepers (each time, one's condition had come true): for tests
@@ -84,7 +94,7 @@ public final class Monitor<State>: @unchecked Sendable {
     public var wakeups: Int { lock.withLock { broadcasts } }
 
     /// With the lock held.
-    private func wakeSatisfied() {
+    @usableFromInline func wakeSatisfied() {
         if sleepers.contains(where: { $0.condition(state) }) {
             broadcasts += 1
             lock.broadcast()

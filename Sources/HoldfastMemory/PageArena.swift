@@ -29,24 +29,11 @@ public final class PageArena: @unchecked Sendable {
         var warm: [UInt32] = []    // freed, still resident
         var cold: [UInt32] = []    // freed and given back to the kernel
         var untouched: UInt32 = 0  // pages from here on were never handed out
-        /// One bit per page, set while it is handed out.
-        var owned: [UInt64]
-
-        mutating func markTaken(_ index: UInt32) {
-            owned[Int(index) >> 6] |= 1 << UInt64(index & 63)
-        }
-
-        /// Clears the page's bit; false if it was not set (a double free).
-        mutating func markGiven(_ index: UInt32) -> Bool {
-            let bit: UInt64 = 1 << UInt64(index & 63)
-            guard owned[Int(index) >> 6] & bit != 0 else { return false }
-            owned[Int(index) >> 6] &= ~bit
-            return true
-        }
-
-        func isTaken(_ index: UInt32) -> Bool { owned[Int(index) >> 6] & (1 << UInt64(index & 63)) != 0 }
     }
     private let lists: Locked<FreeLists>
+    /// One bit per page, set while it is handed out; read and written only under `lists`' lock.
+    private let owned: UnsafeMutablePointer<UInt64>
+    private let ownedWords: Int
     private let warmLimit: Int
     private let canGiveBack: Bool
 
@@ -66,7 +53,10 @@ public final class PageArena: @unchecked Sendable {
             throw ArenaReservationError(bytes: mappedBytes, errno: errno, reason: String(cString: strerror(errno)))
         }
         base = p
-        var l = FreeLists(owned: [UInt64](repeating: 0, count: (capacity + 63) / 64))
+        ownedWords = (capacity + 63) / 64
+        owned = .allocate(capacity: ownedWords)
+        owned.initialize(repeating: 0, count: ownedWords)
+        var l = FreeLists()
         l.warm.reserveCapacity(capacity)
         l.cold.reserveCapacity(capacity)
         lists = Locked(l)
@@ -76,7 +66,25 @@ public final class PageArena: @unchecked Sendable {
         warmLimit = canGiveBack ? max(16, capacity / 8) : capacity
     }
 
-    deinit { munmap(base, mappedBytes) }
+    deinit {
+        munmap(base, mappedBytes)
+        owned.deallocate()
+    }
+
+    // The ownership bits, with the lock held.
+    @inline(__always) private func markTaken(_ index: UInt32) {
+        owned[Int(index) >> 6] |= 1 << UInt64(index & 63)
+    }
+
+    /// Clears the page's bit; false if it was not set (a double free).
+    @inline(__always) private func markGiven(_ index: UInt32) -> Bool {
+        let bit: UInt64 = 1 << UInt64(index & 63)
+        guard owned[Int(index) >> 6] & bit != 0 else { return false }
+        owned[Int(index) >> 6] &= ~bit
+        return true
+    }
+
+    private func isTaken(_ index: UInt32) -> Bool { lists.withLock { _ in owned[Int(index) >> 6] & (1 << UInt64(index & 63)) != 0 } }
 
     /// Takes a free page, or nil when every page is handed out.
     func take() -> Page? {
@@ -91,7 +99,7 @@ public final class PageArena: @unchecked Sendable {
                 index = l.untouched
                 l.untouched += 1
             }
-            l.markTaken(index)
+            markTaken(index)
             return Page(index: index)
         }
     }
@@ -102,7 +110,7 @@ public final class PageArena: @unchecked Sendable {
         precondition(Int(page.index) < capacity, "page \(page.index) is not one of this arena's")
         let kept = lists.withLock { l -> Bool in
             // Two owners of one page would corrupt data silently: stop here instead.
-            precondition(l.markGiven(page.index), "page \(page.index) given back twice, or never taken")
+            precondition(markGiven(page.index), "page \(page.index) given back twice, or never taken")
             guard l.warm.count < warmLimit else { return false }
             l.warm.append(page.index)
             return true
@@ -128,7 +136,7 @@ public final class PageArena: @unchecked Sendable {
     @inline(__always)
     public func bytes(_ page: Page) -> UnsafeMutableRawBufferPointer {
         precondition(Int(page.index) < capacity)
-        assert(lists.withLock { $0.isTaken(page.index) }, "bytes of page \(page.index), which nobody holds")
+        assert(isTaken(page.index), "bytes of page \(page.index), which nobody holds")
         return UnsafeMutableRawBufferPointer(start: address(page), count: pageSize)
     }
 
