@@ -245,7 +245,8 @@ public enum Jbd2 {
         return CRC32C.update(journal.checksumSeed, copy) == stored
     }
 
-    /// Verifies a logged data block against its tag (v2: low 16 bits; v3: all 32).
+    /// Verifies a logged data block, as logged (an escaped block with its first word zeroed),
+    /// against its tag (v2: low 16 bits; v3: all 32).
     public static func verifyData(_ b: [UInt8], tag: Tag, sequence: UInt32, journal: Superblock) -> Bool {
         guard journal.hasChecksumV2orV3 else { return true }
         let c = CRC32C.update(CRC32C.update(journal.checksumSeed, sequence.bigEndianBytes), b)

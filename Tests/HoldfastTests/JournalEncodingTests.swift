@@ -1,0 +1,134 @@
+import Foundation
+import Holdfast
+import HoldfastFormat
+import HoldfastTestSupport
+import Testing
+
+/// The jbd2 encoders (`Jbd2.encodeTransaction`) judged from outside: transactions Holdfast writes
+/// into a real image's journal must be what e2fsck and the kernel replay, and what Holdfast's own
+/// replay reads. Escaping, revokes and an uncommitted tail are in every log.
+@Suite("journal encoding", .serialized)
+struct JournalEncodingTests {
+    struct Layout: CustomStringConvertible, Sendable {
+        let blockSize: Int
+        /// mkfs features: the default (metadata_csum and 64bit: checksum v3, 64-bit tags), or
+        /// neither (no checksums, 32-bit tags).
+        let checksummed: Bool
+        var description: String { "\(blockSize) B, \(checksummed ? "csum v3 64-bit" : "no csum 32-bit")" }
+    }
+
+    static let layouts = [Layout(blockSize: 1024, checksummed: true), Layout(blockSize: 4096, checksummed: true),
+                          Layout(blockSize: 1024, checksummed: false), Layout(blockSize: 4096, checksummed: false)]
+
+    /// Reads or writes one filesystem block of the image file.
+    static func block(_ image: String, _ number: UInt64, size: Int) throws -> [UInt8] {
+        let h = try FileHandle(forReadingFrom: URL(fileURLWithPath: image))
+        defer { try? h.close() }
+        try h.seek(toOffset: number * UInt64(size))
+        return [UInt8](try h.read(upToCount: size) ?? Data())
+    }
+
+    static func write(_ image: String, _ number: UInt64, _ bytes: [UInt8]) throws {
+        let h = try FileHandle(forUpdating: URL(fileURLWithPath: image))
+        defer { try? h.close() }
+        try h.seek(toOffset: number * UInt64(bytes.count))
+        try h.write(contentsOf: Data(bytes))
+    }
+
+    static func bmap(_ image: String, _ what: String, _ logical: Int) throws -> UInt64 {
+        let out = try Support.sh(["debugfs", "-R", "bmap \(what) \(logical)", image])
+        return try #require(UInt64(out.trimmingCharacters(in: .whitespacesAndNewlines).split(separator: "\n").last ?? ""), "bmap \(what): \(out)")
+    }
+
+    @Test("e2fsck, the kernel and Holdfast replay what the encoders wrote: escaped blocks, revokes, no uncommitted tail",
+          arguments: layouts)
+    func judgedReplay(layout: Layout) throws {
+        let bs = layout.blockSize
+        let scratch = try Scratch()
+        let image = scratch.path("j.img")
+        try Support.sh(["truncate", "-s", "32M", image])
+        try Support.sh(["mkfs.ext4", "-q", "-b", String(bs)] + (layout.checksummed ? [] : ["-O", "^metadata_csum,^64bit"]) + [image])
+        // Three one-block files whose blocks the transactions rewrite.
+        for name in ["a", "b", "c"] {
+            let original = scratch.path("orig-\(name)")
+            try Data(Array("original \(name)".utf8) + [UInt8](repeating: 0x2E, count: bs - 10)).write(to: URL(fileURLWithPath: original))
+            try Support.sh(["debugfs", "-w", "-R", "write \(original) /\(name)", image])
+        }
+        let a = try Self.bmap(image, "/a", 0), b = try Self.bmap(image, "/b", 0), c = try Self.bmap(image, "/c", 0)
+        let originalC = try Self.block(image, c, size: bs)
+
+        // The journal's superblock, with the features a writer turns on at first use.
+        let journalBlock0 = try Self.bmap(image, "<8>", 0)
+        var record = Jbd2.SuperblockRecord(raw: try Self.block(image, journalBlock0, size: bs))
+        record.featureIncompat |= Jbd2.incompatRevoke
+        if layout.checksummed {
+            record.featureIncompat |= Jbd2.incompatCsumV3 | Jbd2.incompat64Bit
+            record.checksumType = 4
+        }
+        let sequence = record.sequence
+        record.start = record.first
+        if layout.checksummed { record.seal() }
+        let journal = try Jbd2.Superblock(record.raw, fsBlockSize: bs)
+        #expect(journal.hasChecksumV3 == layout.checksummed && journal.is64Bit == layout.checksummed)
+
+        // T1 logs new contents for all three blocks, /b's starting with the jbd2 magic (escaped);
+        // T2 revokes /c's block; T3 logs a stale /a but never commits.
+        var newA = Patterns.random(bs, seed: 7)
+        newA.replaceSubrange(0..<5, with: Array("NEW-A".utf8))
+        var newB = Patterns.random(bs, seed: 8)
+        newB.replaceSubrange(0..<4, with: Jbd2.magic.bigEndianBytes)
+        let newC = [UInt8](repeating: 0x43, count: bs)
+        let t1 = Jbd2.encodeTransaction([.init(target: a, bytes: newA), .init(target: b, bytes: newB), .init(target: c, bytes: newC)],
+                                        revoked: [], sequence: sequence, commitSeconds: 1_700_000_000, commitNanoseconds: 5, journal: journal)
+        let t2 = Jbd2.encodeTransaction([], revoked: [c], sequence: sequence &+ 1, commitSeconds: 1_700_000_001, commitNanoseconds: 0, journal: journal)
+        let t3 = Jbd2.encodeTransaction([.init(target: a, bytes: [UInt8](repeating: 0x53, count: bs))], revoked: [],
+                                        sequence: sequence &+ 2, commitSeconds: 1_700_000_002, commitNanoseconds: 0, journal: journal)
+        #expect(t1.body.count == 4 && t2.body.count == 1 && t3.body.count == 2)
+        // The escaped copy is logged with its magic zeroed.
+        #expect(Array(t1.body[2].prefix(4)) == [0, 0, 0, 0])
+        let log = t1.body + [t1.commit] + t2.body + [t2.commit] + t3.body
+        for (k, logBlock) in log.enumerated() {
+            try Self.write(image, try Self.bmap(image, "<8>", Int(journal.first) + k), logBlock)
+        }
+        try Self.write(image, journalBlock0, record.raw)
+        // What the decoders read back of the encoders' blocks.
+        #expect(Jbd2.tags(t1.body[0], journal: journal).map(\.target) == [a, b, c])
+        #expect(Jbd2.tags(t1.body[0], journal: journal).map { $0.flags & Jbd2.tagEscape != 0 } == [false, true, false])
+        #expect(Jbd2.verifyBlockTail(t1.body[0], journal: journal) && Jbd2.verifyCommit(t1.commit, journal: journal))
+        #expect(Jbd2.revoked(t2.body[0], journal: journal) == [c])
+        try Support.sh(["debugfs", "-w", "-R", "feature needs_recovery", image])
+
+        // Holdfast's replay (in memory, read-only open) of a copy.
+        let copy = scratch.path("holdfast.img")
+        try Support.sh(["cp", "--sparse=always", image, copy])
+        do {
+            let fs = try Filesystem.open(path: copy)
+            let replay = try #require(fs.journalReplay)
+            #expect(replay.transactions == 2, "T3 has no commit block")
+            #expect(replay.blocksReplayed == 2 && replay.blocksRevoked == 1 && replay.dataChecksumFailures == 0, "\(replay)")
+            #expect(Bytes(try fs.read(try fs.resolve("/a"), offset: 0, count: bs)) == Bytes(newA))
+            #expect(Bytes(try fs.read(try fs.resolve("/b"), offset: 0, count: bs)) == Bytes(newB), "the magic is put back")
+            #expect(Bytes(try fs.read(try fs.resolve("/c"), offset: 0, count: bs)) == Bytes(originalC), "revoked in T2")
+        }
+
+        // e2fsck's replay.
+        let fsck = scratch.path("e2fsck.img")
+        try Support.sh(["cp", "--sparse=always", image, fsck])
+        let replayed = try Support.run(["e2fsck", "-fy", fsck])
+        #expect(replayed.status <= 1, "e2fsck -fy: \(replayed.out)\(replayed.stderr)")
+        #expect(Bytes(try Self.block(fsck, a, size: bs)) == Bytes(newA))
+        #expect(Bytes(try Self.block(fsck, b, size: bs)) == Bytes(newB))
+        #expect(Bytes(try Self.block(fsck, c, size: bs)) == Bytes(originalC))
+        try Images.expectClean(fsck)
+
+        // The kernel's replay at mount.
+        guard Support.canLoopMount(skipping: "the kernel's replay of encoded transactions") else { return }
+        let kernel = scratch.path("kernel.img")
+        try Support.sh(["cp", "--sparse=always", image, kernel])
+        try Support.withLoopMount(kernel, options: "loop,noatime") { _ in }
+        #expect(Bytes(try Self.block(kernel, a, size: bs)) == Bytes(newA))
+        #expect(Bytes(try Self.block(kernel, b, size: bs)) == Bytes(newB))
+        #expect(Bytes(try Self.block(kernel, c, size: bs)) == Bytes(originalC))
+        try Images.expectClean(kernel)
+    }
+}
