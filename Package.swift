@@ -60,7 +60,7 @@ let package = Package(
         .testTarget(name: "HoldfastTests", dependencies: [
             "Holdfast", "HoldfastHost", "HoldfastFormat", "HoldfastMemory", "HoldfastCache", "HoldfastDevice", "HoldfastTestSupport", log,
         ]),
-        .testTarget(name: "HoldfastCLITests", dependencies: ["HoldfastCLI", "Holdfast", "HoldfastTestSupport"]),
+        .testTarget(name: "HoldfastCLITests", dependencies: ["HoldfastCLI", "Holdfast", "HoldfastDevice", "HoldfastTestSupport"]),
     ],
     swiftLanguageModes: [.v6]
 )

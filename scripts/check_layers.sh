@@ -29,7 +29,7 @@ declare -A allowed=(
   [Tests/HoldfastDeviceTests]="HoldfastDevice HoldfastMemory HoldfastTestSupport Foundation Testing"
   [Tests/HoldfastCacheTests]="Holdfast HoldfastCache HoldfastDevice HoldfastMemory HoldfastTestSupport Foundation Testing"
   [Tests/HoldfastTests]="Holdfast HoldfastHost HoldfastFormat HoldfastMemory HoldfastCache HoldfastDevice HoldfastTestSupport Logging Foundation Testing"
-  [Tests/HoldfastCLITests]="Holdfast HoldfastTestSupport Foundation Testing"
+  [Tests/HoldfastCLITests]="Holdfast HoldfastDevice HoldfastTestSupport Foundation Testing"
 )
 
 failures=0

@@ -36,16 +36,17 @@ struct ImageOptions: ParsableArguments {
             throw .invalidArgument("--errors \(errors): give continue, remount-ro or panic")
         }
         options.errors = policy
-        if let spec = inject ?? environmentInjectSpec() {
+        if let spec = inject ?? environment("HOLDFAST_INJECT") {
             do { options.faultPlan = try FaultPlan(parsing: spec) } catch {
                 throw .invalidArgument("--inject \(spec): \(error)")
             }
         }
+        options.recordingLog = environment("HOLDFAST_RECORD")
         return try MemoryReport.open(image, options, stats: stats)
     }
 
-    private func environmentInjectSpec() -> String? {
-        guard let p = getenv("HOLDFAST_INJECT") else { return nil }
+    private func environment(_ name: String) -> String? {
+        guard let p = getenv(name) else { return nil }
         let s = String(cString: p)
         return s.isEmpty ? nil : s
     }

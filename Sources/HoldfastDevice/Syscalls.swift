@@ -9,6 +9,15 @@ import Darwin
 /// in front of it, and the one loop that copes with short transfers and EINTR
 /// (swift-system's `valueOrErrno(retryOnInterrupt:)`, written once).
 public enum Syscall {
+    /// lseek's whences for sparse files (not exported by Glibc's module map).
+    #if os(Linux)
+    public static let seekData: Int32 = 3
+    public static let seekHole: Int32 = 4
+    #else
+    public static let seekData: Int32 = SEEK_DATA
+    public static let seekHole: Int32 = SEEK_HOLE
+    #endif
+
     /// How a transfer of many bytes ended early: the call failed with `errno`, or the file ended
     /// (a read returned 0), after `done` bytes had moved.
     public enum TransferError: Error, Sendable {
@@ -66,6 +75,11 @@ public enum Syscall {
 
     static func open(_ path: String, _ flags: Int32) -> Int32 {
         path.withCString { Glibc.open($0, flags | O_CLOEXEC) }
+    }
+
+    /// `open` that may create the file with `mode`.
+    static func open(_ path: String, _ flags: Int32, _ mode: mode_t) -> Int32 {
+        path.withCString { Glibc.open($0, flags | O_CLOEXEC, mode) }
     }
 
     static func pread(_ fd: Int32, _ buffer: UnsafeMutableRawBufferPointer, _ offset: UInt64) -> Int {

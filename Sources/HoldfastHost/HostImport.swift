@@ -4,9 +4,6 @@ import Glibc
 import CHoldfastShim
 import Holdfast
 
-// Linux's lseek whences for sparse files (not exported by Glibc's module map).
-private let seekData: Int32 = 3
-private let seekHole: Int32 = 4
 private let oNoAtime: Int32 = 0o1000000
 
 /// What an import copied.
@@ -189,12 +186,12 @@ struct HostImporter {
         var copied: UInt64 = 0
         var position: off_t = 0
         while UInt64(position) < size {
-            let dataStart = lseek(fd, position, seekData)
+            let dataStart = lseek(fd, position, Syscall.seekData)
             if dataStart < 0 {
                 if errno == ENXIO { break }  // no data past here: the rest is a hole
                 throw hostError(path, "seek")
             }
-            var dataEnd = lseek(fd, dataStart, seekHole)
+            var dataEnd = lseek(fd, dataStart, Syscall.seekHole)
             if dataEnd < 0 || UInt64(dataEnd) > size { dataEnd = off_t(size) }
             let n = Int(dataEnd - dataStart)
             if n > 0 {

@@ -30,6 +30,9 @@ public struct OpenOptions: Sendable {
     public var flusher = true
     /// Allocate the blocks of data written into holes at writeback, not at the write.
     public var delayedAllocation = true
+    /// Log every write and flush of a writable open to this file (`RecordingDevice`), for crash
+    /// testing: `RecordedLog` rebuilds the image at any cut point. The CLI reads HOLDFAST_RECORD.
+    public var recordingLog: String?
 
     public init(memoryBudget: Int = 64 << 20, faultPlan: FaultPlan? = nil, writable: Bool = false) {
         self.memoryBudget = memoryBudget
@@ -94,7 +97,8 @@ public final class Filesystem: Sendable {
     /// and replays a journal that needs recovery into memory (the file is never written).
     public static func open(path: String, options: OpenOptions = OpenOptions()) throws(HoldfastError) -> Filesystem {
         try guarded {
-            let device = try ImageFile(path: path, writable: options.writable)
+            var device: any BlockDevice = try ImageFile(path: path, writable: options.writable)
+            if options.writable, let log = options.recordingLog { device = try RecordingDevice(device, logPath: log) }
             return try Filesystem(device: device, options: options)
         }
     }
