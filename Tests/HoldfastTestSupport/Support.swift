@@ -34,7 +34,8 @@ public enum Support {
 
     /// Runs a command to completion; `timeout` kills it (reported as signaled).
     @discardableResult
-    public static func run(_ args: [String], timeout: TimeInterval = 600, environment: [String: String]? = nil) throws -> Result {
+    public static func run(_ args: [String], timeout: TimeInterval = 600, stdin: Data? = nil,
+                           environment: [String: String]? = nil) throws -> Result {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: args[0].hasPrefix("/") ? args[0] : "/usr/bin/env")
         p.arguments = args[0].hasPrefix("/") ? Array(args.dropFirst()) : args
@@ -42,7 +43,16 @@ public enum Support {
         let outPipe = Pipe(), errPipe = Pipe()
         p.standardOutput = outPipe
         p.standardError = errPipe
-        p.standardInput = FileHandle.nullDevice
+        // Standard input from a file that goes away at once: the child keeps its descriptor.
+        var input: FileHandle?
+        if let stdin {
+            let path = NSTemporaryDirectory() + "holdfast-stdin-\(UUID().uuidString)"
+            try stdin.write(to: URL(fileURLWithPath: path))
+            input = FileHandle(forReadingAtPath: path)
+            unlink(path)
+        }
+        p.standardInput = input ?? FileHandle.nullDevice
+        defer { try? input?.close() }
         try p.run()
         // Drain both pipes while waiting so a chatty command cannot block.
         nonisolated(unsafe) var outData = Data(), errData = Data()
