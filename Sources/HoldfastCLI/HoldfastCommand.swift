@@ -15,7 +15,8 @@ struct HoldfastCommand: ParsableCommand {
             is replayed in memory, so you see what the kernel would show after mounting it.
             Changing commands (mkfs, put, write, mkdir, rm, mv, ln, chmod, chown, truncate,
             fallocate, xattr --set/--remove) open
-            the image read-write; each change completes or leaves the image as it was, and
+            the image read-write, first recovering a journal that needs it as the kernel's
+            mount does; each change completes or leaves the image as it was, and
             everything is written and flushed before the command exits.
 
             Every command takes --memory (the budget), --stats (per-site allocation

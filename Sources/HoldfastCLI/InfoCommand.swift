@@ -61,7 +61,7 @@ struct InfoCommand: ParsableCommand {
             var reasons = fs.readOnlyReasons
             if access(options.image, W_OK) != 0 { reasons.append("the image file is not writable by this user (\(String(cString: strerror(errno))))") }
             row("Access:", reasons.isEmpty
-                ? "read-write: Holdfast can change this image"
+                ? "read-write: Holdfast can change this image" + (fs.journalReplay != nil ? " (a changing command first recovers its journal)" : "")
                 : "read-only: " + reasons.joined(separator: "; "))
             out.flush()
             let problems = fs.checkGroups()

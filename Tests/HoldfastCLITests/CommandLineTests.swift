@@ -36,6 +36,29 @@ struct CommandLineTests {
         #expect(access.contains("read-only: ") && access.contains("quota"), "\(access)")
     }
 
+    @Test("an image whose journal needs recovery is changeable: a changing command recovers it first, as the kernel's mount does")
+    func changingCommandRecovers() throws {
+        let s = try Scratch()
+        let image = try Self.image(s, "echo original > victim")
+        let block = try Support.sh(["debugfs", "-R", "bmap /victim 0", image]).trimmingCharacters(in: .whitespacesAndNewlines)
+        let logged = s.path("logged")
+        try Data(Array("logged!\n".utf8) + [UInt8](repeating: 0, count: 4088)).write(to: URL(fileURLWithPath: logged))
+        let bs = try Support.sh(["dumpe2fs", "-h", image]).split(separator: "\n").first { $0.hasPrefix("Block size:") }
+            .flatMap { Int($0.split(separator: " ").last ?? "") } ?? 4096
+        try Support.sh(["truncate", "-s", String(bs), logged])
+        try Support.sh(["bash", "-c", "printf 'jo\\njw -b \(block) \(logged)\\njc\\n' | debugfs -w -f - \(image)"])
+        let info = try Support.sh([Support.holdfast, "info", image])
+        #expect(info.contains("needs recovery from block") && info.contains("a changing command first recovers its journal"), "\(info)")
+        let before = try Support.sha256(image)
+        #expect(try Support.sh([Support.holdfast, "cat", image, "/victim"]).hasPrefix("logged!"), "reads see the replay")
+        #expect(try Support.sha256(image) == before, "reading commands never write")
+        try Support.sh([Support.holdfast, "mkdir", image, "/after"])
+        let recovered = try Support.sh([Support.holdfast, "info", image])
+        #expect(recovered.contains("Journal state:          empty") && !recovered.contains("needs_recovery"), "\(recovered)")
+        #expect(try Support.sh(["debugfs", "-R", "cat /victim", image]).hasPrefix("logged!"), "written home")
+        try Images.expectClean(image)
+    }
+
     @Test("the layer check fails and names the file when the CLI imports a cache or writes a raw on-disk offset")
     func layerCheckCatchesViolations() throws {
         let s = try Scratch()

@@ -111,6 +111,24 @@ struct JournalEncodingTests {
             #expect(Bytes(try fs.read(try fs.resolve("/c"), offset: 0, count: bs)) == Bytes(originalC), "revoked in T2")
         }
 
+        // Holdfast's recovery at a writable open: written home, the journal emptied, the flag gone.
+        let recovered = scratch.path("recovered.img")
+        try Support.sh(["cp", "--sparse=always", image, recovered])
+        do {
+            let fs = try Images.openWritable(recovered)
+            let summary = try #require(fs.journalRecovery)
+            #expect(summary.transactions == 2 && summary.blocksWritten == 2)
+            #expect(summary.nextSequence == sequence &+ 3, "one past T3, the torn transaction")
+            try fs.close()
+        }
+        #expect(Bytes(try Self.block(recovered, a, size: bs)) == Bytes(newA))
+        #expect(Bytes(try Self.block(recovered, b, size: bs)) == Bytes(newB))
+        #expect(Bytes(try Self.block(recovered, c, size: bs)) == Bytes(originalC))
+        #expect(!(try Support.sh(["dumpe2fs", "-h", recovered])).contains("needs_recovery"))
+        let emptied = try Jbd2.Superblock(try Self.block(recovered, journalBlock0, size: bs), fsBlockSize: bs)
+        #expect(emptied.start == 0 && emptied.sequence == sequence &+ 3)
+        try Images.expectClean(recovered)
+
         // e2fsck's replay.
         let fsck = scratch.path("e2fsck.img")
         try Support.sh(["cp", "--sparse=always", image, fsck])

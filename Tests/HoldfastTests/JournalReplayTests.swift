@@ -43,6 +43,46 @@ struct JournalReplayTests {
         #expect(try Support.sha256(crash) == before, "the image file was modified")
     }
 
+    @Test("a writable open recovers a kernel crash image: written home as the kernel replays it, clean, and writable after")
+    func writableRecovery() throws {
+        try Support.requireLoopMount("journal recovery against the kernel")
+        let scratch = try Scratch()
+        let live = scratch.path("live.img")
+        try Support.sh(["truncate", "-s", "64M", live])
+        try Support.sh(["mkfs.ext4", "-q", "-b", "4096", live])
+        let crash = scratch.path("crash.img")
+        try Support.withLoopMount(live, options: "loop,commit=1") { mnt in
+            try Support.sh(["bash", "-c", """
+                set -e; cd \(mnt); mkdir -p new; for i in $(seq 1 300); do echo "entry $i" > new/f$i; done
+                setfattr -n user.note -v journaled new/f1; mv new/f2 new/moved; rm new/f3
+                head -c 200000 /dev/urandom > new/data; sync -f new/data; sleep 2.5
+                """])
+            try Support.sh(["cp", "--sparse=always", live, crash])
+        }
+        try #require(try Support.sh(["dumpe2fs", "-h", crash]).contains("needs_recovery"), "the copy was checkpointed already")
+        let judged = scratch.path("judged.img")
+        try Support.sh(["cp", "--sparse=always", crash, judged])
+        do {
+            let fs = try Images.openWritable(crash)
+            let recovery = try #require(fs.journalRecovery)
+            #expect(recovery.transactions >= 1 && recovery.blocksWritten >= 1)
+            try fs.close()
+        }
+        #expect(!(try Support.sh(["dumpe2fs", "-h", crash])).contains("needs_recovery"))
+        try Images.expectClean(crash)
+        // What the kernel shows after its own replay of the same image.
+        let fs = try Filesystem.open(path: crash)
+        #expect(fs.journalReplay == nil, "nothing left to replay")
+        try Support.expectExtractMatchesKernel(fs, into: scratch.path("out"), judge: judged, mountOptions: "loop,noatime")
+        // And it takes writes like any image.
+        let writable = try Images.openWritable(crash)
+        let f = try writable.create(path: "/new/after", kind: .regular, owner: Ownership(permissions: 0o644))
+        try writable.write(f, at: 0, Array("after recovery".utf8))
+        try writable.close()
+        try Images.expectClean(crash)
+        #expect(try Support.sh(["debugfs", "-R", "cat /new/after", crash]) == "after recovery")
+    }
+
     @Test("revoked blocks are not replayed (debugfs-written transactions)")
     func revoke() throws {
         let scratch = try Scratch()

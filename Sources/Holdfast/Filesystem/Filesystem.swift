@@ -52,6 +52,8 @@ public final class Filesystem: Sendable {
     public let readOnlyReasons: [String]
     /// Set when the journal needed recovery and was replayed in memory.
     public let journalReplay: ReplaySummary?
+    /// What a writable open's journal recovery wrote to the image (nil: none was needed).
+    public let journalRecovery: RecoverySummary?
     /// The journal superblock, when the image has an internal journal that decodes.
     public let journalSuperblock: Jbd2.Superblock?
     /// Damage found at open that does not stop reading (also sent to the logger).
@@ -94,7 +96,8 @@ public final class Filesystem: Sendable {
     static let defaultJournalInode: UInt32 = 8
 
     /// Opens the image at `path`: validates the superblock, refuses unreadable features by name,
-    /// and replays a journal that needs recovery into memory (the file is never written).
+    /// and replays a journal that needs recovery: into memory for a read-only open (the file is
+    /// never written), onto the image for a writable one.
     public static func open(path: String, options: OpenOptions = OpenOptions()) throws(HoldfastError) -> Filesystem {
         try guarded {
             var device: any BlockDevice = try ImageFile(path: path, writable: options.writable)
@@ -107,6 +110,8 @@ public final class Filesystem: Sendable {
         guard device.byteCount >= UInt64(Superblock.byteOffset + Superblock.size) else {
             throw CorruptionError(.superblock, .truncated(needed: UInt64(Superblock.byteOffset + Superblock.size), available: device.byteCount))
         }
+        // A writable open recovers the journal first, as the kernel's mount does.
+        let recovery = options.writable && device.isWritable ? try Self.recoverJournal(device, options: options) : nil
         let sbBytes = try device.read(count: Superblock.size, at: UInt64(Superblock.byteOffset))
         let sb = try Superblock(sbBytes, imageBytes: device.byteCount)
         let assessment = FeatureAssessment(sb)
@@ -159,7 +164,6 @@ public final class Filesystem: Sendable {
                     let bytes = redirects.count * MemoryLayout<BlockRedirects.Entry>.stride
                     try budget.chargeOrThrow(bytes, at: .journalRedirects)
                     redirectBytes = bytes
-                    reasons.append("the journal needed recovery and was replayed in memory only")
                 }
             } catch let e as CorruptionError where !sb.needsRecovery {
                 // A damaged journal matters only when it has something to replay; warn and read on.
@@ -190,11 +194,15 @@ public final class Filesystem: Sendable {
         self.init(device: io, superblock: finalSB, budget: budget, redirects: redirects,
                   readOnlyReasons: options.writable ? [] : reasons, replay: replay, journalSuperblock: journalSB, warnings: warnings,
                   redirectBytes: redirectBytes, writable: options.writable, errors: options.errors,
-                  delayedAllocation: options.delayedAllocation, logger: logger)
+                  delayedAllocation: options.delayedAllocation, logger: logger, recovery: recovery)
         handedOver = true
         for w in warnings { logger.warning("\(w)", metadata: ["image": "\(device.path)"]) }
         if let replay {
             logger.notice("the journal needed recovery: \(replay.transactions) transactions replayed in memory, the image was not written",
+                          metadata: ["image": "\(device.path)"])
+        }
+        if let recovery {
+            logger.notice("the journal needed recovery: \(recovery.transactions) transactions replayed, \(recovery.blocksWritten) blocks written to the image",
                           metadata: ["image": "\(device.path)"])
         }
         if options.writable {
@@ -209,7 +217,9 @@ public final class Filesystem: Sendable {
     init(device: any BlockDevice, superblock: Superblock, budget: MemoryBudget, redirects: BlockRedirects,
          readOnlyReasons: [String], replay: ReplaySummary?, journalSuperblock: Jbd2.Superblock?, warnings: [String],
          redirectBytes: Int = 0, writable: Bool = false, errors: ErrorsPolicy = .continue, delayedAllocation: Bool = false,
-         logger: Logger = Logger(label: "holdfast", factory: { _ in SwiftLogNoOpLogHandler() })) {
+         logger: Logger = Logger(label: "holdfast", factory: { _ in SwiftLogNoOpLogHandler() }),
+         recovery: RecoverySummary? = nil) {
+        self.journalRecovery = recovery
         self.redirectBytes = redirectBytes
         self.logger = logger
         self.delayedAllocation = delayedAllocation

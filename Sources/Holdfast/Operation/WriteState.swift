@@ -49,7 +49,6 @@ extension Filesystem {
             (sb.featureROCompat.contains(.readonly), "read-only"),
         ]
         for (present, name) in notMaintained where present { why.append("feature \(name) is read but not maintained") }
-        if sb.needsRecovery { why.append("the journal needs recovery first (mount it with the kernel, or run e2fsck)") }
         if sb.featureROCompat.contains(.orphanPresent) {
             why.append("the image has orphan inodes in an orphan file to clean up first (run e2fsck)")
         }
