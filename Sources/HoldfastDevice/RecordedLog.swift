@@ -3,6 +3,7 @@ import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
+import HoldfastMemory
 
 /// A `RecordingDevice` log read back: the writes and flushes in the order they were done, and
 /// the crash states they allow. A state is the image as a power cut could have left it: every
@@ -139,7 +140,7 @@ public struct RecordedLog: Sendable {
                 }
                 for k in 0..<subsets {
                     let stateSeed = seed &* 1_000_003 &+ UInt64(cut) &* 31 &+ UInt64(k)
-                    var r = SplitMix(stateSeed)
+                    var r = SplitMix64(seed: stateSeed)
                     var kept = pending.filter { _ in r.next() & 1 == 0 }
                     for i in stride(from: kept.count - 1, to: 0, by: -1) {
                         kept.swapAt(i, Int(r.next() % UInt64(i + 1)))
@@ -220,19 +221,6 @@ public struct RecordedLog: Sendable {
             }
         }
         if let failure { throw failure }
-    }
-}
-
-/// SplitMix64: a small, seedable generator, so a crash state can be named by its seed and built again.
-struct SplitMix {
-    var state: UInt64
-    init(_ seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
     }
 }
 

@@ -40,6 +40,35 @@ struct JournalEncodingTests {
         return try #require(UInt64(out.trimmingCharacters(in: .whitespacesAndNewlines).split(separator: "\n").last ?? ""), "bmap \(what): \(out)")
     }
 
+    @Test("a journal that logs a block past the filesystem's end is refused by name, and nothing is written")
+    func strayTargetRefused() throws {
+        let scratch = try Scratch()
+        let image = scratch.path("stray.img")
+        try Support.sh(["truncate", "-s", "16M", image])
+        try Support.sh(["mkfs.ext4", "-q", "-b", "4096", image])
+        let journalBlock0 = try Self.bmap(image, "<8>", 0)
+        var record = Jbd2.SuperblockRecord(raw: try Self.block(image, journalBlock0, size: 4096))
+        record.featureIncompat |= Jbd2.incompatCsumV3 | Jbd2.incompat64Bit
+        record.checksumType = 4
+        record.start = record.first
+        record.seal()
+        let journal = try Jbd2.Superblock(record.raw, fsBlockSize: 4096)
+        let t = Jbd2.encodeTransaction([.init(target: 4096 + 7, bytes: [UInt8](repeating: 1, count: 4096))], revoked: [],
+                                       sequence: record.sequence, commitSeconds: 1, commitNanoseconds: 0, journal: journal)
+        for (k, b) in (t.body + [t.commit]).enumerated() { try Self.write(image, try Self.bmap(image, "<8>", Int(journal.first) + k), b) }
+        try Self.write(image, journalBlock0, record.raw)
+        try Support.sh(["debugfs", "-w", "-R", "feature needs_recovery", image])
+        let before = try Support.sha256(image)
+        do {
+            _ = try Images.openWritable(image)
+            Issue.record("a stray journal target was written")
+        } catch let error as HoldfastError {
+            guard case .journal(let why) = error else { Issue.record("wrong error: \(error)"); return }
+            #expect(why.contains("past the end of the filesystem"), "\(why)")
+        }
+        #expect(try Support.sha256(image) == before, "nothing was written")
+    }
+
     @Test("e2fsck, the kernel and Holdfast replay what the encoders wrote: escaped blocks, revokes, no uncommitted tail",
           arguments: layouts)
     func judgedReplay(layout: Layout) throws {

@@ -37,6 +37,10 @@ extension Filesystem {
             throw HoldfastError.journal("the image needs recovery but its journal could not be read")
         }
         let bs = UInt64(sb.blockSize)
+        // A log naming a block past the filesystem's end is damaged: nothing is written then.
+        if let stray = view.cache.redirects.entries.first(where: { $0.target >= sb.blocksCount }) {
+            throw HoldfastError.journal("the journal logs block \(stray.target), past the end of the filesystem (\(sb.blocksCount) blocks); run e2fsck")
+        }
         var written = 0
         for entry in view.cache.redirects.entries {
             // Read through the redirect: the logged copy, its escaped magic put back.
