@@ -56,6 +56,7 @@ struct InfoCommand: ParsableCommand {
             if let r = fs.journalReplay {
                 row("Replayed in memory:", "\(r.transactions) transactions (\(r.firstSequence)...\(r.lastSequence)), \(r.blocksReplayed) blocks, \(r.blocksRevoked) revoked")
                 if r.dataChecksumFailures > 0 { row("", "\(r.dataChecksumFailures) logged blocks failed their checksum and were skipped") }
+                if let damage = r.damage { row("", "stopped early: \(damage)") }
             }
             // This command opens read-only; say whether a changing command could change the image.
             var reasons = fs.readOnlyReasons

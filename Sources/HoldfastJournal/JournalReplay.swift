@@ -9,6 +9,10 @@ public struct ReplaySummary: Sendable {
     public var blocksReplayed = 0
     public var blocksRevoked = 0
     public var dataChecksumFailures = 0
+    /// What ended the log early: a descriptor, revoke or commit block that fails its checksum
+    /// (the kernel ends its replay there too, at the last good transaction). Nil when the log
+    /// simply ended.
+    public var damage: String?
 }
 
 /// Replays a jbd2 journal into `BlockRedirects`: the image is never written; reads of logged blocks
@@ -56,7 +60,10 @@ public enum JournalReplay {
             guard header.magic == Jbd2.magic, header.sequence == sequence else { break }
             switch Jbd2.BlockType(rawValue: header.type) {
             case .descriptor:
-                guard Jbd2.verifyBlockTail(block, journal: journal) else { break scan }
+                guard Jbd2.verifyBlockTail(block, journal: journal) else {
+                    summary.damage = "the descriptor block at journal block \(position) of transaction \(sequence) fails its checksum"
+                    break scan
+                }
                 let tags = Jbd2.tags(block, journal: journal)
                 var p = wrap(position + 1)
                 for tag in tags {
@@ -67,12 +74,18 @@ public enum JournalReplay {
                 position = p
                 continue
             case .commit:
-                guard Jbd2.verifyCommit(block, journal: journal) else { break scan }
+                guard Jbd2.verifyCommit(block, journal: journal) else {
+                    summary.damage = "the commit block at journal block \(position) of transaction \(sequence) fails its checksum"
+                    break scan
+                }
                 committed.append(current)
                 sequence &+= 1
                 current = Transaction(sequence: sequence)
             case .revoke:
-                guard Jbd2.verifyBlockTail(block, journal: journal) else { break scan }
+                guard Jbd2.verifyBlockTail(block, journal: journal) else {
+                    summary.damage = "the revoke block at journal block \(position) of transaction \(sequence) fails its checksum"
+                    break scan
+                }
                 current.revoked += Jbd2.revoked(block, journal: journal)
             default:
                 break scan

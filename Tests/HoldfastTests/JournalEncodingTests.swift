@@ -2,6 +2,7 @@ import Foundation
 import Holdfast
 import HoldfastFormat
 import HoldfastTestSupport
+import Logging
 import Testing
 
 /// The jbd2 encoders (`Jbd2.encodeTransaction`) judged from outside: transactions Holdfast writes
@@ -38,6 +39,80 @@ struct JournalEncodingTests {
     static func bmap(_ image: String, _ what: String, _ logical: Int) throws -> UInt64 {
         let out = try Support.sh(["debugfs", "-R", "bmap \(what) \(logical)", image])
         return try #require(UInt64(out.trimmingCharacters(in: .whitespacesAndNewlines).split(separator: "\n").last ?? ""), "bmap \(what): \(out)")
+    }
+
+    @Test("a commit block that fails its checksum ends replay at the transaction before, named in a warning; the kernel's replay stops there too")
+    func damagedCommitEndsReplay() throws {
+        let bs = 4096
+        let scratch = try Scratch()
+        let image = scratch.path("damaged.img")
+        try Support.sh(["truncate", "-s", "32M", image])
+        try Support.sh(["mkfs.ext4", "-q", "-b", String(bs), image])
+        for name in ["a", "b"] {
+            let original = scratch.path("orig-\(name)")
+            try Data([UInt8](repeating: 0x2E, count: bs)).write(to: URL(fileURLWithPath: original))
+            try Support.sh(["debugfs", "-w", "-R", "write \(original) /\(name)", image])
+        }
+        let a = try Self.bmap(image, "/a", 0), b = try Self.bmap(image, "/b", 0)
+        let original = [UInt8](repeating: 0x2E, count: bs)
+        let journalBlock0 = try Self.bmap(image, "<8>", 0)
+        var record = Jbd2.SuperblockRecord(raw: try Self.block(image, journalBlock0, size: bs))
+        record.featureIncompat |= Jbd2.incompatCsumV3 | Jbd2.incompat64Bit
+        record.checksumType = 4
+        record.start = record.first
+        record.seal()
+        let journal = try Jbd2.Superblock(record.raw, fsBlockSize: bs)
+        let s = record.sequence
+        let newA = [UInt8](repeating: 0x41, count: bs), newB = [UInt8](repeating: 0x42, count: bs)
+        let t1 = Jbd2.encodeTransaction([.init(target: a, bytes: newA)], revoked: [], sequence: s,
+                                        commitSeconds: 100, commitNanoseconds: 0, journal: journal)
+        var t2 = Jbd2.encodeTransaction([.init(target: b, bytes: newB)], revoked: [], sequence: s &+ 1,
+                                        commitSeconds: 101, commitNanoseconds: 0, journal: journal)
+        t2.commit[0x20] ^= 0xFF  // inside h_chksum[4], which the checksum covers
+        #expect(!Jbd2.verifyCommit(t2.commit, journal: journal))
+        for (k, block) in (t1.body + [t1.commit] + t2.body + [t2.commit]).enumerated() {
+            try Self.write(image, try Self.bmap(image, "<8>", Int(journal.first) + k), block)
+        }
+        try Self.write(image, journalBlock0, record.raw)
+        try Support.sh(["debugfs", "-w", "-R", "feature needs_recovery", image])
+
+        // Holdfast, reading: T1 only, and a warning that names T2's commit block.
+        let log = CapturedLog()
+        var options = OpenOptions()
+        options.logger = Logger(label: "test", factory: { _ in log })
+        do {
+            let fs = try Filesystem.open(path: image, options: options)
+            let replay = try #require(fs.journalReplay)
+            #expect(replay.transactions == 1)
+            #expect(replay.damage?.contains("commit block") == true && replay.damage?.contains("transaction \(s &+ 1)") == true, "\(replay)")
+            #expect(Bytes(try fs.read(try fs.resolve("/a"), offset: 0, count: bs)) == Bytes(newA))
+            #expect(Bytes(try fs.read(try fs.resolve("/b"), offset: 0, count: bs)) == Bytes(original))
+        }
+        #expect(log.events.contains { $0.level == .warning && $0.message.contains("stopped early") && $0.message.contains("transaction \(s &+ 1)") },
+                "\(log.events)")
+        // Holdfast's recovery writes T1 home and not T2.
+        let recovered = scratch.path("recovered.img")
+        try Support.sh(["cp", "--sparse=always", image, recovered])
+        do {
+            let fs = try Images.openWritable(recovered)
+            #expect(fs.journalRecovery?.transactions == 1 && fs.journalRecovery?.damage != nil)
+            try fs.close()
+        }
+        #expect(Bytes(try Self.block(recovered, a, size: bs)) == Bytes(newA))
+        #expect(Bytes(try Self.block(recovered, b, size: bs)) == Bytes(original))
+        try Images.expectClean(recovered)
+        // The kernel's replay ends at the same place: it writes T1 home, then refuses the mount
+        // ("journal transaction N is corrupt"), where Holdfast warns and goes on.
+        guard Support.canLoopMount(skipping: "the kernel's replay of a damaged commit") else { return }
+        let kernel = scratch.path("kernel.img")
+        try Support.sh(["cp", "--sparse=always", image, kernel])
+        let mnt = scratch.path("mnt")
+        try FileManager.default.createDirectory(atPath: mnt, withIntermediateDirectories: true)
+        let mount = try Support.run(["mount", "-o", "loop,noatime", kernel, mnt])
+        if mount.status == 0 { _ = try Support.run(["umount", mnt]) }
+        #expect(mount.status != 0, "the kernel refuses a journal with a corrupt commit block")
+        #expect(Bytes(try Self.block(kernel, a, size: bs)) == Bytes(newA))
+        #expect(Bytes(try Self.block(kernel, b, size: bs)) == Bytes(original))
     }
 
     @Test("a journal that logs a block past the filesystem's end is refused by name, and nothing is written")

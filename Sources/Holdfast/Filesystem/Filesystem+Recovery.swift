@@ -9,6 +9,10 @@ extension Filesystem {
         public let transactions: Int
         public let blocksWritten: Int
         public let nextSequence: UInt32
+        /// Logged blocks that failed their checksum and were not written (as the kernel skips them).
+        public let blocksSkipped: Int
+        /// The damaged block that ended the log early, if one did (see `ReplaySummary.damage`).
+        public let damage: String?
     }
 
     /// Recovers the journal of the image on `device` before a writable open, as the kernel does
@@ -70,6 +74,7 @@ extension Filesystem {
         home.seal()
         try home.raw.withUnsafeBytes { try device.write($0, at: UInt64(Superblock.byteOffset)) }
         try device.flush()
-        return RecoverySummary(transactions: replay.transactions, blocksWritten: written, nextSequence: next &+ 1)
+        return RecoverySummary(transactions: replay.transactions, blocksWritten: written, nextSequence: next &+ 1,
+                               blocksSkipped: replay.dataChecksumFailures, damage: replay.damage)
     }
 }

@@ -205,6 +205,16 @@ public final class Filesystem: Sendable {
             logger.notice("the journal needed recovery: \(recovery.transactions) transactions replayed, \(recovery.blocksWritten) blocks written to the image",
                           metadata: ["image": "\(device.path)"])
         }
+        // A damaged journal is replayed up to its last good transaction, as the kernel does: say so.
+        let damage = replay?.damage ?? recovery?.damage
+        if let damage {
+            logger.warning("the journal's replay stopped early: \(damage); the transactions after it were not replayed",
+                           metadata: ["image": "\(device.path)"])
+        }
+        let skipped = replay?.dataChecksumFailures ?? recovery?.blocksSkipped ?? 0
+        if skipped > 0 {
+            logger.warning("\(skipped) logged blocks failed their checksum and were not replayed", metadata: ["image": "\(device.path)"])
+        }
         if options.writable {
             pageCache?.setDelayedMapper(self)
             pageCache?.setUpWritebackReserve()
