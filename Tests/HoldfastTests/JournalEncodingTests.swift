@@ -41,6 +41,38 @@ struct JournalEncodingTests {
         return try #require(UInt64(out.trimmingCharacters(in: .whitespacesAndNewlines).split(separator: "\n").last ?? ""), "bmap \(what): \(out)")
     }
 
+    /// A fresh image's journal as a writer turns it on at first use (REVOKE; CSUM_V3 with crc32c
+    /// and 64BIT when `checksummed`), its log starting at s_first: not written yet.
+    struct Log {
+        let block0: UInt64
+        let record: Jbd2.SuperblockRecord
+        let journal: Jbd2.Superblock
+        var sequence: UInt32 { record.sequence }
+    }
+
+    static func openLog(_ image: String, blockSize bs: Int, checksummed: Bool = true) throws -> Log {
+        let block0 = try bmap(image, "<8>", 0)
+        var record = Jbd2.SuperblockRecord(raw: try block(image, block0, size: bs))
+        record.featureIncompat |= Jbd2.incompatRevoke
+        if checksummed {
+            record.featureIncompat |= Jbd2.incompatCsumV3 | Jbd2.incompat64Bit
+            record.checksumType = 4
+        }
+        record.start = record.first
+        if checksummed { record.seal() }
+        return Log(block0: block0, record: record, journal: try Jbd2.Superblock(record.raw, fsBlockSize: bs))
+    }
+
+    /// Writes `blocks` into the log from s_first, then the journal superblock, and sets the
+    /// image's needs_recovery flag: what a crash after these writes leaves.
+    static func writeLog(_ image: String, _ log: Log, _ blocks: [[UInt8]]) throws {
+        for (k, logBlock) in blocks.enumerated() {
+            try write(image, try bmap(image, "<8>", Int(log.journal.first) + k), logBlock)
+        }
+        try write(image, log.block0, log.record.raw)
+        try Support.sh(["debugfs", "-w", "-R", "feature needs_recovery", image])
+    }
+
     @Test("a commit block that fails its checksum ends replay at the transaction before, named in a warning; the kernel's replay stops there too")
     func damagedCommitEndsReplay() throws {
         let bs = 4096
@@ -55,14 +87,8 @@ struct JournalEncodingTests {
         }
         let a = try Self.bmap(image, "/a", 0), b = try Self.bmap(image, "/b", 0)
         let original = [UInt8](repeating: 0x2E, count: bs)
-        let journalBlock0 = try Self.bmap(image, "<8>", 0)
-        var record = Jbd2.SuperblockRecord(raw: try Self.block(image, journalBlock0, size: bs))
-        record.featureIncompat |= Jbd2.incompatCsumV3 | Jbd2.incompat64Bit
-        record.checksumType = 4
-        record.start = record.first
-        record.seal()
-        let journal = try Jbd2.Superblock(record.raw, fsBlockSize: bs)
-        let s = record.sequence
+        let log = try Self.openLog(image, blockSize: bs)
+        let journal = log.journal, s = log.sequence
         let newA = [UInt8](repeating: 0x41, count: bs), newB = [UInt8](repeating: 0x42, count: bs)
         let t1 = Jbd2.encodeTransaction([.init(target: a, bytes: newA)], revoked: [], sequence: s,
                                         commitSeconds: 100, commitNanoseconds: 0, journal: journal)
@@ -70,16 +96,12 @@ struct JournalEncodingTests {
                                         commitSeconds: 101, commitNanoseconds: 0, journal: journal)
         t2.commit[0x20] ^= 0xFF  // inside h_chksum[4], which the checksum covers
         #expect(!Jbd2.verifyCommit(t2.commit, journal: journal))
-        for (k, block) in (t1.body + [t1.commit] + t2.body + [t2.commit]).enumerated() {
-            try Self.write(image, try Self.bmap(image, "<8>", Int(journal.first) + k), block)
-        }
-        try Self.write(image, journalBlock0, record.raw)
-        try Support.sh(["debugfs", "-w", "-R", "feature needs_recovery", image])
+        try Self.writeLog(image, log, t1.body + [t1.commit] + t2.body + [t2.commit])
 
         // Holdfast, reading: T1 only, and a warning that names T2's commit block.
-        let log = CapturedLog()
+        let captured = CapturedLog()
         var options = OpenOptions()
-        options.logger = Logger(label: "test", factory: { _ in log })
+        options.logger = Logger(label: "test", factory: { _ in captured })
         do {
             let fs = try Filesystem.open(path: image, options: options)
             let replay = try #require(fs.journalReplay)
@@ -88,8 +110,8 @@ struct JournalEncodingTests {
             #expect(Bytes(try fs.read(try fs.resolve("/a"), offset: 0, count: bs)) == Bytes(newA))
             #expect(Bytes(try fs.read(try fs.resolve("/b"), offset: 0, count: bs)) == Bytes(original))
         }
-        #expect(log.events.contains { $0.level == .warning && $0.message.contains("stopped early") && $0.message.contains("transaction \(s &+ 1)") },
-                "\(log.events)")
+        #expect(captured.events.contains { $0.level == .warning && $0.message.contains("stopped early") && $0.message.contains("transaction \(s &+ 1)") },
+                "\(captured.events)")
         // Holdfast's recovery writes T1 home and not T2.
         let recovered = scratch.path("recovered.img")
         try Support.sh(["cp", "--sparse=always", image, recovered])
@@ -121,18 +143,10 @@ struct JournalEncodingTests {
         let image = scratch.path("stray.img")
         try Support.sh(["truncate", "-s", "16M", image])
         try Support.sh(["mkfs.ext4", "-q", "-b", "4096", image])
-        let journalBlock0 = try Self.bmap(image, "<8>", 0)
-        var record = Jbd2.SuperblockRecord(raw: try Self.block(image, journalBlock0, size: 4096))
-        record.featureIncompat |= Jbd2.incompatCsumV3 | Jbd2.incompat64Bit
-        record.checksumType = 4
-        record.start = record.first
-        record.seal()
-        let journal = try Jbd2.Superblock(record.raw, fsBlockSize: 4096)
+        let log = try Self.openLog(image, blockSize: 4096)
         let t = Jbd2.encodeTransaction([.init(target: 4096 + 7, bytes: [UInt8](repeating: 1, count: 4096))], revoked: [],
-                                       sequence: record.sequence, commitSeconds: 1, commitNanoseconds: 0, journal: journal)
-        for (k, b) in (t.body + [t.commit]).enumerated() { try Self.write(image, try Self.bmap(image, "<8>", Int(journal.first) + k), b) }
-        try Self.write(image, journalBlock0, record.raw)
-        try Support.sh(["debugfs", "-w", "-R", "feature needs_recovery", image])
+                                       sequence: log.sequence, commitSeconds: 1, commitNanoseconds: 0, journal: log.journal)
+        try Self.writeLog(image, log, t.body + [t.commit])
         let before = try Support.sha256(image)
         do {
             _ = try Images.openWritable(image)
@@ -162,17 +176,8 @@ struct JournalEncodingTests {
         let originalC = try Self.block(image, c, size: bs)
 
         // The journal's superblock, with the features a writer turns on at first use.
-        let journalBlock0 = try Self.bmap(image, "<8>", 0)
-        var record = Jbd2.SuperblockRecord(raw: try Self.block(image, journalBlock0, size: bs))
-        record.featureIncompat |= Jbd2.incompatRevoke
-        if layout.checksummed {
-            record.featureIncompat |= Jbd2.incompatCsumV3 | Jbd2.incompat64Bit
-            record.checksumType = 4
-        }
-        let sequence = record.sequence
-        record.start = record.first
-        if layout.checksummed { record.seal() }
-        let journal = try Jbd2.Superblock(record.raw, fsBlockSize: bs)
+        let journalLog = try Self.openLog(image, blockSize: bs, checksummed: layout.checksummed)
+        let journal = journalLog.journal, sequence = journalLog.sequence, journalBlock0 = journalLog.block0
         #expect(journal.hasChecksumV3 == layout.checksummed && journal.is64Bit == layout.checksummed)
 
         // T1 logs new contents for all three blocks, /b's starting with the jbd2 magic (escaped);
@@ -190,17 +195,12 @@ struct JournalEncodingTests {
         #expect(t1.body.count == 4 && t2.body.count == 1 && t3.body.count == 2)
         // The escaped copy is logged with its magic zeroed.
         #expect(Array(t1.body[2].prefix(4)) == [0, 0, 0, 0])
-        let log = t1.body + [t1.commit] + t2.body + [t2.commit] + t3.body
-        for (k, logBlock) in log.enumerated() {
-            try Self.write(image, try Self.bmap(image, "<8>", Int(journal.first) + k), logBlock)
-        }
-        try Self.write(image, journalBlock0, record.raw)
+        try Self.writeLog(image, journalLog, t1.body + [t1.commit] + t2.body + [t2.commit] + t3.body)
         // What the decoders read back of the encoders' blocks.
         #expect(Jbd2.tags(t1.body[0], journal: journal).map(\.target) == [a, b, c])
         #expect(Jbd2.tags(t1.body[0], journal: journal).map { $0.flags & Jbd2.tagEscape != 0 } == [false, true, false])
         #expect(Jbd2.verifyBlockTail(t1.body[0], journal: journal) && Jbd2.verifyCommit(t1.commit, journal: journal))
         #expect(Jbd2.revoked(t2.body[0], journal: journal) == [c])
-        try Support.sh(["debugfs", "-w", "-R", "feature needs_recovery", image])
 
         // Holdfast's replay (in memory, read-only open) of a copy.
         let copy = scratch.path("holdfast.img")
