@@ -276,6 +276,17 @@ public final class BufferCache: Sendable {
         }
     }
 
+    /// Copies the cached contents of `block` into `buffer` (one block), without touching the LRU
+    /// order or allocating: the journal logs pinned dirty blocks this way. False when not cached.
+    public func copy(_ block: UInt64, into buffer: UnsafeMutableRawBufferPointer) -> Bool {
+        precondition(buffer.count == blockSize)
+        return state.withLock { s in
+            guard let i = s.index[block] else { return false }
+            buffer.copyMemory(from: UnsafeRawBufferPointer(budget.bytes(s.slots[i].page)))
+            return true
+        }
+    }
+
     /// Is `block` cached with changes not yet written?
     public func isDirty(_ block: UInt64) -> Bool {
         state.withLock { s in s.index[block].map { s.slots[$0].dirty } ?? false }

@@ -3,21 +3,34 @@ import HoldfastMemory
 
 extension AllocationSite {
     public static let handleUndo = AllocationSite("handle.undo", .mayFail, .journal, "a block's contents before a handle changed it, kept until the handle ends")
-    public static let journalSites: [AllocationSite] = [.handleUndo]
+    public static let journalSites: [AllocationSite] = [.handleUndo, .journalCommit]
 }
 
 /// The running transaction: every metadata block changed since the last commit, pinned dirty in
-/// the buffer cache. Handles join it one operation at a time; `commit` writes the blocks in place
-/// (data was written before the handles ended) and flushes. The jbd2 issue will put the journal
-/// write in front of the in-place write without changing the callers.
+/// the buffer cache. Handles join it one operation at a time. With a journal, `commit` logs the
+/// blocks and the superblock (data was written before the handles ended), makes the commit
+/// durable, then writes the blocks home (the checkpoint); the log is emptied when it fills and at
+/// close. Without one, `commit` writes the blocks in place and flushes.
 /// Not thread-safe: the filesystem's write lock serializes every use.
 public final class Transaction {
     public let cache: BufferCache
+    /// The journal commits go through; nil for an image without one.
+    public let journal: JournalWriter?
     private(set) var blocks: Set<UInt64> = []
+    /// Metadata blocks this transaction's handles freed: those with a copy in the live log get a
+    /// revoke record, so a replay never writes the old copy over the block's next owner.
+    private var freed: Set<UInt64> = []
+    /// Committed blocks whose write home failed: written again before the log is emptied.
+    private var unwrittenHome: Set<UInt64> = []
+    /// The superblock as last committed, written home again before the log is emptied.
+    private var committedSuperblock: [UInt8]?
     public private(set) var sequence: UInt64 = 1
     public private(set) var creditOverruns = 0
 
-    public init(cache: BufferCache) { self.cache = cache }
+    public init(cache: BufferCache, journal: JournalWriter? = nil) {
+        self.cache = cache
+        self.journal = journal
+    }
 
     /// Starts an operation that may change up to `credits` metadata blocks.
     public func begin(credits: Int) -> Handle { Handle(self, credits: credits) }
@@ -26,21 +39,103 @@ public final class Transaction {
     public var dirtyBlocks: Int { blocks.count }
     public var dirtyBytes: Int { blocks.count * cache.blockSize }
 
-    /// Writes every changed block in place, then makes it durable. A failure leaves the blocks
-    /// dirty and pinned, so a later commit retries them.
-    /// `afterBlocks` runs between the in-place writes and the flush (the superblock goes there).
-    /// Without `flush` the writes are left to the host's page cache (a commit made to free memory:
-    /// without a journal, a flush there would order nothing and only wait for file data).
-    public func commit(flush: Bool = true, afterBlocks: () throws -> Void = {}) throws {
-        try cache.writeBack(Array(blocks))
-        try afterBlocks()
-        if flush { try cache.device.flush() }
+    /// The most blocks a transaction should gather before it commits: a quarter of the log, as the
+    /// kernel bounds its transactions (no bound without a journal).
+    public var bound: Int { journal.map { max(1, $0.capacity / 4) } ?? Int.max }
+
+    /// Commits every changed block and the superblock, and makes them durable.
+    /// - `superblock` gives the superblock's 1024 bytes, sealed, as this commit leaves it;
+    ///   `writeSuperblock` writes them home.
+    /// - Without a journal the blocks are written in place, then the superblock, then a flush
+    ///   (skipped without `flush`: a commit made to free memory, where a flush would order nothing
+    ///   and only wait for file data). A failure leaves the blocks dirty and pinned, so a later
+    ///   commit retries them.
+    /// - With a journal the commit is durable in the log before anything is written home, and
+    ///   always flushed. A failure before the commit block leaves the transaction as it was; a
+    ///   failure writing home after it is retried before the log is emptied, and still thrown.
+    public func commit(flush: Bool = true, superblock: () -> [UInt8], writeSuperblock: ([UInt8]) throws -> Void) throws {
+        guard let journal else {
+            try cache.writeBack(Array(blocks))
+            try writeSuperblock(superblock())
+            if flush { try cache.device.flush() }
+            finish()
+            return
+        }
+        let raw = superblock()
+        let sbBlock = journal.superblockBlock
+        var targets = blocks.filter { $0 != sbBlock }.sorted()
+        targets.append(sbBlock)
+        let revoked = freed.filter { journal.isLive($0) }.sorted()
+        let length = journal.length(blocks: targets.count, revokes: revoked.count)
+        if length > journal.capacity {
+            // Larger than the whole log: written in place after the log is emptied, so nothing
+            // older replays over it. Not atomic; the filesystem counts and reports it.
+            try checkpoint(forced: true, writeSuperblock: writeSuperblock)
+            try cache.writeBack(Array(blocks))
+            try writeSuperblock(raw)
+            try cache.device.flush()
+            journal.countOversized()
+            finish()
+            return
+        }
+        if !journal.fits(length) { try checkpoint(forced: true, writeSuperblock: writeSuperblock) }
+        let image = journal.superblockBlock(with: raw)
+        try journal.commit(targets, revoked: revoked) { target, buffer in
+            if target == sbBlock {
+                image.withUnsafeBytes { buffer.copyMemory(from: $0) }
+            } else {
+                let cached = cache.copy(target, into: buffer)
+                precondition(cached, "block \(target) of the transaction left the cache")
+            }
+        }
+        // Committed: from here the log has it, and the writes home may go in any order.
+        targets.removeLast()
+        unwrittenHome.formUnion(targets)
+        committedSuperblock = raw
+        finish()
+        try writeHome(writeSuperblock: writeSuperblock)
+    }
+
+    /// Empties the log: committed blocks not yet home are written, the superblock too, a flush
+    /// makes them durable, then the log's tail moves to empty and is flushed. At close, and when
+    /// the log has no room for the next transaction (`forced`).
+    public func checkpoint(forced: Bool = false, writeSuperblock: ([UInt8]) throws -> Void) throws {
+        guard let journal, !journal.isEmpty else { return }
+        try writeHome(writeSuperblock: writeSuperblock)
+        try cache.device.flush()
+        try journal.reset(forced: forced)
+        try cache.device.flush()
+    }
+
+    /// Writes committed blocks home (those changed again since wait for their own commit).
+    private func writeHome(writeSuperblock: ([UInt8]) throws -> Void) throws {
+        let due = unwrittenHome.subtracting(blocks)
+        do {
+            try cache.writeBack(Array(due))
+            unwrittenHome.subtract(due)
+        } catch {
+            unwrittenHome = unwrittenHome.filter { cache.isDirty($0) }
+            throw error
+        }
+        if let committedSuperblock { try writeSuperblock(committedSuperblock) }
+    }
+
+    private func finish() {
         blocks.removeAll(keepingCapacity: true)
+        freed.removeAll(keepingCapacity: true)
         sequence += 1
     }
 
-    func joined(_ block: UInt64) { blocks.insert(block) }
+    func joined(_ block: UInt64) {
+        blocks.insert(block)
+        freed.remove(block)
+    }
     func forgot(_ block: UInt64) { blocks.remove(block) }
+    func released(_ block: UInt64) {
+        blocks.remove(block)
+        unwrittenHome.remove(block)
+        freed.insert(block)
+    }
     func overran() { creditOverruns += 1 }
 }
 
@@ -126,7 +221,7 @@ public final class Handle {
         finished = true
         for b in freed {
             cache.discard(b)
-            transaction.forgot(b)
+            transaction.released(b)
         }
         dropUndo()
     }

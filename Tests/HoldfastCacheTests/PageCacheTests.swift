@@ -469,12 +469,17 @@ struct PageCacheTortureTests {
         var options = OpenOptions(memoryBudget: 1 << 20, writable: true)
         options.faultPlan = plan
         options.flusher = false  // every hit on this thread, in order: the Nth hit is the same each run
+        let opened = Locked<MemoryBudget?>(nil)
+        options.onBudget = { b in opened.withLock { $0 = b } }
         var fs: Filesystem?
         do { fs = try Filesystem.open(path: image, options: options) } catch {
-            // Opening may take the fault itself: a clean, typed refusal that changed nothing.
+            // Opening may take the fault itself (the journal's staging blocks): a clean, typed
+            // refusal that changed nothing and gave back what it took.
             if case HoldfastError.outOfMemory = error {} else { Issue.record("\(label): open: \(error)") }
             try Images.expectClean(image)
-            return (Outcome(), MemoryBudget(limit: 1 << 20))
+            let budget = opened.withLock { $0 } ?? MemoryBudget(limit: 1 << 20)
+            #expect(budget.used == 0, "\(label): \(budget.used) bytes still charged after a failed open")
+            return (Outcome(), budget)
         }
         let budget = fs!.budget
         let outcome = workload(fs!, label)

@@ -124,7 +124,17 @@ extension Filesystem {
             try writer.withLock { state in
                 guard !state.closed else { return }
                 try commitLocked(state)
-                if unwritten.isEmpty {
+                if let journal = state.transaction.journal {
+                    // Everything home and the log emptied, then the superblock without
+                    // needs_recovery, as the kernel's unmount leaves it. A failure before that
+                    // leaves the log for the next open (or the kernel, or e2fsck) to recover.
+                    try state.transaction.checkpoint(writeSuperblock: { try writeSuperblockHome($0) })
+                    state.superblock.featureIncompat.remove(.recover)
+                    if !unwritten.isEmpty { state.superblock.state.remove(.cleanlyUnmounted) }
+                    try writeSuperblockHome(sealedSuperblock(state))
+                    try device.flush()
+                    journal.release()
+                } else if unwritten.isEmpty {
                     state.superblock.state.insert(.cleanlyUnmounted)
                     try commitLocked(state, force: true)
                 }

@@ -78,3 +78,61 @@ extension Filesystem {
                                blocksSkipped: replay.dataChecksumFailures, damage: replay.damage)
     }
 }
+
+extension Filesystem {
+    /// The kernel's smallest journal (JBD2_MIN_JOURNAL_BLOCKS): a log shorter than this cannot
+    /// hold the transactions the write path bounds to a quarter of it.
+    static let minimumJournalBlocks: UInt32 = 1024
+
+    /// The writer for the internal journal of a writable open, after recovery emptied it. A
+    /// journal this engine cannot trust (short, holes, blocks over the group metadata, features
+    /// it does not write) refuses the writable open by name: nothing is written into it.
+    static func journalWriter(_ view: Filesystem, journal jsb: Jbd2.Superblock, device: any BlockDevice) throws -> JournalWriter {
+        let sb = view.superblock
+        func refuse(_ why: String) -> HoldfastError { .readOnly(["the journal cannot be written: \(why)"]) }
+        guard jsb.maxLength >= minimumJournalBlocks else {
+            throw refuse("its log has \(jsb.maxLength) blocks, fewer than the \(minimumJournalBlocks) a journal needs")
+        }
+        let inode = try view.inode(sb.journalInode)
+        var runs: [JournalWriter.Run] = []
+        var next: UInt64 = 0
+        try view.forEachRun(inode) { run in
+            guard let physical = run.physical, run.logical == next, !run.unwritten else { return false }
+            runs.append(JournalWriter.Run(logical: run.logical, physical: physical, count: run.length))
+            next = run.logical + run.length
+            return next < UInt64(jsb.maxLength)
+        }
+        guard next >= UInt64(jsb.maxLength) else {
+            throw refuse("the journal inode maps only log blocks 0..<\(next) of \(jsb.maxLength) (a hole or an unwritten extent)")
+        }
+        // The log must not lie over group metadata: a commit would overwrite it.
+        let bs = UInt64(sb.blockSize)
+        let tableBlocks = (UInt64(sb.inodesPerGroup) * UInt64(sb.inodeSize) + bs - 1) / bs
+        var metadata: [(UInt64, UInt64, String)] = [(0, UInt64(sb.firstDataBlock) + 1 + view.geometry.descriptorBlockCount, "the superblock and group descriptors")]
+        for g in 0..<UInt32(sb.groupCount) {
+            let gd = try view.descriptor(g)
+            metadata.append((gd.blockBitmap, 1, "group \(g)'s block bitmap"))
+            metadata.append((gd.inodeBitmap, 1, "group \(g)'s inode bitmap"))
+            metadata.append((gd.inodeTable, tableBlocks, "group \(g)'s inode table"))
+        }
+        for run in runs {
+            let end = run.physical + min(run.count, UInt64(jsb.maxLength) - run.logical)
+            if end > sb.blocksCount { throw refuse("log blocks lie past the end of the filesystem") }
+            if let clash = metadata.first(where: { run.physical < $0.0 + $0.1 && $0.0 < end }) {
+                throw refuse("log blocks \(run.physical)..<\(end) overlap \(clash.2)")
+            }
+        }
+        let sbBlock = UInt64(Superblock.byteOffset) / bs
+        let image = try device.read(count: sb.blockSize, at: sbBlock * bs)
+        let raw = try device.read(count: sb.blockSize, at: runs[0].physical * bs)
+        do {
+            return try JournalWriter(device: device, budget: view.budget, blockSize: sb.blockSize, runs: runs, superblock: raw,
+                                     superblockBlock: sbBlock, superblockImage: image,
+                                     checksums: sb.hasMetadataChecksums, is64Bit: sb.featureIncompat.contains(.bit64))
+        } catch let e as Jbd2Error {
+            throw refuse(e.description)
+        } catch let e as CorruptionError {
+            throw refuse("\(e)")
+        }
+    }
+}

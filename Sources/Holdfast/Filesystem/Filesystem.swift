@@ -138,6 +138,7 @@ public final class Filesystem: Sendable {
         var reasons = assessment.readOnlyBecause.map { "feature \($0) is read but not maintained" }
         reasons += Self.writeRefusals(sb)
         var journalSB: Jbd2.Superblock?
+        var journalProblem: String?
         var warnings: [String] = []
         var replay: ReplaySummary?
         var redirects = BlockRedirects()
@@ -168,10 +169,20 @@ public final class Filesystem: Sendable {
             } catch let e as CorruptionError where !sb.needsRecovery {
                 // A damaged journal matters only when it has something to replay; warn and read on.
                 warnings.append("the journal is unreadable (\(e)); the kernel would refuse to mount this image")
+                journalProblem = "\(e)"
                 journalSB = nil
             }
         } else if sb.needsRecovery {
             throw HoldfastError.journal("the image needs recovery but has no internal journal to replay")
+        }
+        // A writable open commits through the journal: one it cannot trust refuses the open.
+        var journalWriter: JournalWriter?
+        if options.writable && reasons.isEmpty && io.isWritable && !sb.needsRecovery
+            && sb.featureCompat.contains(.hasJournal) && sb.journalInode != 0 {
+            guard let jsb = journalSB else {
+                throw HoldfastError.readOnly(["the journal cannot be written: \(journalProblem ?? "its superblock is unreadable")"])
+            }
+            journalWriter = try Self.journalWriter(raw, journal: jsb, device: io)
         }
         raw.cache.drain()
 
@@ -194,7 +205,7 @@ public final class Filesystem: Sendable {
         self.init(device: io, superblock: finalSB, budget: budget, redirects: redirects,
                   readOnlyReasons: options.writable ? [] : reasons, replay: replay, journalSuperblock: journalSB, warnings: warnings,
                   redirectBytes: redirectBytes, writable: options.writable, errors: options.errors,
-                  delayedAllocation: options.delayedAllocation, logger: logger, recovery: recovery)
+                  delayedAllocation: options.delayedAllocation, logger: logger, recovery: recovery, journal: journalWriter)
         handedOver = true
         for w in warnings { logger.warning("\(w)", metadata: ["image": "\(device.path)"]) }
         if let replay {
@@ -228,7 +239,7 @@ public final class Filesystem: Sendable {
          readOnlyReasons: [String], replay: ReplaySummary?, journalSuperblock: Jbd2.Superblock?, warnings: [String],
          redirectBytes: Int = 0, writable: Bool = false, errors: ErrorsPolicy = .continue, delayedAllocation: Bool = false,
          logger: Logger = Logger(label: "holdfast", factory: { _ in SwiftLogNoOpLogHandler() }),
-         recovery: RecoverySummary? = nil) {
+         recovery: RecoverySummary? = nil, journal: JournalWriter? = nil) {
         self.journalRecovery = recovery
         self.redirectBytes = redirectBytes
         self.logger = logger
@@ -239,7 +250,7 @@ public final class Filesystem: Sendable {
         self.budget = budget
         let cache = BufferCache(device: device, blockSize: superblock.blockSize, budget: budget, redirects: redirects)
         self.cache = cache
-        self.writer = writable ? Locked(WriteState(transaction: Transaction(cache: cache), superblock: superblock)) : nil
+        self.writer = writable ? Locked(WriteState(transaction: Transaction(cache: cache, journal: journal), superblock: superblock)) : nil
         self.buddies = writable ? BuddyCache(budget: budget) : nil
         let failures = WriteFailures(policy: errors, logger: logger)
         self.writeFailures = failures

@@ -57,8 +57,11 @@ extension Filesystem {
         return why
     }
 
-    /// Marks the image in use (s_state without VALID_FS) before the first change, as the kernel does
-    /// for an unjournalled mount: a crash before `close` leaves it marked for e2fsck.
+    /// Marks the image in use before the first change. With a journal, as the kernel's mount:
+    /// the journal superblock gets the features this writer uses and the superblock its
+    /// needs_recovery flag, both flushed before the first commit (without the flag the kernel
+    /// would ignore the log). Without one, as an unjournalled mount: s_state loses VALID_FS, so a
+    /// crash before `close` leaves the image marked for e2fsck.
     func startWriting() throws {
         var freeBlocks: UInt64 = 0, freeInodes: UInt64 = 0
         for g in 0..<UInt32(superblock.groupCount) {
@@ -69,10 +72,32 @@ extension Filesystem {
         try writer!.withLock { state in
             state.space.freeBlocks = freeBlocks
             state.space.freeInodes = freeInodes
-            state.superblock.state.remove(.cleanlyUnmounted)
-            try commitLocked(state, force: true)
+            if let journal = state.transaction.journal {
+                state.superblock.featureIncompat.insert(.recover)
+                try journal.start()
+                try writeSuperblockHome(sealedSuperblock(state))
+                try device.flush()
+            } else {
+                state.superblock.state.remove(.cleanlyUnmounted)
+                try commitLocked(state, force: true)
+            }
         }
         _ = try cleanUpOrphans()
+    }
+
+    /// The superblock as the next commit leaves it: free counts and write time filled in, sealed.
+    func sealedSuperblock(_ state: WriteState) -> [UInt8] {
+        state.superblock.freeBlocksCount = state.space.freeBlocks
+        state.superblock.freeInodesCount = UInt32(state.space.freeInodes)
+        state.superblock.setWriteTime(Operation.now().seconds)
+        state.superblock.seal()
+        return state.superblock.raw
+    }
+
+    /// Writes the superblock's 1024 bytes home, keeping a cached copy of its block current.
+    func writeSuperblockHome(_ raw: [UInt8]) throws {
+        try raw.withUnsafeBytes { try device.write($0, at: UInt64(Superblock.byteOffset)) }
+        cache.patchIfCached(UInt64(Superblock.byteOffset / blockSize), at: Superblock.byteOffset % blockSize, raw)
     }
 
     /// Runs one operation: a handle of `credits` blocks under the write lock. A thrown error rolls
@@ -93,8 +118,14 @@ extension Filesystem {
                 for p in pages { budget.freePage(p, for: .pageCachePage) }
                 throw HoldfastError.readOnly([why])
             }
+            let transaction = state.transaction
+            if transaction.dirtyBlocks > 0 && transaction.dirtyBlocks + credits > transaction.bound {
+                // The journal bounds a transaction: this operation goes into the next one. A
+                // failed commit is kept for sync, fsync or close, as below.
+                try? commitLocked(state)
+            }
             let result = try runOperation(state, credits: credits, pages: pages, body)
-            if state.transaction.dirtyBytes >= budget.limit / 4 {
+            if transaction.dirtyBytes >= budget.limit / 4 || transaction.dirtyBlocks >= transaction.bound {
                 // The operation is done and stays (its changes wait in the transaction); a commit
                 // that fails here is kept for the next sync, fsync or close to report, not blamed
                 // on this call, which would then seem to have changed nothing.
@@ -162,18 +193,9 @@ extension Filesystem {
         }
         let writtenBefore = pageCache?.statistics.pagesWritten ?? 0
         do {
-            try state.transaction.commit(flush: flush) {
-                state.superblock.freeBlocksCount = state.space.freeBlocks
-                state.superblock.freeInodesCount = UInt32(state.space.freeInodes)
-                state.superblock.setWriteTime(Operation.now().seconds)
-                state.superblock.seal()
-                let raw = state.superblock.raw
-                try raw.withUnsafeBytes { try device.write($0, at: UInt64(Superblock.byteOffset)) }
-                let bs = blockSize
-                let block = UInt64(Superblock.byteOffset / bs)
-                cache.patchIfCached(block, at: Superblock.byteOffset % bs, raw)
-            }
-            if flush {
+            try state.transaction.commit(flush: flush, superblock: { sealedSuperblock(state) },
+                                         writeSuperblock: { try writeSuperblockHome($0) })
+            if flush || state.transaction.journal != nil {
                 state.unflushed = false
                 state.writtenAtFlush = writtenBefore
             } else {
