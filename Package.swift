@@ -32,8 +32,8 @@ let package = Package(
         .target(name: "HoldfastDevice", dependencies: ["CHoldfastShim", "HoldfastMemory"]),
         // Layer 4: the buffer cache, page cache, inode cache and extent-status cache.
         .target(name: "HoldfastCache", dependencies: ["HoldfastDevice", "HoldfastFormat", "HoldfastMemory"]),
-        // Layer 5: transactions and handles (commit in place for now), jbd2 replay in memory.
-        .target(name: "HoldfastJournal", dependencies: ["HoldfastFormat", "HoldfastMemory", "HoldfastCache"]),
+        // Layer 5: transactions and handles, the jbd2 writer (commit, checkpoint, revoke), replay.
+        .target(name: "HoldfastJournal", dependencies: ["HoldfastFormat", "HoldfastMemory", "HoldfastDevice", "HoldfastCache"]),
         // Layers 6 to 8: allocator, filesystem operations, writeback, mkfs, and the public API.
         .target(name: "Holdfast", dependencies: [
             "CHoldfastShim", "HoldfastFormat", "HoldfastMemory", "HoldfastDevice", "HoldfastCache", "HoldfastJournal", log,
@@ -47,6 +47,8 @@ let package = Package(
         ]),
         // Benchmark of the memory layer's hot paths (make bench-memory).
         .executableTarget(name: "holdfast-membench", dependencies: ["HoldfastMemory"]),
+        // Benchmark of append+fsync latency through the library (make bench-fsync).
+        .executableTarget(name: "holdfast-fsyncbench", dependencies: ["Holdfast"]),
 
         // Fixtures shared by the test targets: scratch folders, images, e2fsck, loop mounts, sweeps.
         .target(name: "HoldfastTestSupport", dependencies: ["Holdfast", "HoldfastHost", "HoldfastMemory", "HoldfastDevice"],

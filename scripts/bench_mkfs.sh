@@ -7,8 +7,12 @@ usage() {
 Usage: scripts/bench_mkfs.sh [--holdfast PATH] [--runs N] [--workdir DIR] [--shape spread|bigdir]
 
 Benchmark (not a test) of building a populated ext4 image from a directory:
-  holdfast:  HOLDFAST mkfs IMG SIZE --from TREE
-  mke2fs:    mke2fs -q -F -t ext4 -d TREE IMG SIZE
+  holdfast:    HOLDFAST mkfs IMG SIZE --from TREE   (every commit through the journal)
+  no-journal:  HOLDFAST mkfs IMG SIZE --from TREE --no-journal
+  mke2fs:      mke2fs -q -F -t ext4 -d TREE IMG SIZE   (writes no journal blocks)
+and of putting it into an empty image (made untimed by mke2fs, with and without a journal):
+  put:         HOLDFAST put IMG TREE /t
+  put-nojournal: the same into an image made with -O ^has_journal
 
 Two trees, built once by scripts/make_spread.py and cached in the work dir:
   spread  20,000 files in 5,000 directories, ~700 MB   (image 2G)
@@ -17,8 +21,9 @@ Two trees, built once by scripts/make_spread.py and cached in the work dir:
 
 Each tool runs RUNS times per tree, alternating, each into a fresh image file
 (removed and `sync`ed, untimed, before every run; both tools end with an fsync).
-Prints median/min/max seconds per tool and the ratio mke2fs/holdfast of the
-medians (> 1: holdfast is faster), then checks both last images with e2fsck -fn.
+Prints median/min/max seconds per tool, the ratio mke2fs/holdfast of the
+medians (> 1: holdfast is faster) and the journal's cost holdfast/no-journal,
+then checks the last images with e2fsck -fn.
 
 Options:
   --holdfast PATH  holdfast binary (default: .build/release/holdfast here)
@@ -66,20 +71,39 @@ for shape in $SHAPES; do
         python3 "$HERE/make_spread.py" "$tree" "$shape"
     fi
     size=$([ "$shape" = spread ] && echo 2G || echo 256M)
-    h=(); m=()
+    h=(); n=(); m=()
     for ((i = 0; i < RUNS; i++)); do
-        rm -f "$WORK/h.img" "$WORK/m.img"; sync
+        rm -f "$WORK/h.img" "$WORK/n.img" "$WORK/m.img"; sync
         h+=("$(seconds "$HOLDFAST" mkfs "$WORK/h.img" "$size" --from "$tree")")
+        rm -f "$WORK/n.img"; sync
+        n+=("$(seconds "$HOLDFAST" mkfs "$WORK/n.img" "$size" --from "$tree" --no-journal)")
         rm -f "$WORK/m.img"; sync
         m+=("$(seconds mke2fs -q -F -t ext4 -d "$tree" "$WORK/m.img" "$size")")
     done
     read -r hm hmin hmax <<<"$(stats "${h[@]}")"
+    read -r nm nmin nmax <<<"$(stats "${n[@]}")"
     read -r mm mmin mmax <<<"$(stats "${m[@]}")"
-    printf '%-7s %-9s median %6.3f s  (min %.3f, max %.3f)\n' "$shape" holdfast "$hm" "$hmin" "$hmax"
-    printf '%-7s %-9s median %6.3f s  (min %.3f, max %.3f)\n' "$shape" mke2fs "$mm" "$mmin" "$mmax"
+    printf '%-7s %-10s median %6.3f s  (min %.3f, max %.3f)\n' "$shape" holdfast "$hm" "$hmin" "$hmax"
+    printf '%-7s %-10s median %6.3f s  (min %.3f, max %.3f)\n' "$shape" no-journal "$nm" "$nmin" "$nmax"
+    printf '%-7s %-10s median %6.3f s  (min %.3f, max %.3f)\n' "$shape" mke2fs "$mm" "$mmin" "$mmax"
     printf '%-7s ratio mke2fs/holdfast: %.2fx\n' "$shape" "$(echo "$mm / $hm" | bc -l)"
-    for img in h m; do
+    printf '%-7s journal cost holdfast/no-journal: %.2fx\n' "$shape" "$(echo "$hm / $nm" | bc -l)"
+    p=(); q=()
+    for ((i = 0; i < RUNS; i++)); do
+        rm -f "$WORK/p.img" "$WORK/q.img"
+        mke2fs -q -F -t ext4 "$WORK/p.img" "$size"
+        mke2fs -q -F -t ext4 -O ^has_journal "$WORK/q.img" "$size"
+        sync
+        p+=("$(seconds "$HOLDFAST" put "$WORK/p.img" "$tree" /t)")
+        q+=("$(seconds "$HOLDFAST" put "$WORK/q.img" "$tree" /t)")
+    done
+    read -r pm pmin pmax <<<"$(stats "${p[@]}")"
+    read -r qm qmin qmax <<<"$(stats "${q[@]}")"
+    printf '%-7s %-13s median %6.3f s  (min %.3f, max %.3f)\n' "$shape" put "$pm" "$pmin" "$pmax"
+    printf '%-7s %-13s median %6.3f s  (min %.3f, max %.3f)\n' "$shape" put-nojournal "$qm" "$qmin" "$qmax"
+    printf '%-7s journal cost put/put-nojournal: %.2fx\n' "$shape" "$(echo "$pm / $qm" | bc -l)"
+    for img in h n m p q; do
         if e2fsck -fn "$WORK/$img.img" >/dev/null 2>&1; then echo "$shape $img.img: e2fsck clean"; else echo "$shape $img.img: e2fsck FOUND PROBLEMS"; fi
     done
 done
-rm -f "$WORK/h.img" "$WORK/m.img"
+rm -f "$WORK/h.img" "$WORK/n.img" "$WORK/m.img" "$WORK/p.img" "$WORK/q.img"

@@ -23,6 +23,7 @@ declare -A allowed=(
   [Sources/HoldfastHost]="Holdfast CHoldfastShim"
   [Sources/HoldfastCLI]="Holdfast HoldfastHost ArgumentParser Logging"
   [Sources/holdfast-membench]="HoldfastMemory"
+  [Sources/holdfast-fsyncbench]="Holdfast"
   [Tests/HoldfastTestSupport]="Holdfast HoldfastHost HoldfastMemory HoldfastDevice Foundation Testing"
   [Tests/HoldfastFormatTests]="HoldfastFormat HoldfastTestSupport Foundation Testing"
   [Tests/HoldfastMemoryTests]="HoldfastMemory Foundation Testing"

@@ -24,10 +24,23 @@ extension Jbd2 {
         return true
     }
 
+    /// The same, for a block staged in a buffer.
+    @discardableResult
+    public static func escape(_ block: UnsafeMutableRawBufferPointer) -> Bool {
+        guard block.count >= 4, block.load(fromByteOffset: 0, as: UInt32.self) == magic.bigEndian else { return false }
+        block.storeBytes(of: 0, toByteOffset: 0, as: UInt32.self)
+        return true
+    }
+
     /// The checksum of a logged block in its tag: crc32c over the transaction's sequence number
     /// (big-endian) and the block as logged, escaped or not (the kernel verifies it before it
     /// puts the magic back).
     public static func dataChecksum(_ logged: [UInt8], sequence: UInt32, journal: Superblock) -> UInt32 {
+        CRC32C.update(CRC32C.update(journal.checksumSeed, sequence.bigEndianBytes), logged)
+    }
+
+    /// The same, for a block staged in a buffer.
+    public static func dataChecksum(_ logged: UnsafeRawBufferPointer, sequence: UInt32, journal: Superblock) -> UInt32 {
         CRC32C.update(CRC32C.update(journal.checksumSeed, sequence.bigEndianBytes), logged)
     }
 

@@ -25,6 +25,20 @@ public struct JournalStatistics: Sendable {
     /// Transactions larger than the whole log, written in place instead (not atomic).
     public var oversized = 0
     public init() {}
+
+    /// The line `holdfast --stats` prints.
+    public var line: String {
+        "journal transactions=\(transactions) blocks-logged=\(blocksLogged) revokes=\(revokes) "
+            + "checkpoints=\(checkpoints) forced-checkpoints=\(forcedCheckpoints) oversized=\(oversized)"
+    }
+}
+
+/// The journal's counters, readable from any thread and after the filesystem closed.
+public final class JournalCounters: Sendable {
+    private let value = Locked(JournalStatistics())
+    public init() {}
+    public var statistics: JournalStatistics { value.withLock { $0 } }
+    func update(_ body: (inout JournalStatistics) -> Void) { value.withLock { body(&$0) } }
 }
 
 /// Writes transactions into an internal jbd2 journal (journal.rst) and moves its tail, following
@@ -66,7 +80,8 @@ public final class JournalWriter {
     /// Filesystem blocks with a copy in the live log: freeing one of them needs a revoke record.
     private var live: Set<UInt64> = []
     private var lastCommit: (seconds: UInt64, nanoseconds: UInt32) = (0, 0)
-    public private(set) var statistics = JournalStatistics()
+    /// What the journal did since the open (`holdfast --stats`).
+    public let counters = JournalCounters()
 
     private let budget: MemoryBudget
     private let staging: UnsafeMutableRawBufferPointer
@@ -217,12 +232,8 @@ public final class JournalWriter {
             for (k, target) in group.enumerated() {
                 let slot = slotBuffer(k + 1)
                 try contents(target, slot)
-                let wasEscaped = slot.load(fromByteOffset: 0, as: UInt32.self) == Jbd2.magic.bigEndian
-                if wasEscaped { slot.storeBytes(of: 0, toByteOffset: 0, as: UInt32.self) }
-                escaped.append(wasEscaped)
-                sums.append(journal.hasChecksumV2orV3
-                            ? CRC32C.update(CRC32C.update(journal.checksumSeed, sequence.bigEndianBytes), UnsafeRawBufferPointer(slot))
-                            : 0)
+                escaped.append(Jbd2.escape(slot))
+                sums.append(journal.hasChecksumV2orV3 ? Jbd2.dataChecksum(UnsafeRawBufferPointer(slot), sequence: sequence, journal: journal) : 0)
             }
             let descriptor = Jbd2.descriptorBlock(targets: Array(group), escaped: escaped, checksums: sums,
                                                   sequence: sequence, journal: journal)
@@ -253,9 +264,11 @@ public final class JournalWriter {
         head = UInt32(position + 1)
         live.formUnion(targets)
         sequence &+= 1
-        statistics.transactions += 1
-        statistics.blocksLogged += targets.count
-        statistics.revokes += revoked.count
+        counters.update { c in
+            c.transactions += 1
+            c.blocksLogged += targets.count
+            c.revokes += revoked.count
+        }
     }
 
     /// Empties the log: every live transaction's blocks are home and flushed (the caller made
@@ -269,12 +282,14 @@ public final class JournalWriter {
         tail = 0
         head = journal.first
         live.removeAll(keepingCapacity: true)
-        statistics.checkpoints += 1
-        if forced { statistics.forcedCheckpoints += 1 }
+        counters.update { c in
+            c.checkpoints += 1
+            if forced { c.forcedCheckpoints += 1 }
+        }
     }
 
     /// Counts a transaction that was too large for the log and was written in place.
-    public func countOversized() { statistics.oversized += 1 }
+    public func countOversized() { counters.update { $0.oversized += 1 } }
 
     /// The time of the last commit (seconds since the epoch), 0 before the first.
     public var lastCommitSeconds: UInt64 { lastCommit.seconds }

@@ -26,6 +26,8 @@ public final class Transaction {
     private var committedSuperblock: [UInt8]?
     public private(set) var sequence: UInt64 = 1
     public private(set) var creditOverruns = 0
+    /// When the running transaction took its first block (monotonic ns).
+    public private(set) var startedAt: UInt64 = 0
 
     public init(cache: BufferCache, journal: JournalWriter? = nil) {
         self.cache = cache
@@ -127,6 +129,7 @@ public final class Transaction {
     }
 
     func joined(_ block: UInt64) {
+        if blocks.isEmpty { startedAt = MonotonicClock.nanoseconds }
         blocks.insert(block)
         freed.remove(block)
     }

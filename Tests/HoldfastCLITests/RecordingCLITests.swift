@@ -50,4 +50,67 @@ struct RecordingCLITests {
         }
         #expect(states.count > recorded.writeCount, "a prefix per write, and states for the writes between flushes")
     }
+
+    @Test("a put killed with SIGKILL leaves an image the kernel, e2fsck -fy and Holdfast replay with nothing to repair")
+    func killedPut() throws {
+        let s = try Scratch()
+        let image = s.path("k.img"), pristine = s.path("pristine.img")
+        // 1 KiB blocks and the smallest journal: the put takes several transactions, and the log
+        // holds them until close.
+        try Images.make(pristine, blockSize: 1024, megabytes: 128, extra: ["-J", "size=1"])
+        let tree = s.path("tree")
+        for d in 0..<30 {
+            try FileManager.default.createDirectory(atPath: "\(tree)/d\(d)", withIntermediateDirectories: true)
+            for i in 0..<100 {
+                try Data(Patterns.random(2000 + (i * 977) % 30_000, seed: UInt64(d * 100 + i))).write(to: URL(fileURLWithPath: "\(tree)/d\(d)/f\(i)"))
+            }
+        }
+        var recovering = 0
+        // Kills spread over the put's own length on this machine.
+        try Support.sh(["cp", "--sparse=always", pristine, image])
+        let started = Date()
+        let whole = try Support.run([Support.holdfast, "put", image, tree, "/t", "--memory", "8M", "--stats"])
+        try #require(whole.status == 0, "\(whole.stderr)")
+        // --stats reports the journal: several transactions, none too large for the log.
+        let line = try #require(whole.stderr.split(separator: "\n").first { $0.hasPrefix("journal transactions=") })
+        let transactions = Int(line.split(separator: " ")[1].dropFirst("transactions=".count)) ?? 0
+        #expect(transactions > 2 && line.contains("oversized=0"), "\(line)")
+        let length = Date().timeIntervalSince(started)
+        let delays = [0.2, 0.4, 0.6, 0.75, 0.9].map { UInt32($0 * length * 1_000_000) }
+        for delay in delays {
+            try Support.sh(["cp", "--sparse=always", pristine, image])
+            let p = Process()
+            p.executableURL = URL(fileURLWithPath: Support.holdfast)
+            p.arguments = ["put", image, tree, "/t", "--memory", "8M"]
+            p.standardOutput = FileHandle.nullDevice
+            p.standardError = FileHandle.nullDevice
+            try p.run()
+            usleep(delay)
+            kill(p.processIdentifier, SIGKILL)
+            p.waitUntilExit()
+            let header = try Support.sh(["dumpe2fs", "-h", image])
+            let start = header.split(separator: "\n").first { $0.hasPrefix("Journal start:") }?.split(separator: " ").last
+            if header.contains("needs_recovery") && start != "0" { recovering += 1 }
+            let label = "killed after \(delay / 1000) ms"
+            for judge in ["e2fsck", "kernel", "holdfast"] {
+                let copy = s.path("\(judge).img")
+                try Support.sh(["cp", "--sparse=always", image, copy])
+                switch judge {
+                case "e2fsck":
+                    let fix = try Support.run(["e2fsck", "-fy", copy])
+                    let repairs = fix.out.split(separator: "\n").filter { $0.contains("?") || $0.contains("Fix") || $0.contains("FIXED") }
+                    #expect(repairs.isEmpty && fix.status <= 1, "\(label): e2fsck -fy:\n\(fix.out)")
+                case "kernel":
+                    guard Support.canLoopMount(skipping: "the kernel's replay of a killed put") else { continue }
+                    try Support.withLoopMount(copy, options: "loop,noatime") { _ in }
+                default:
+                    let fs = try Filesystem.open(path: copy, options: OpenOptions(memoryBudget: 16 << 20, writable: true))
+                    try fs.close()
+                }
+                try Images.expectClean(copy)
+            }
+        }
+        #expect(recovering > 0, "no kill landed while the log held transactions: the test proves nothing")
+        print("killed put: \(recovering) of \(delays.count) kills left a log to replay")
+    }
 }

@@ -14,6 +14,12 @@ final class FreeSpace {
     var preallocations: [UInt32: Preallocation] = [:]
     /// Where the next top-level directory goes, so they spread over the groups.
     var nextDirectoryGroup: UInt32 = 0
+    /// Blocks freed since the last commit, by group (relative to the group's first block): free
+    /// in the bitmap, but not handed out again until the commit that frees them is durable, as
+    /// the kernel keeps them. Otherwise new data written over a block before the commit would
+    /// land in a directory or tree block that a crash at that moment still has in use.
+    var freedUncommitted: [UInt32: [(start: Int, count: Int)]] = [:]
+    var freedUncommittedBlocks = 0
 }
 
 /// One operation's changes to free space, applied to `FreeSpace` only if the operation succeeds.
@@ -26,8 +32,14 @@ final class AllocationChanges {
     var reserved: Int64 = 0
     /// Set while delayed pages get their blocks: that allocation spends the reservation.
     var mappingDelayed = false
+    /// Blocks this operation freed (group, start in the group, count): kept from reuse until commit.
+    var freed: [(group: UInt32, start: Int, count: Int)] = []
 
     func apply(to space: FreeSpace) {
+        for f in freed {
+            space.freedUncommitted[f.group, default: []].append((f.start, f.count))
+            space.freedUncommittedBlocks += f.count
+        }
         space.freeBlocks = UInt64(Int64(space.freeBlocks) + blocks)
         space.freeInodes = UInt64(Int64(space.freeInodes) + inodes)
         space.reservedBlocks = UInt64(max(0, Int64(space.reservedBlocks) + reserved))

@@ -114,7 +114,8 @@ extension Allocator {
                     // No buddy (no memory for one): windows hold blocks only in groups whose buddy is
                     // pinned, so none holds any here and the bitmap is the truth.
                     guard pass == 1 else { continue }
-                    let bitmap = try bitmapRead ?? blockBitmap(&gd)
+                    var bitmap = try bitmapRead ?? blockBitmap(&gd)
+                    for r in freedRanges(in: g) { for i in r.start..<(r.start + r.count) { Bitmap.set(&bitmap, i) } }
                     if let f = Bitmap.firstClear(bitmap, from: from, limit: limit) ?? Bitmap.firstClear(bitmap, from: 0, limit: from) {
                         found = (f, Bitmap.clearRun(bitmap, from: f, maximum: min(count, Int(gd.freeBlocksCount)), limit: limit))
                     }
@@ -180,7 +181,8 @@ extension Allocator {
             changes.bitmapGroups.insert(g)
             try handle.write(gd.blockBitmap, bitmap)
             try store(gd)
-            buddies?.update(g) { [offset, n] in $0.mark(offset, n, taken: false) }
+            // The buddy keeps them taken until the commit: see `FreeSpace.freedUncommitted`.
+            changes.freed.append((g, offset, n))
             block += UInt64(n)
             left -= n
         }

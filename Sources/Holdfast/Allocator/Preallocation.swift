@@ -21,10 +21,17 @@ extension Allocator {
     /// Blocks a window holds beyond an append: up to 8 MiB, as ext4's stream allocation.
     var preallocationWindow: Int { max(8, (8 << 20) / blockSize) }
 
-    /// Blocks [start, count) of group `g` that windows hold, relative to the group's first block.
+    /// Blocks [start, count) of group `g` that windows hold, or that were freed since the last
+    /// commit (by this operation too), relative to the group's first block.
     func reservedRanges(in g: UInt32) -> [(start: Int, count: Int)] {
         let first = geometry.groupFirstBlock(UInt64(g))
         return space.preallocations.values.filter { $0.group == g && $0.count > 0 }.map { (Int($0.physical - first), $0.count) }
+            + freedRanges(in: g)
+    }
+
+    /// Blocks of group `g` freed since the last commit (this operation's frees included).
+    func freedRanges(in g: UInt32) -> [(start: Int, count: Int)] {
+        (space.freedUncommitted[g] ?? []) + changes.freed.filter { $0.group == g }.map { ($0.start, $0.count) }
     }
 
     /// New data blocks for logical block `logical` of inode `inode`: from its window when the

@@ -30,3 +30,6 @@
 // Device errors carried by `HoldfastError.io`, and the syscall funnel front ends share.
 @_exported import struct HoldfastDevice.DeviceError
 @_exported import enum HoldfastDevice.Syscall
+
+// What the journal did (`Filesystem.journalStatistics`).
+@_exported import struct HoldfastJournal.JournalStatistics

@@ -37,28 +37,29 @@ extension Filesystem {
         }
     }
 
-    /// Commits and flushes, reporting a commit error nobody was told of.
-    private func commitAll() throws(HoldfastError) {
+    /// Commits and flushes, reporting a commit error nobody was told of. With `file` (fsync),
+    /// only the data the transaction needs and that file's go first.
+    private func commitAll(file: UInt32? = nil) throws(HoldfastError) {
         guard let writer else { return }
         try guarded {
             try writer.withLock { state in
-                try commitLocked(state)
+                try commitLocked(state, data: file.map { .ordered(file: $0) } ?? .all)
                 if let e = state.pendingError { state.pendingError = nil; throw e }
             }
         }
     }
 
     /// fsync(2) of one file, for a caller without a file description (`OpenFile.sync` keeps its
-    /// own error cursor): writes the file's data, commits and flushes (without a journal nothing
-    /// finer exists), then reports a write error of the file nobody asking this way heard of yet.
+    /// own error cursor): writes the file's data, commits the running transaction (writing first
+    /// only the data it needs, as data=ordered) and flushes, then reports a write error of the
+    /// file nobody asking this way heard of yet.
     public func fsync(_ inode: UInt32) throws(HoldfastError) {
         var cursor: UInt64? = nil
         try fsync(inode, cursor: &cursor)
     }
 
-    /// fdatasync(2): the file's data and what is needed to read it back. Commits here write in
-    /// place (no journal yet), so there is no commit finer than fsync's and the two do the same:
-    /// the data, then the metadata, then a flush, with the same error reporting.
+    /// fdatasync(2): the file's data and what is needed to read it back. There is one running
+    /// transaction, so fdatasync commits it as fsync does, with the same error reporting.
     public func fdatasync(_ inode: UInt32) throws(HoldfastError) { try fsync(inode) }
 
     /// `cursor` nil: the file's anonymous cursor.
@@ -67,7 +68,7 @@ extension Filesystem {
         let start = MonotonicClock.nanoseconds
         mapDelayedOutsideLock(inode)
         pageCache?.writeBack(inode)
-        try commitAll()
+        try commitAll(file: inode)
         guard let pageCache else { return }
         let failure: DeviceError?
         if var c = cursor {
@@ -81,9 +82,10 @@ extension Filesystem {
         if !pageCache.dirtySince(before: start, inode: inode).isEmpty { throw HoldfastError.dataNotWritten(inodes: [inode], cause: nil) }
     }
 
-    /// Commits, marks the image cleanly unmounted and closes it for writing. Dirty file data is
-    /// written first (each write tried a few times); data that cannot be written makes close fail
-    /// naming the files, and the image is then left marked for e2fsck, never reported clean.
+    /// Commits, checkpoints the journal and clears needs_recovery (without a journal: marks the
+    /// image cleanly unmounted), and closes it for writing. Dirty file data is written first (each
+    /// write tried a few times); data that cannot be written makes close fail naming the files,
+    /// and the image is then left marked for e2fsck, never reported clean.
     public func close() throws(HoldfastError) {
         guard let writer else {
             // Read-only: nothing to write; what the caches hold goes back now.
@@ -109,7 +111,8 @@ extension Filesystem {
                     do { try finishOrphan(number) } catch { orphanError = orphanError ?? error }
                 }
             }
-            // From here writeback runs on this thread only.
+            // From here writeback and commits run on this thread only.
+            commitTimer.stop()
             pageCache?.stopFlusher()
             var unwritten: [UInt32] = []
             if let pageCache {

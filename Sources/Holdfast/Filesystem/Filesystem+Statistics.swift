@@ -1,5 +1,6 @@
 import HoldfastCache
 import HoldfastMemory
+import HoldfastJournal
 
 /// What the engine did with its memory: the lines `holdfast --stats` prints, one per allocation
 /// site that was hit, then the budget, its categories, reclaim, each cache and the fault plan.
@@ -33,6 +34,9 @@ public struct Statistics: Sendable, CustomStringConvertible {
 extension Filesystem {
     /// The memory report as of now.
     public var statistics: Statistics { StatisticsReport.Sources(self).statistics }
+
+    /// What the journal did since the open: nil for a read-only open or an image without one.
+    public var journalStatistics: JournalStatistics? { journalCounters?.statistics }
 }
 
 /// Keeps what `--stats` reports on for as long as a front end needs it: the budget from the
@@ -45,12 +49,14 @@ public final class StatisticsReport: Sendable {
         let pageCache: PageCache?
         let extentStatus: ExtentStatusCache?
         let inodeCache: InodeCache?
+        var journal: JournalCounters? = nil
 
         init(_ fs: Filesystem) {
             budget = fs.budget
             pageCache = fs.pageCache
             extentStatus = fs.extentStatus
             inodeCache = fs.inodeCache
+            journal = fs.journalCounters
         }
 
         init(budget: MemoryBudget) {
@@ -65,6 +71,7 @@ public final class StatisticsReport: Sendable {
             if let pageCache { caches.append(pageCache.statistics.line) }
             if let extentStatus { caches.append(extentStatus.statistics.line) }
             if let inodeCache { caches.append(inodeCache.statistics.line) }
+            if let journal { caches.append(journal.statistics.line) }
             return Statistics(budget: budget, caches: caches)
         }
     }

@@ -56,6 +56,10 @@ public final class Filesystem: Sendable {
     public let journalRecovery: RecoverySummary?
     /// The journal superblock, when the image has an internal journal that decodes.
     public let journalSuperblock: Jbd2.Superblock?
+    /// The journal writer's counters (writable opens of images with a journal).
+    let journalCounters: JournalCounters?
+    /// Commits a transaction five seconds old (started with the flusher, on journalled images).
+    let commitTimer = CommitTimer()
     /// Damage found at open that does not stop reading (also sent to the logger).
     public let warnings: [String]
 
@@ -231,7 +235,10 @@ public final class Filesystem: Sendable {
             pageCache?.setUpWritebackReserve()
             refillEvictionReserve()
             try startWriting()
-            if options.flusher { pageCache?.startFlusher() }
+            if options.flusher {
+                pageCache?.startFlusher()
+                if journalCounters != nil { commitTimer.start(self) }
+            }
         }
     }
 
@@ -241,6 +248,7 @@ public final class Filesystem: Sendable {
          logger: Logger = Logger(label: "holdfast", factory: { _ in SwiftLogNoOpLogHandler() }),
          recovery: RecoverySummary? = nil, journal: JournalWriter? = nil) {
         self.journalRecovery = recovery
+        self.journalCounters = journal?.counters
         self.redirectBytes = redirectBytes
         self.logger = logger
         self.delayedAllocation = delayedAllocation
@@ -269,6 +277,7 @@ public final class Filesystem: Sendable {
     // The cache gives its own pages back when it goes; only the redirect table is the filesystem's.
     deinit {
         if writer != nil { finishWriting() }
+        commitTimer.stop()
         // The caches may outlive the filesystem (`--stats` keeps them for their counters): what
         // they hold goes back now. Dirty pages, if any are left, stay charged: they were never written.
         pageCache?.dropAllClean()

@@ -31,6 +31,7 @@ final class PendingChanges {
         if let head = orphanHead { state.superblock.lastOrphan = head }
         state.orphans.subtract(orphansRemoved)
         state.orphans.formUnion(orphansAdded)
+        state.orderedData.formUnion(heldPages.keys)
     }
 
     /// The operation succeeded: freed ranges lose their pages (waiting out writes in flight, so no

@@ -24,6 +24,9 @@ final class WriteState {
     var writtenAtFlush = 0
     /// Inodes on the orphan list (unlinked while open, or in a truncate of several steps).
     var orphans: Set<UInt32> = []
+    /// Files whose pages the running transaction wrote, zeroed or gave blocks (data=ordered: their
+    /// data goes to the device before the commit; a commit for one file's fsync writes only these).
+    var orderedData: Set<UInt32> = []
 
     init(transaction: Transaction, superblock: Superblock) {
         self.transaction = transaction
@@ -122,14 +125,23 @@ extension Filesystem {
             if transaction.dirtyBlocks > 0 && transaction.dirtyBlocks + credits > transaction.bound {
                 // The journal bounds a transaction: this operation goes into the next one. A
                 // failed commit is kept for sync, fsync or close, as below.
-                try? commitLocked(state)
+                try? commitLocked(state, data: .ordered(file: nil))
             }
-            let result = try runOperation(state, credits: credits, pages: pages, body)
+            let result: R
+            do {
+                result = try runOperation(state, credits: credits, pages: pages, body)
+            } catch HoldfastError.noSpace(let why) where state.space.freedUncommittedBlocks > 0 {
+                // Blocks freed since the last commit are not handed out before it: commit, as the
+                // kernel does, and try once more (the pages taken before the lock went back).
+                do { try commitLocked(state) } catch { throw HoldfastError.noSpace(why) }
+                result = try runOperation(state, credits: credits, pages: [], body)
+            }
+            if transaction.dirtyBlocks > 0 { commitTimer.arm(startedAt: transaction.startedAt) }
             if transaction.dirtyBytes >= budget.limit / 4 || transaction.dirtyBlocks >= transaction.bound {
                 // The operation is done and stays (its changes wait in the transaction); a commit
                 // that fails here is kept for the next sync, fsync or close to report, not blamed
                 // on this call, which would then seem to have changed nothing.
-                try? commitLocked(state, flush: false)
+                try? commitLocked(state, flush: false, data: .ordered(file: nil))
             }
             return result
         }
@@ -168,14 +180,30 @@ extension Filesystem {
         return result
     }
 
+    /// Which file data a commit writes first.
+    enum CommitData {
+        /// Everything dirty, delayed pages mapped first (sync, close, a commit to free memory).
+        case all
+        /// What the transaction needs (data=ordered): the files it wrote, and `file` (an fsync's).
+        case ordered(file: UInt32?)
+    }
+
     /// Commits the running transaction, then writes the superblock (free counts, write time) straight
     /// to the device. Nothing here allocates from the budget: a commit cannot fail for want of memory.
-    func commitLocked(_ state: WriteState, force: Bool = false, flush: Bool = true) throws {
+    func commitLocked(_ state: WriteState, force: Bool = false, flush: Bool = true, data: CommitData = .all) throws {
         // Ordered data: file data goes to the device before the metadata that points at it. A page
         // whose write fails stays dirty and its error is the file's (fsync reports it). Delayed
         // pages get their blocks first.
-        mapAllDelayed(state)
-        pageCache?.writeBack(nil)
+        switch data {
+        case .all:
+            mapAllDelayed(state)
+            pageCache?.writeBack(nil)
+        case .ordered(let file):
+            var files = state.orderedData
+            if let file { files.insert(file) }
+            mapAllDelayed(state, only: files)
+            for n in files.sorted() { pageCache?.writeBack(n) }
+        }
         guard force || state.transaction.dirtyBlocks > 0 else {
             // Nothing to commit, but data (the flusher's, or an unflushed commit's) may be written
             // and not yet durable: a flush is still owed.
@@ -191,6 +219,12 @@ extension Filesystem {
             }
             return
         }
+        try commitTransaction(state, flush: flush)
+    }
+
+    /// The commit proper, data already written: the transaction's blocks and the superblock. An
+    /// error is kept for sync, fsync or close to report, and thrown.
+    func commitTransaction(_ state: WriteState, flush: Bool) throws {
         let writtenBefore = pageCache?.statistics.pagesWritten ?? 0
         do {
             try state.transaction.commit(flush: flush, superblock: { sealedSuperblock(state) },
@@ -201,10 +235,23 @@ extension Filesystem {
             } else {
                 state.unflushed = true
             }
+            releaseFreed(state)
+            state.orderedData.removeAll()
+            commitTimer.disarm()
         } catch {
             let e = HoldfastError.wrap(error)
             if state.pendingError == nil { state.pendingError = e }
             throw e
         }
+    }
+
+    /// The commit that freed them is done: blocks freed since the last commit may be handed out.
+    func releaseFreed(_ state: WriteState) {
+        guard state.space.freedUncommittedBlocks > 0 else { return }
+        for (g, ranges) in state.space.freedUncommitted {
+            buddies?.update(g) { buddy in for r in ranges { buddy.mark(r.start, r.count, taken: false) } }
+        }
+        state.space.freedUncommitted.removeAll()
+        state.space.freedUncommittedBlocks = 0
     }
 }

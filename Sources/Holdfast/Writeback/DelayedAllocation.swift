@@ -68,6 +68,8 @@ enum DelayedMapping {
     case mapped
     /// Out of memory: rolled back, the pages stay delayed; a later pass tries again.
     case shortOfMemory
+    /// No space but blocks freed since the last commit: rolled back, mapped after a commit.
+    case waitsForCommit
     /// Any other failure (a device error, damage in the file's tree): rolled back and logged
     /// once per file. A device error is recorded as the file's write error, as a failed
     /// writeback is: fsync and close report it, and the errors policy applies.
@@ -77,17 +79,29 @@ enum DelayedMapping {
 extension Filesystem: DelayedBlockMapper {
     /// Maps the delayed pages of every file (commit), each file in its own handle: one that cannot
     /// keeps its pages delayed and dirty for a later try. Under the write lock.
-    func mapAllDelayed(_ state: WriteState) {
+    func mapAllDelayed(_ state: WriteState, only files: Set<UInt32>? = nil) {
         guard let pageCache else { return }
-        for inode in pageCache.delayedInodes {
+        var waiting: [UInt32] = []
+        for inode in pageCache.delayedInodes where files?.contains(inode) ?? true {
             // Short of memory, try again: writeback's shortage is never the user's error.
-            for _ in 0..<8 where mapDelayed(inode, state) == .shortOfMemory {}
+            var result = DelayedMapping.shortOfMemory
+            for _ in 0..<8 where result == .shortOfMemory { result = mapDelayed(inode, state) }
+            if result == .waitsForCommit { waiting.append(inode) }
+        }
+        guard !waiting.isEmpty else { return }
+        // The only free blocks left were freed since the last commit: commit what is mapped
+        // (its data first), then the rest gets its blocks.
+        for n in state.orderedData.sorted() { pageCache.writeBack(n) }
+        try? commitTransaction(state, flush: true)
+        for inode in waiting {
+            var result = DelayedMapping.shortOfMemory
+            for _ in 0..<8 where result == .shortOfMemory || result == .waitsForCommit { result = mapDelayed(inode, state, last: true) }
         }
     }
 
     /// Maps the delayed pages of one file in a handle of its own.
     @discardableResult
-    func mapDelayed(_ inode: UInt32, _ state: WriteState) -> DelayedMapping {
+    func mapDelayed(_ inode: UInt32, _ state: WriteState, last: Bool = false) -> DelayedMapping {
         do {
             try runOperation(state, credits: 64, pages: []) { ctx in
                 var rec = try ctx.inode(inode)
@@ -95,10 +109,12 @@ extension Filesystem: DelayedBlockMapper {
                 try ctx.store(rec)
             }
             writeFailures.mappingSucceeded(inode)
+            state.orderedData.insert(inode)  // its new blocks must hold its data before the commit
             return .mapped
         } catch {
             let e = HoldfastError.wrap(error)
             if case .outOfMemory = e { return .shortOfMemory }
+            if case .noSpace = e, !last, state.space.freedUncommittedBlocks > 0 { return .waitsForCommit }
             writeFailures.mappingFailed(inode, e, image: device.path)
             if case .io(let cause) = e { pageCache?.recordMappingFailure(inode, cause) }
             return .failed
