@@ -91,8 +91,8 @@ for shape in $SHAPES; do
     p=(); q=()
     for ((i = 0; i < RUNS; i++)); do
         rm -f "$WORK/p.img" "$WORK/q.img"
-        mke2fs -q -F -t ext4 "$WORK/p.img" "$size"
-        mke2fs -q -F -t ext4 -O ^has_journal "$WORK/q.img" "$size"
+        mke2fs -q -F -t ext4 "$WORK/p.img" "$size" >/dev/null 2>&1
+        mke2fs -q -F -t ext4 -O ^has_journal "$WORK/q.img" "$size" >/dev/null 2>&1
         sync
         p+=("$(seconds "$HOLDFAST" put "$WORK/p.img" "$tree" /t)")
         q+=("$(seconds "$HOLDFAST" put "$WORK/q.img" "$tree" /t)")

@@ -79,6 +79,11 @@ public final class JournalWriter {
     public private(set) var tail: UInt32 = 0
     /// Filesystem blocks with a copy in the live log: freeing one of them needs a revoke record.
     private var live: Set<UInt64> = []
+    /// The most blocks `live` holds (its capacity, reserved at open).
+    public let liveLimit: Int
+    /// Bytes the budget is charged for a `live` entry (the set's slot and its share of metadata).
+    static let liveEntryBytes = 32
+    private let reservedBytes: Int
     private var lastCommit: (seconds: UInt64, nanoseconds: UInt32) = (0, 0)
     /// What the journal did since the open (`holdfast --stats`).
     public let counters = JournalCounters()
@@ -134,7 +139,13 @@ public final class JournalWriter {
         // of the budget (at least one descriptor and one block).
         let pages = budget.limit / blockSize
         let blocks = max(2, min(Jbd2.tagsPerDescriptor(journal) + 1, min(256, pages / 32)))
-        try budget.chargeOrThrow(blocks * blockSize, at: .journalCommit)
+        // The table of blocks in the live log is sized at open too, so a commit never grows it:
+        // a log holding more than this is checkpointed early.
+        let liveLimit = min(Int(journal.maxLength), max(1024, budget.limit / 1024))
+        let reserved = blocks * blockSize + liveLimit * Self.liveEntryBytes
+        try budget.chargeOrThrow(reserved, at: .journalCommit)
+        self.reservedBytes = reserved
+        self.liveLimit = liveLimit
         self.staging = UnsafeMutableRawBufferPointer.allocate(byteCount: blocks * blockSize, alignment: 4096)
         self.stagingBlocks = blocks
         self.budget = budget
@@ -147,6 +158,7 @@ public final class JournalWriter {
         self.head = journal.first
         self.superblockBlock = superblockBlock
         self.superblockImage = superblockImage
+        live.reserveCapacity(liveLimit)
     }
 
     deinit { release() }
@@ -156,11 +168,14 @@ public final class JournalWriter {
         guard !released else { return }
         released = true
         staging.deallocate()
-        budget.uncharge(stagingBlocks * blockSize, for: .journalCommit)
+        budget.uncharge(reservedBytes, for: .journalCommit)
     }
 
-    /// Blocks the log has for transactions.
+    /// Log blocks one transaction may take: the whole log but its superblock.
     public var capacity: Int { Int(journal.maxLength) - Int(journal.first) }
+
+    /// Filesystem blocks one transaction may log: what the live table holds.
+    public var blockCapacity: Int { liveLimit }
 
     /// Log blocks a transaction of `blocks` logged blocks and `revokes` revoked ones takes: its
     /// descriptors, the blocks, its revoke blocks and the commit block.
@@ -171,8 +186,11 @@ public final class JournalWriter {
         return descriptors + blocks + (revokes + perRevoke - 1) / perRevoke + 1
     }
 
-    /// Can a transaction of `length` log blocks go in after the live ones?
-    public func fits(_ length: Int) -> Bool { Int(head) + length <= Int(journal.maxLength) }
+    /// Can a transaction of `length` log blocks, logging `blocks` filesystem blocks, go in after
+    /// the live ones?
+    public func fits(_ length: Int, blocks: Int) -> Bool {
+        Int(head) + length <= Int(journal.maxLength) && live.count + blocks <= liveLimit
+    }
 
     /// Does the live log hold a copy of `block`? (Freeing it then needs a revoke.)
     public func isLive(_ block: UInt64) -> Bool { live.contains(block) }
@@ -203,7 +221,7 @@ public final class JournalWriter {
     public func commit(_ targets: [UInt64], revoked: [UInt64],
                        contents: (UInt64, UnsafeMutableRawBufferPointer) throws -> Void) throws {
         let total = length(blocks: targets.count, revokes: revoked.count)
-        precondition(total <= capacity && fits(total), "a transaction of \(total) log blocks does not fit")
+        precondition(total <= capacity && fits(total, blocks: targets.count), "a transaction of \(total) log blocks does not fit")
         var superblockChanged = false
         if tail == 0 {
             record.start = head

@@ -43,7 +43,7 @@ public final class Transaction {
 
     /// The most blocks a transaction should gather before it commits: a quarter of the log, as the
     /// kernel bounds its transactions (no bound without a journal).
-    public var bound: Int { journal.map { max(1, $0.capacity / 4) } ?? Int.max }
+    public var bound: Int { journal.map { max(1, min($0.capacity, $0.blockCapacity) / 4) } ?? Int.max }
 
     /// Commits every changed block and the superblock, and makes them durable.
     /// - `superblock` gives the superblock's 1024 bytes, sealed, as this commit leaves it;
@@ -69,7 +69,7 @@ public final class Transaction {
         targets.append(sbBlock)
         let revoked = freed.filter { journal.isLive($0) }.sorted()
         let length = journal.length(blocks: targets.count, revokes: revoked.count)
-        if length > journal.capacity {
+        if length > journal.capacity || targets.count > journal.blockCapacity {
             // Larger than the whole log: written in place after the log is emptied, so nothing
             // older replays over it. Not atomic; the filesystem counts and reports it.
             try checkpoint(forced: true, writeSuperblock: writeSuperblock)
@@ -80,7 +80,7 @@ public final class Transaction {
             finish()
             return
         }
-        if !journal.fits(length) { try checkpoint(forced: true, writeSuperblock: writeSuperblock) }
+        if !journal.fits(length, blocks: targets.count) { try checkpoint(forced: true, writeSuperblock: writeSuperblock) }
         let image = journal.superblockBlock(with: raw)
         try journal.commit(targets, revoked: revoked) { target, buffer in
             if target == sbBlock {
