@@ -36,7 +36,8 @@ struct CrashCampaignTests {
         var description: String { name }
     }
 
-    static let workloads = ["import", "rm -r", "renames", "htree", "appends", "truncate and punch", "xattrs"].map(Workload.init)
+    static let workloads = ["import", "import past the log", "rm -r", "renames", "htree", "appends", "truncate and punch", "xattrs"]
+        .map(Workload.init)
 
     /// The commands of a workload, given the image path and a scratch folder with its host files.
     static func steps(_ workload: Workload, _ image: String, _ s: Scratch) throws -> (setup: [Step], steps: [Step]) {
@@ -55,6 +56,16 @@ struct CrashCampaignTests {
         case "import":
             let t = try tree("t", files: 24, bytes: 3000)
             return ([], [Step(args: ["put", image, t, "/t"], touches: ["/t"])])
+        case "import past the log":
+            // About 1,200 blocks of inode tables, directories and bitmaps in one command: more
+            // than the 1,024-block log holds, so the put commits several times and forces a
+            // checkpoint part way.
+            let root = s.path("many")
+            for d in 0..<4 {
+                try FileManager.default.createDirectory(atPath: "\(root)/d\(d)", withIntermediateDirectories: true)
+                for i in 0..<1000 { try Data(Patterns.random(100, seed: UInt64(d * 1000 + i))).write(to: URL(fileURLWithPath: "\(root)/d\(d)/f\(i)")) }
+            }
+            return ([], [Step(args: ["put", image, root, "/many", "--stats"], touches: ["/many"])])
         case "rm -r":
             let t = try tree("t", files: 24, bytes: 3000)
             return ([Step(args: ["put", image, t, "/t"], touches: ["/t"])], [Step(args: ["rm", image, "/t", "-r"], touches: ["/t"])])
