@@ -141,7 +141,7 @@ public final class JournalWriter {
         let blocks = max(2, min(Jbd2.tagsPerDescriptor(journal) + 1, min(256, pages / 32)))
         // The table of blocks in the live log is sized at open too, so a commit never grows it:
         // a log holding more than this is checkpointed early.
-        let liveLimit = min(Int(journal.maxLength), max(1024, budget.limit / 1024))
+        let liveLimit = min(Int(journal.maxLength), max(128, budget.limit / 1024))
         let reserved = blocks * blockSize + liveLimit * Self.liveEntryBytes
         try budget.chargeOrThrow(reserved, at: .journalCommit)
         self.reservedBytes = reserved
@@ -214,12 +214,32 @@ public final class JournalWriter {
         return block
     }
 
+    /// Why the journal stopped taking commits: a write or flush of the log, or of a checkpoint,
+    /// failed. As jbd2 aborts its journal: after a failure the log's state on disk is not known
+    /// (a commit block may have landed; `s_start` may point at a transaction that is not whole),
+    /// so nothing more is written into it, and the next open (or the kernel, or e2fsck) recovers
+    /// what the log holds.
+    public private(set) var abortReason: String?
+
+    /// Stops all further commits (the first reason stays).
+    public func abort(_ reason: String) { if abortReason == nil { abortReason = reason } }
+
     /// Commits one transaction: `targets` (their contents copied in by `contents`), revoke records
-    /// for `revoked`, then the commit block, durable when this returns. Throws with nothing
-    /// committed (the same sequence and log space are used by the next try).
-    /// The caller checked `fits(length(...))` and checkpointed when it did not.
+    /// for `revoked`, then the commit block, durable when this returns. A failure aborts the
+    /// journal (`abortReason`). The caller checked `fits(length(...))` and checkpointed when it did not.
     public func commit(_ targets: [UInt64], revoked: [UInt64],
                        contents: (UInt64, UnsafeMutableRawBufferPointer) throws -> Void) throws {
+        if let abortReason { throw Jbd2Error("the journal was aborted after a failed write (\(abortReason))") }
+        do {
+            try commitLogged(targets, revoked: revoked, contents: contents)
+        } catch {
+            abort("\(error)")
+            throw error
+        }
+    }
+
+    private func commitLogged(_ targets: [UInt64], revoked: [UInt64],
+                              contents: (UInt64, UnsafeMutableRawBufferPointer) throws -> Void) throws {
         let total = length(blocks: targets.count, revokes: revoked.count)
         precondition(total <= capacity && fits(total, blocks: targets.count), "a transaction of \(total) log blocks does not fit")
         var superblockChanged = false
@@ -294,9 +314,13 @@ public final class JournalWriter {
     /// this before the log space is used again. `forced`: the log was full.
     public func reset(forced: Bool) throws {
         guard tail != 0 else { return }
+        if let abortReason { throw Jbd2Error("the journal was aborted after a failed write (\(abortReason))") }
         record.start = 0
         record.sequence = sequence
-        try writeJournalSuperblock()
+        do { try writeJournalSuperblock() } catch {
+            abort("\(error)")
+            throw error
+        }
         tail = 0
         head = journal.first
         live.removeAll(keepingCapacity: true)

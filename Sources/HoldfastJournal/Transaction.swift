@@ -69,13 +69,19 @@ public final class Transaction {
         targets.append(sbBlock)
         let revoked = freed.filter { journal.isLive($0) }.sorted()
         let length = journal.length(blocks: targets.count, revokes: revoked.count)
+        if let why = journal.abortReason { throw Jbd2Error("the journal was aborted after a failed write (\(why))") }
         if length > journal.capacity || targets.count > journal.blockCapacity {
             // Larger than the whole log: written in place after the log is emptied, so nothing
             // older replays over it. Not atomic; the filesystem counts and reports it.
             try checkpoint(forced: true, writeSuperblock: writeSuperblock)
-            try cache.writeBack(Array(blocks))
-            try writeSuperblock(raw)
-            try cache.device.flush()
+            do {
+                try cache.writeBack(Array(blocks))
+                try writeSuperblock(raw)
+                try cache.device.flush()
+            } catch {
+                journal.abort("\(error)")
+                throw error
+            }
             journal.countOversized()
             finish()
             return
@@ -103,23 +109,31 @@ public final class Transaction {
     /// the log has no room for the next transaction (`forced`).
     public func checkpoint(forced: Bool = false, writeSuperblock: ([UInt8]) throws -> Void) throws {
         guard let journal, !journal.isEmpty else { return }
-        try writeHome(writeSuperblock: writeSuperblock)
-        try cache.device.flush()
-        try journal.reset(forced: forced)
-        try cache.device.flush()
+        do {
+            try writeHome(writeSuperblock: writeSuperblock)
+            try cache.device.flush()
+            try journal.reset(forced: forced)
+            try cache.device.flush()
+        } catch {
+            journal.abort("\(error)")
+            throw error
+        }
     }
 
-    /// Writes committed blocks home (those changed again since wait for their own commit).
+    /// Writes committed blocks home. A failure aborts the journal: a block whose committed
+    /// contents did not reach home may be changed again before the next commit, and the log,
+    /// which holds the committed copy, must then never be emptied.
     private func writeHome(writeSuperblock: ([UInt8]) throws -> Void) throws {
         let due = unwrittenHome.subtracting(blocks)
         do {
             try cache.writeBack(Array(due))
             unwrittenHome.subtract(due)
+            if let committedSuperblock { try writeSuperblock(committedSuperblock) }
         } catch {
             unwrittenHome = unwrittenHome.filter { cache.isDirty($0) }
+            journal?.abort("\(error)")
             throw error
         }
-        if let committedSuperblock { try writeSuperblock(committedSuperblock) }
     }
 
     private func finish() {

@@ -1,5 +1,6 @@
 import Foundation
 import Holdfast
+import HoldfastMemory
 import HoldfastTestSupport
 import Testing
 
@@ -234,6 +235,67 @@ struct JournalWriterTests {
         try Self.expectReplayNeedsNoRepair(copy, "periodic commit")
         try Self.expectContents(copy, ["/unsynced": data], "after the periodic commit")
         try fs.close()
+    }
+
+    @Test("a write or flush failing anywhere in a session: what sync acknowledged survives, the image recovers clean", arguments: ["device.write", "device.flush", "device.write from then on", "device.flush from then on"])
+    func ioFailureSweep(plan: String) throws {
+        let site = String(plan.split(separator: " ")[0]), persistent = plan.hasSuffix("from then on")
+        let s = try Scratch()
+        let pristine = s.path("pristine.img"), image = s.path("io.img")
+        try Images.make(pristine, blockSize: 1024, megabytes: 16)
+        var k = 1, aborted = 0, runs = 0
+        while k < 400 {
+            try Support.sh(["cp", pristine, image])
+            var options = OpenOptions(memoryBudget: 16 << 20, writable: true)
+            options.faultPlan = FaultPlan(nth: k, site: site, persistent: persistent)
+            options.flusher = false
+            let opened = Locked<MemoryBudget?>(nil)
+            options.onBudget = { b in opened.withLock { $0 = b } }
+            var acknowledged: [String: [UInt8]] = [:]
+            do {
+                let fs = try Filesystem.open(path: image, options: options)
+                do {
+                    for round in 0..<3 {
+                        var pending: [String: [UInt8]] = [:]
+                        for i in 0..<4 {
+                            let data = Patterns.random(3000 + i * 1500, seed: UInt64(round * 10 + i))
+                            let n = try fs.create(path: "/r\(round)-\(i)", kind: .regular, owner: Ownership(permissions: 0o644))
+                            try fs.write(n, at: 0, data)
+                            pending["/r\(round)-\(i)"] = data
+                        }
+                        try fs.rename(path: "/r\(round)-0", to: "/moved\(round)")
+                        pending["/moved\(round)"] = pending.removeValue(forKey: "/r\(round)-0")
+                        try fs.sync()
+                        acknowledged.merge(pending) { $1 }
+                    }
+                } catch {
+                    // A failed log write aborts the journal: changes are refused from then on.
+                    do { _ = try fs.create(path: "/after", kind: .regular, owner: Ownership(permissions: 0o644)) } catch {
+                        if case HoldfastError.readOnly(let why) = error, why.joined().contains("journal was aborted") { aborted += 1 }
+                    }
+                }
+                try? fs.close()
+            } catch {
+                // The open itself took the failure: nothing was acknowledged.
+            }
+            runs += 1
+            let fired = opened.withLock { $0 }?.faultsFired ?? 0
+            // The next writable open recovers the log; then the judges.
+            let check = try Filesystem.open(path: image, options: OpenOptions(memoryBudget: 16 << 20, writable: true))
+            for (path, data) in acknowledged {
+                guard let node = try? check.resolve(path) else {
+                    Issue.record("\(plan) nth=\(k): \(path), acknowledged by sync, is gone")
+                    continue
+                }
+                #expect(Bytes(try check.read(node, offset: 0, count: Int(node.size) + 1)) == Bytes(data), "\(plan) nth=\(k): \(path)")
+            }
+            try check.close()
+            try Images.expectClean(image)
+            if fired == 0 { break }
+            k += 1
+        }
+        print("I/O failure sweep at \(plan): \(runs) runs, \(aborted) aborted the journal")
+        #expect(runs > 10 && aborted > 0, "\(plan): \(runs) runs, \(aborted) aborted")
     }
 
     enum Damage: String, CaseIterable, CustomStringConvertible, Sendable {

@@ -132,10 +132,15 @@ extension Filesystem {
                     // needs_recovery, as the kernel's unmount leaves it. A failure before that
                     // leaves the log for the next open (or the kernel, or e2fsck) to recover.
                     try state.transaction.checkpoint(writeSuperblock: { try writeSuperblockHome($0) })
-                    state.superblock.featureIncompat.remove(.recover)
-                    if !unwritten.isEmpty { state.superblock.state.remove(.cleanlyUnmounted) }
-                    try writeSuperblockHome(sealedSuperblock(state))
+                    // Built on a copy: if the write fails, commits made after this failed close
+                    // still carry needs_recovery.
+                    var last = SuperblockRecord(raw: sealedSuperblock(state))
+                    last.featureIncompat.remove(.recover)
+                    if !unwritten.isEmpty { last.state.remove(.cleanlyUnmounted) }
+                    last.seal()
+                    try writeSuperblockHome(last.raw)
                     try device.flush()
+                    state.superblock = last
                     journal.release()
                 } else if unwritten.isEmpty {
                     state.superblock.state.insert(.cleanlyUnmounted)

@@ -176,6 +176,7 @@ public enum HoldfastError: Error, Sendable, CustomStringConvertible {
             return .io(e)
         case let e as OutOfMemoryError: return .outOfMemory(e)
         case let e as JournalReplay.Failure: return .journal(e.reason)
+        case let e as Jbd2Error: return .journal(e.description)
         case let e as CallerError: return .invalidArgument(String(describing: e.error))
         case let e as FaultPlan.ParseError: return .invalidArgument(e.description)
         case let e as ArenaReservationError: return .invalidArgument(e.description)

@@ -117,6 +117,10 @@ extension Filesystem {
                 for p in pages { budget.freePage(p, for: .pageCachePage) }
                 throw HoldfastError.invalidArgument("the filesystem is closed")
             }
+            if let why = state.transaction.journal?.abortReason {
+                for p in pages { budget.freePage(p, for: .pageCachePage) }
+                throw HoldfastError.readOnly(["the journal was aborted after a failed write (\(why)); the next open recovers what it committed"])
+            }
             if let why = writeFailures.readOnlyReason {
                 for p in pages { budget.freePage(p, for: .pageCachePage) }
                 throw HoldfastError.readOnly([why])

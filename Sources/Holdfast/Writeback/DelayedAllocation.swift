@@ -83,6 +83,7 @@ extension Filesystem: DelayedBlockMapper {
         guard let pageCache else { return }
         var waiting: [UInt32] = []
         for inode in pageCache.delayedInodes where files?.contains(inode) ?? true {
+            keepWithinBound(state)
             // Short of memory, try again: writeback's shortage is never the user's error.
             var result = DelayedMapping.shortOfMemory
             for _ in 0..<8 where result == .shortOfMemory { result = mapDelayed(inode, state) }
@@ -127,7 +128,20 @@ extension Filesystem: DelayedBlockMapper {
         guard let writer else { return false }
         return writer.withLock { state in
             guard !state.closed else { return false }
-            return mapDelayed(inode, state) == .mapped
+            keepWithinBound(state)
+            let mapped = mapDelayed(inode, state) == .mapped
+            if state.transaction.dirtyBlocks > 0 { commitTimer.arm(startedAt: state.transaction.startedAt) }
+            return mapped
         }
+    }
+
+    /// Mapping a file's delayed pages takes up to a handle's 64 blocks: a transaction that would
+    /// pass the journal's bound is committed first (the data it needs written before it), as
+    /// `mutate` does for an operation.
+    func keepWithinBound(_ state: WriteState) {
+        let transaction = state.transaction
+        guard transaction.journal != nil, transaction.dirtyBlocks > 0, transaction.dirtyBlocks + 64 > transaction.bound else { return }
+        for n in state.orderedData.sorted() { pageCache?.writeBack(n) }
+        try? commitTransaction(state, flush: true)
     }
 }
