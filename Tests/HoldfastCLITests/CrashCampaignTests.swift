@@ -36,7 +36,7 @@ struct CrashCampaignTests {
         var description: String { name }
     }
 
-    static let workloads = ["import", "import past the log", "rm -r", "renames", "htree", "appends", "truncate and punch", "xattrs"]
+    static let workloads = ["import", "import past the log", "rm -r", "renames", "links and unlinks", "htree", "appends", "truncate and punch", "xattrs"]
         .map(Workload.init)
 
     /// The commands of a workload, given the image path and a scratch folder with its host files.
@@ -76,6 +76,15 @@ struct CrashCampaignTests {
                 Step(args: ["mv", image, "/t/sub", "/other/sub"], touches: ["/t/sub", "/other/sub"], atomic: true),
                 Step(args: ["mv", image, "/other/a", "/t/f3"], touches: ["/other/a", "/t/f3"], atomic: true),
                 Step(args: ["mv", image, "/t/f6", "/other/sub/f1", "--exchange"], touches: ["/t/f6", "/other/sub/f1"], atomic: true),
+            ])
+        case "links and unlinks":
+            let t = try tree("t", files: 6, bytes: 4000)
+            return ([Step(args: ["put", image, t, "/t"], touches: ["/t"])], [
+                Step(args: ["ln", image, file(0), "/t/hard"], touches: ["/t/hard"], atomic: true),
+                Step(args: ["ln", image, "/t/sub/f1", "/t/soft", "-s"], touches: ["/t/soft"], atomic: true),
+                Step(args: ["rm", image, file(0)], touches: [file(0)], atomic: true),
+                Step(args: ["rm", image, "/t/hard"], touches: ["/t/hard"], atomic: true),
+                Step(args: ["rm", image, file(3)], touches: [file(3)], atomic: true),
             ])
         case "htree":
             // Enough names in one directory for an index of two levels at 1 KiB blocks.

@@ -335,4 +335,27 @@ struct JournalWriterTests {
         // Reading still works: the journal has nothing to replay.
         _ = try Filesystem.open(path: image, options: OpenOptions(memoryBudget: 16 << 20)).resolve("/lost+found")
     }
+
+    @Test("a journal whose blocks lie over the inode table refuses a writable open by name")
+    func overlappingJournal() throws {
+        let s = try Scratch()
+        let image = s.path("o.img")
+        try Images.make(image, blockSize: 1024, megabytes: 16)
+        // The journal inode's one extent moved onto the end of group 0's inode table (unused
+        // inodes there), its superblock copied along so that it reads as a journal.
+        let table = Self.field(try Support.sh(["dumpe2fs", image]).split(separator: "\n").first { $0.contains("Inode table at") }.map(String.init) ?? "", "  Inode table at")
+        let end = try #require(UInt64(table.split(separator: "-")[1].split(separator: " ")[0]))
+        let moved = end - 10
+        let start = UInt64(try Support.sh(["debugfs", "-R", "bmap <8> 0", image]).trimmingCharacters(in: .whitespacesAndNewlines))!
+        try Support.sh(["dd", "if=\(image)", "of=\(image)", "bs=1024", "skip=\(start)", "seek=\(moved)", "count=1", "conv=notrunc", "status=none"])
+        try Support.sh(["debugfs", "-w", "-R", "sif <8> block[5] \(moved)", image])
+        let before = try Support.sha256(image)
+        do {
+            _ = try Images.openWritable(image)
+            Issue.record("a writable open of a journal over the inode table succeeded")
+        } catch HoldfastError.readOnly(let why) {
+            #expect(why.joined().contains("overlap group 0's inode table"), "\(why)")
+        }
+        #expect(try Support.sha256(image) == before, "the image was written")
+    }
 }
