@@ -56,7 +56,7 @@ test: deps check-layers
 	swift test --skip-build
 	$(MAKE) test-tsan
 
-# The crash campaign: every crash state of ten workloads (eight CLI, two through the library)
+# The crash campaign: every crash state of eleven workloads (nine CLI, two through the library)
 # recovered by Holdfast and judged by e2fsck, and by the kernel on each state (make test runs
 # them with the kernel on every 20th, the long import sampled to 150 states). Prints per
 # workload the states checked and the failures.
