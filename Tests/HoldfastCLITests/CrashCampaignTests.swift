@@ -172,12 +172,19 @@ struct CrashCampaignTests {
         Int(ProcessInfo.processInfo.environment["HOLDFAST_CRASH_SUBSETS"] ?? "") ?? 4
     }
 
+    /// A 24 MiB image at 1 KiB blocks (its journal the smallest, 1,024 blocks), and where the
+    /// pristine copy and the log go.
+    static func freshImage(_ s: Scratch) throws -> (image: String, base: String, log: String) {
+        let image = s.path("w.img")
+        try Support.sh(["truncate", "-s", "24M", image])
+        try Support.sh(["mkfs.ext4", "-q", "-b", "1024", image])
+        return (image, s.path("base.img"), s.path("w.log"))
+    }
+
     @Test("every crash state of every workload is clean and keeps what was acknowledged", arguments: workloads)
     func campaign(workload: Workload) throws {
         let s = try Scratch()
-        let image = s.path("w.img"), base = s.path("base.img"), log = s.path("w.log")
-        try Support.sh(["truncate", "-s", "24M", image])
-        try Support.sh(["mkfs.ext4", "-q", "-b", "1024", image])
+        let (image, base, log) = try Self.freshImage(s)
         let (setup, steps) = try Self.steps(workload, image, s)
         func run(_ step: Step, record: Bool) throws {
             let r = try Support.run([Support.holdfast] + step.args, stdin: step.stdin.map { Data($0) },
@@ -281,9 +288,7 @@ struct CrashCampaignTests {
     @Test("every crash state of a library workload (orphans, freed blocks taken again) recovers clean", arguments: libraryWorkloads)
     func libraryCampaign(workload: Workload) throws {
         let s = try Scratch()
-        let image = s.path("w.img"), base = s.path("base.img"), log = s.path("w.log")
-        try Support.sh(["truncate", "-s", "24M", image])
-        try Support.sh(["mkfs.ext4", "-q", "-b", "1024", image])
+        let (image, base, log) = try Self.freshImage(s)
         let (setup, steps) = try Self.librarySteps(workload, s)
         for step in setup {
             let r = try Support.run([Support.holdfast] + step.args.map { $0 == "IMAGE" ? image : $0 })

@@ -105,8 +105,11 @@ extension Filesystem {
 
     /// Runs one operation: a handle of `credits` blocks under the write lock. A thrown error rolls
     /// every block back; success leaves the changes in the running transaction, which is committed
-    /// when it holds a quarter of the memory budget. `pages` were taken for the operation's file
-    /// data before the lock (what it does not use goes back).
+    /// before the operation when the operation could take it past the journal's bound, and after
+    /// it when it holds a quarter of the memory budget or reaches the bound. An operation that
+    /// finds no space while blocks freed since the last commit wait for it runs again after a
+    /// commit. `pages` were taken for the operation's file data before the lock (what it does not
+    /// use goes back).
     func mutate<R>(credits: Int, pages: [Page] = [], _ body: (inout Operation) throws -> R) throws -> R {
         guard let writer else {
             for p in pages { budget.freePage(p, for: .pageCachePage) }
