@@ -306,40 +306,47 @@ public final class BufferCache: Sendable {
 
     /// Writes the given dirty blocks in block order, runs of neighbours in one call, and marks each
     /// clean only after its write completed. A failed write leaves the rest dirty and throws.
-    public func writeBack(_ blocks: [UInt64]) throws {
+    /// With `staging` (the journal's checkpoint), runs are copied through it and nothing is
+    /// allocated; without, through a buffer of up to 1 MiB per run.
+    public func writeBack(_ blocks: [UInt64], through staging: UnsafeMutableRawBufferPointer? = nil) throws {
         let sorted = blocks.sorted()
+        let maxRun = max(1, (staging?.count ?? (1 << 20)) / blockSize)
         var i = 0
-        let maxRun = max(1, (1 << 20) / blockSize)
         while i < sorted.count {
             var j = i + 1
             while j < sorted.count, j - i < maxRun, sorted[j] == sorted[j - 1] + 1 { j += 1 }
             let run = Array(sorted[i..<j])
-            var buffer = [UInt8](repeating: 0, count: run.count * blockSize)
-            let present = state.withLock { s -> [Bool] in
-                run.enumerated().map { k, b in
-                    guard let slot = s.index[b], s.slots[slot].dirty else { return false }
-                    let src = UnsafeRawBufferPointer(budget.bytes(s.slots[slot].page))
-                    buffer.withUnsafeMutableBytes { dst in
-                        UnsafeMutableRawBufferPointer(rebasing: dst[(k * blockSize)..<((k + 1) * blockSize)]).copyMemory(from: src)
-                    }
-                    return true
-                }
-            }
-            // Blocks discarded meanwhile split the run: write only what is still dirty.
-            var k = 0
-            while k < run.count {
-                guard present[k] else { k += 1; continue }
-                var e = k + 1
-                while e < run.count, present[e] { e += 1 }
-                try buffer.withUnsafeBytes { all in
-                    try device.write(UnsafeRawBufferPointer(rebasing: all[(k * blockSize)..<(e * blockSize)]), at: run[k] * UInt64(blockSize))
-                }
-                state.withLock { s in
-                    for b in run[k..<e] { if let slot = s.index[b] { Self.markClean(&s, slot) } }
-                }
-                k = e
+            if let staging {
+                try writeRun(run, through: UnsafeMutableRawBufferPointer(rebasing: staging[0..<(run.count * blockSize)]))
+            } else {
+                var buffer = [UInt8](repeating: 0, count: run.count * blockSize)
+                try buffer.withUnsafeMutableBytes { try writeRun(run, through: $0) }
             }
             i = j
+        }
+    }
+
+    /// One run of neighbouring blocks, copied into `buffer` under the lock and written outside it.
+    private func writeRun(_ run: [UInt64], through buffer: UnsafeMutableRawBufferPointer) throws {
+        let present = state.withLock { s -> [Bool] in
+            run.enumerated().map { k, b in
+                guard let slot = s.index[b], s.slots[slot].dirty else { return false }
+                let src = UnsafeRawBufferPointer(budget.bytes(s.slots[slot].page))
+                UnsafeMutableRawBufferPointer(rebasing: buffer[(k * blockSize)..<((k + 1) * blockSize)]).copyMemory(from: src)
+                return true
+            }
+        }
+        // Blocks discarded meanwhile split the run: write only what is still dirty.
+        var k = 0
+        while k < run.count {
+            guard present[k] else { k += 1; continue }
+            var e = k + 1
+            while e < run.count, present[e] { e += 1 }
+            try device.write(UnsafeRawBufferPointer(rebasing: buffer[(k * blockSize)..<(e * blockSize)]), at: run[k] * UInt64(blockSize))
+            state.withLock { s in
+                for b in run[k..<e] { if let slot = s.index[b] { Self.markClean(&s, slot) } }
+            }
+            k = e
         }
     }
 

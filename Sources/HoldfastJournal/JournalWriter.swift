@@ -336,6 +336,11 @@ public final class JournalWriter {
     /// The time of the last commit (seconds since the epoch), 0 before the first.
     public var lastCommitSeconds: UInt64 { lastCommit.seconds }
 
+    /// The staging blocks, for a checkpoint to write runs home through (not during a commit).
+    public func withStaging<R>(_ body: (UnsafeMutableRawBufferPointer) throws -> R) rethrows -> R {
+        try body(staging)
+    }
+
     private func slotBuffer(_ k: Int) -> UnsafeMutableRawBufferPointer {
         UnsafeMutableRawBufferPointer(rebasing: staging[(k * blockSize)..<((k + 1) * blockSize)])
     }

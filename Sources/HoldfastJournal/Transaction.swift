@@ -75,7 +75,7 @@ public final class Transaction {
             // older replays over it. Not atomic; the filesystem counts and reports it.
             try checkpoint(forced: true, writeSuperblock: writeSuperblock)
             do {
-                try cache.writeBack(Array(blocks))
+                try journal.withStaging { try cache.writeBack(Array(blocks), through: $0) }
                 try writeSuperblock(raw)
                 try cache.device.flush()
             } catch {
@@ -126,7 +126,11 @@ public final class Transaction {
     private func writeHome(writeSuperblock: ([UInt8]) throws -> Void) throws {
         let due = unwrittenHome.subtracting(blocks)
         do {
-            try cache.writeBack(Array(due))
+            if let journal {
+                try journal.withStaging { try cache.writeBack(Array(due), through: $0) }
+            } else {
+                try cache.writeBack(Array(due))
+            }
             unwrittenHome.subtract(due)
             if let committedSuperblock { try writeSuperblock(committedSuperblock) }
         } catch {
