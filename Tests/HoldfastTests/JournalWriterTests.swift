@@ -1,5 +1,6 @@
 import Foundation
 import Holdfast
+import HoldfastFormat
 import HoldfastMemory
 import HoldfastTestSupport
 import Testing
@@ -14,6 +15,9 @@ struct JournalWriterTests {
         let mkfs: [String]
         /// Journal features the writer is expected to set.
         let features: [String]
+        /// The journal is given checksum v2 before the open (as an older kernel's journal_checksum
+        /// mount left it): the writer keeps it.
+        var v2 = false
         var description: String { name }
     }
 
@@ -23,7 +27,23 @@ struct JournalWriterTests {
         Layout(name: "ext4 4 KiB, no metadata_csum, 32-bit", mkfs: ["mkfs.ext4", "-q", "-F", "-b", "4096", "-O", "^metadata_csum,^64bit"],
                features: []),
         Layout(name: "ext3 1 KiB", mkfs: ["mkfs.ext3", "-q", "-F", "-b", "1024"], features: []),
+        Layout(name: "ext4 4 KiB, journal checksum v2", mkfs: ["mkfs.ext4", "-q", "-F", "-b", "4096", "-O", "^metadata_csum"],
+               features: ["journal_checksum_v2"], v2: true),
     ]
+
+    /// Turns on checksum v2 (crc32c) in the journal superblock of `image`, sealed.
+    static func giveJournalChecksumV2(_ image: String, blockSize: Int) throws {
+        let start = UInt64(try Support.sh(["debugfs", "-R", "bmap <8> 0", image]).trimmingCharacters(in: .whitespacesAndNewlines))!
+        let h = try FileHandle(forUpdating: URL(fileURLWithPath: image))
+        defer { try? h.close() }
+        try h.seek(toOffset: start * UInt64(blockSize))
+        var record = Jbd2.SuperblockRecord(raw: [UInt8](try h.read(upToCount: blockSize)!))
+        record.featureIncompat |= Jbd2.incompatCsumV2
+        record.checksumType = 4
+        record.seal()
+        try h.seek(toOffset: start * UInt64(blockSize))
+        try h.write(contentsOf: Data(record.raw))
+    }
 
     static func dumpe2fs(_ image: String) throws -> String { try Support.sh(["dumpe2fs", "-h", image]) }
 
@@ -72,6 +92,7 @@ struct JournalWriterTests {
         let image = s.path("j.img"), copy = s.path("copy.img")
         try Support.sh(["truncate", "-s", "32M", image])
         try Support.sh(layout.mkfs + [image])
+        if layout.v2 { try Self.giveJournalChecksumV2(image, blockSize: 4096) }
         let before = UInt32(Self.field(try Self.dumpe2fs(image), "Journal sequence:").dropFirst(2), radix: 16) ?? 0
         let fs = try Images.openWritable(image)
         let expected = try Self.workload(fs, steps: 3)
