@@ -76,7 +76,7 @@ public final class JournalWriter {
     /// The log block the next transaction starts at.
     public private(set) var head: UInt32
     /// `s_start` as written: the first live transaction's block, 0 when the log holds nothing live.
-    public private(set) var tail: UInt32 = 0
+    private var tail: UInt32 = 0
     /// Filesystem blocks with a copy in the live log: freeing one of them needs a revoke record.
     private var live: Set<UInt64> = []
     /// The most blocks `live` holds (its capacity, reserved at open).
@@ -91,7 +91,7 @@ public final class JournalWriter {
     private let budget: MemoryBudget
     private let staging: UnsafeMutableRawBufferPointer
     /// Blocks the staging area holds: one descriptor and the blocks it tags are written in one call.
-    public let stagingBlocks: Int
+    let stagingBlocks: Int
     private var released = false
 
     /// The block holding the ext4 superblock, and that block as read at open: the superblock is
@@ -332,9 +332,6 @@ public final class JournalWriter {
 
     /// Counts a transaction that was too large for the log and was written in place.
     public func countOversized() { counters.update { $0.oversized += 1 } }
-
-    /// The time of the last commit (seconds since the epoch), 0 before the first.
-    public var lastCommitSeconds: UInt64 { lastCommit.seconds }
 
     /// The staging blocks, for a checkpoint to write runs home through (not during a commit).
     public func withStaging<R>(_ body: (UnsafeMutableRawBufferPointer) throws -> R) rethrows -> R {
