@@ -40,9 +40,13 @@ let package = Package(
         ]),
         // Host bridges over the public API only: import a host tree, extract to one.
         .target(name: "HoldfastHost", dependencies: ["Holdfast", "CHoldfastShim"]),
+        // libfuse3's low-level API from the system (libfuse3-dev), found through pkg-config.
+        .systemLibrary(name: "CFuse3", pkgConfig: "fuse3", providers: [.apt(["libfuse3-dev"])]),
+        // Front end: the FUSE mount, over the public API only.
+        .target(name: "HoldfastFUSE", dependencies: ["Holdfast", "CFuse3"]),
         // Front end: the `holdfast` command-line tool.
         .executableTarget(name: "HoldfastCLI", dependencies: [
-            "Holdfast", "HoldfastHost", log,
+            "Holdfast", "HoldfastHost", "HoldfastFUSE", log,
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         // Benchmark of the memory layer's hot paths (make bench-memory).

@@ -21,7 +21,9 @@ declare -A allowed=(
   [Sources/HoldfastJournal]="HoldfastFormat HoldfastMemory HoldfastDevice HoldfastCache"
   [Sources/Holdfast]="CHoldfastShim HoldfastFormat HoldfastMemory HoldfastDevice HoldfastCache HoldfastJournal Logging"
   [Sources/HoldfastHost]="Holdfast CHoldfastShim"
-  [Sources/HoldfastCLI]="Holdfast HoldfastHost ArgumentParser Logging"
+  [Sources/CFuse3]=""
+  [Sources/HoldfastFUSE]="Holdfast CFuse3"
+  [Sources/HoldfastCLI]="Holdfast HoldfastHost HoldfastFUSE ArgumentParser Logging"
   [Sources/holdfast-membench]="HoldfastMemory"
   [Sources/holdfast-fsyncbench]="Holdfast"
   [Tests/HoldfastTestSupport]="Holdfast HoldfastHost HoldfastMemory HoldfastDevice Foundation Testing"
@@ -57,7 +59,7 @@ done
 
 # 2. Raw on-disk offsets above HoldfastFormat.
 raw='\b(set)?(le|LE|be|BE)(16|32|64)\(|\b(set)?(u8|U8)\('
-for dir in Sources/HoldfastDevice Sources/HoldfastCache Sources/HoldfastJournal Sources/Holdfast Sources/HoldfastHost Sources/HoldfastCLI; do
+for dir in Sources/HoldfastDevice Sources/HoldfastCache Sources/HoldfastJournal Sources/Holdfast Sources/HoldfastHost Sources/HoldfastFUSE Sources/HoldfastCLI; do
   while IFS=: read -r file line text; do
     fail "$file:$line reads or writes a raw on-disk offset; name the field in HoldfastFormat instead: $(sed -E 's/^[[:space:]]+//' <<<"$text")"
   done < <(grep -rnE "$raw" "$dir" --include='*.swift' || true)

@@ -28,7 +28,7 @@ struct HoldfastCommand: ParsableCommand {
             """,
         subcommands: [InfoCommand.self, LsCommand.self, StatCommand.self, CatCommand.self, TreeCommand.self, ExtractCommand.self, MkfsCommand.self,
                       PutCommand.self, WriteCommand.self, MkdirCommand.self, RmCommand.self, MvCommand.self, LnCommand.self,
-                      ChmodCommand.self, ChownCommand.self, TruncateCommand.self, FallocateCommand.self, XattrCommand.self, SitesCommand.self]
+                      ChmodCommand.self, ChownCommand.self, TruncateCommand.self, FallocateCommand.self, XattrCommand.self, MountCommand.self, SitesCommand.self]
     )
 }
 

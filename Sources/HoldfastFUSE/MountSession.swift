@@ -1,0 +1,201 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import CFuse3
+import Holdfast
+
+/// Why a mount could not start: libfuse's words, or the system call that failed.
+public struct MountError: Error, CustomStringConvertible, Sendable {
+    public let description: String
+    public init(_ description: String) { self.description = description }
+}
+
+/// One FUSE session serving an open `Filesystem` at a directory, on libfuse3's low-level API.
+///
+/// The life of a mount: `init` mounts (the directory shows the image from then on), `run` serves
+/// requests on `MountOptions.threads` worker threads until `umount DIR`, `fusermount3 -u DIR`,
+/// SIGTERM, SIGINT or SIGHUP; `finish` then drops every reference the kernel held (unlinked files
+/// are freed) and unmounts. Closing the `Filesystem` afterwards, which writes and commits
+/// everything and marks the journal clean, is the caller's.
+///
+/// Signals: the caller blocks SIGTERM, SIGINT, SIGHUP and SIGQUIT before it opens the filesystem,
+/// so that the library's threads never take them; `run` unblocks them on the calling thread alone,
+/// where libfuse's handlers end the loop.
+public final class MountSession {
+    private let session: OpaquePointer
+    private let server: MountServer
+    private let retained: Unmanaged<MountServer>
+    public let directory: String
+    private var mounted = true
+
+    public init(_ fs: Filesystem, image: String, at directory: String, options: MountOptions) throws(MountError) {
+        let server = MountServer(fs, options: options)
+        let retained = Unmanaged.passRetained(server)
+        self.server = server
+        self.retained = retained
+        self.directory = directory
+
+        var words = ["holdfast", "-o", Self.mountOptions(image: options.sourceName ?? image, options)]
+        if options.debug { words.append("-d") }
+        var argv: [UnsafeMutablePointer<CChar>?] = words.map { strdup($0) } + [nil]
+        defer { argv.forEach { free($0) } }
+        var ops = Self.operations()
+        let made = argv.withUnsafeMutableBufferPointer { p -> OpaquePointer? in
+            var args = fuse_args(argc: Int32(words.count), argv: p.baseAddress, allocated: 0)
+            defer { fuse_opt_free_args(&args) }
+            return fuse_session_new(&args, &ops, MemoryLayout<fuse_lowlevel_ops>.size, retained.toOpaque())
+        }
+        guard let made else {
+            retained.release()
+            throw MountError("libfuse refused the session (its message is above)")
+        }
+        session = made
+        guard fuse_set_signal_handlers(session) == 0 else {
+            fuse_session_destroy(session)
+            retained.release()
+            throw MountError("cannot install the signal handlers")
+        }
+        guard fuse_session_mount(session, directory) == 0 else {
+            fuse_remove_signal_handlers(session)
+            fuse_session_destroy(session)
+            retained.release()
+            throw MountError("cannot mount at \(directory) (is /dev/fuse there, and may this user mount?)")
+        }
+    }
+
+    /// FUSE mount options: the image as the source, permissions checked by the kernel from the
+    /// inodes' modes and owners, as the kernel's ext4 checks them.
+    static func mountOptions(image: String, _ options: MountOptions) -> String {
+        var escaped = ""  // libfuse's option syntax: a comma or backslash in the path is escaped
+        for c in image {
+            if c == "," || c == "\\" { escaped.append("\\") }
+            escaped.append(c)
+        }
+        var list = ["fsname=\(escaped)", "subtype=holdfast", "default_permissions"]
+        if options.allowOther { list.append("allow_other") }
+        if options.readOnly { list.append("ro") }
+        return list.joined(separator: ",")
+    }
+
+    /// Serves requests until the mount goes away or a signal ends it; the result is 0, or a
+    /// negative errno from the session loop.
+    public func run() -> Int32 {
+        var signals = sigset_t()
+        sigemptyset(&signals)
+        for s in Self.stopSignals { sigaddset(&signals, s) }
+        pthread_sigmask(SIG_UNBLOCK, &signals, nil)
+        let threads = UInt32(max(1, server.options.threads))
+        return hf_fuse_loop_mt(session, threads, min(threads, 4))
+    }
+
+    /// The signals that unmount: the caller blocks them before it starts any thread.
+    public static let stopSignals: [Int32] = [SIGTERM, SIGINT, SIGHUP, SIGQUIT]
+
+    /// Blocks `stopSignals` on the calling thread and on every thread it starts from now on.
+    public static func blockStopSignals() {
+        var signals = sigset_t()
+        sigemptyset(&signals)
+        for s in stopSignals { sigaddset(&signals, s) }
+        pthread_sigmask(SIG_BLOCK, &signals, nil)
+    }
+
+    /// fork(2), for a server that goes to the background: call it while the process has one
+    /// thread, before anything is opened.
+    public static func forkProcess() -> pid_t { hf_fork() }
+
+    /// After `run`: every reference the kernel held is dropped (an unlinked file open until now is
+    /// freed), then the directory is unmounted if it still is mounted. Safe to call twice.
+    public func finish() {
+        guard mounted else { return }
+        mounted = false
+        fuse_remove_signal_handlers(session)
+        server.dropAll()
+        fuse_session_unmount(session)
+    }
+
+    deinit {
+        finish()
+        fuse_session_destroy(session)
+        retained.release()
+    }
+}
+
+// MARK: The operations table
+
+/// The server behind a request (the session's user data).
+@inline(__always)
+private func serverOf(_ req: fuse_req_t?) -> MountServer {
+    Unmanaged<MountServer>.fromOpaque(fuse_req_userdata(req)!).takeUnretainedValue()
+}
+
+extension MountSession {
+    static func operations() -> fuse_lowlevel_ops {
+        var ops = fuse_lowlevel_ops()
+        ops.`init` = { userdata, conn in
+            guard let userdata, let conn else { return }
+            let server = Unmanaged<MountServer>.fromOpaque(userdata).takeUnretainedValue()
+            // Writes of up to 1 MiB a request; readdirplus; no HANDLE_KILLPRIV, so the kernel, which
+            // knows the caller's capabilities, decides which setuid and setgid bits a write,
+            // truncate or chown clears and sends that as a mode change; O_TRUNC as a setattr.
+            conn.pointee.max_write = 1 << 20
+            conn.pointee.time_gran = 1
+            var want = UInt32(FUSE_CAP_READDIRPLUS | FUSE_CAP_READDIRPLUS_AUTO | FUSE_CAP_ASYNC_READ | FUSE_CAP_PARALLEL_DIROPS)
+            var drop = UInt32(FUSE_CAP_HANDLE_KILLPRIV | FUSE_CAP_ATOMIC_O_TRUNC)
+            if server.options.writebackCache { want |= UInt32(FUSE_CAP_WRITEBACK_CACHE) } else { drop |= UInt32(FUSE_CAP_WRITEBACK_CACHE) }
+            hf_conn_want(conn, want, drop)
+        }
+        ops.lookup = { req, parent, name in serverOf(req).lookup(req, parent, name) }
+        ops.forget = { req, node, count in
+            let s = serverOf(req)
+            s.forget(s.inode(node), count)
+            fuse_reply_none(req)
+        }
+        ops.forget_multi = { req, count, forgets in
+            let s = serverOf(req)
+            for i in 0..<count {
+                let f = forgets![i]
+                s.forget(s.inode(f.ino), f.nlookup)
+            }
+            fuse_reply_none(req)
+        }
+        ops.getattr = { req, node, _ in serverOf(req).getattr(req, node) }
+        ops.setattr = { req, node, attr, toSet, _ in serverOf(req).setattr(req, node, attr, toSet) }
+        ops.readlink = { req, node in serverOf(req).readlink(req, node) }
+        ops.mknod = { req, parent, name, mode, rdev in serverOf(req).mknod(req, parent, name, mode, rdev) }
+        ops.mkdir = { req, parent, name, mode in
+            serverOf(req).create(req, parent, name, mode: mode, kind: .directory)
+        }
+        ops.unlink = { req, parent, name in serverOf(req).unlink(req, parent, name, directory: false) }
+        ops.rmdir = { req, parent, name in serverOf(req).unlink(req, parent, name, directory: true) }
+        ops.symlink = { req, target, parent, name in serverOf(req).symlink(req, target, parent, name) }
+        ops.rename = { req, parent, name, newParent, newName, flags in
+            serverOf(req).rename(req, parent, name, newParent, newName, flags)
+        }
+        ops.link = { req, node, parent, name in serverOf(req).link(req, node, parent, name) }
+        ops.open = { req, node, fi in serverOf(req).open(req, node, fi) }
+        ops.create = { req, parent, name, mode, fi in serverOf(req).createAndOpen(req, parent, name, mode, fi) }
+        ops.read = { req, node, size, offset, _ in serverOf(req).read(req, node, size, offset) }
+        ops.write = { req, node, buffer, size, offset, _ in serverOf(req).write(req, node, buffer, size, offset) }
+        ops.flush = { req, _, _ in fuse_reply_err(req, 0) }
+        ops.release = { req, _, fi in serverOf(req).release(req, fi) }
+        ops.fsync = { req, node, _, fi in serverOf(req).fsync(req, node, fi) }
+        ops.opendir = { req, node, fi in serverOf(req).opendir(req, node, fi) }
+        ops.readdir = { req, _, size, offset, fi in serverOf(req).readdir(req, size, offset, fi, plus: false) }
+        ops.readdirplus = { req, _, size, offset, fi in serverOf(req).readdir(req, size, offset, fi, plus: true) }
+        ops.releasedir = { req, _, fi in
+            if let fi { serverOf(req).releaseDirectory(fi.pointee.fh) }
+            fuse_reply_err(req, 0)
+        }
+        ops.fsyncdir = { req, node, _, _ in serverOf(req).fsyncdir(req, node) }
+        ops.statfs = { req, _ in serverOf(req).statfs(req) }
+        ops.setxattr = { req, node, name, value, size, flags in serverOf(req).setxattr(req, node, name, value, size, flags) }
+        ops.getxattr = { req, node, name, size in serverOf(req).getxattr(req, node, name, size) }
+        ops.listxattr = { req, node, size in serverOf(req).listxattr(req, node, size) }
+        ops.removexattr = { req, node, name in serverOf(req).removexattr(req, node, name) }
+        ops.fallocate = { req, node, mode, offset, length, _ in serverOf(req).fallocate(req, node, mode, offset, length) }
+        ops.copy_file_range = { req, source, sourceOffset, _, destination, destinationOffset, _, length, _ in
+            serverOf(req).copyRange(req, from: source, sourceOffset, to: destination, destinationOffset, length)
+        }
+        return ops
+    }
+}
