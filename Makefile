@@ -1,7 +1,7 @@
 # Holdfast: the two set-up commands are `make demo` and `make test` (Debian, as root).
 SHELL := /bin/bash
 DEMO_DIR ?= /tmp/holdfast-demo
-APT_PACKAGES := e2fsprogs python3 attr time fuse3 libfuse3-dev pkg-config
+APT_PACKAGES := e2fsprogs python3 attr acl time fuse3 libfuse3-dev pkg-config fio
 
 .PHONY: deps build release demo test test-tsan crash check-layers docs bench bench-mkfs bench-fsync bench-memory bench-write-memory bench-writeback clean
 

@@ -57,7 +57,8 @@ public enum Xattr {
             func u32(_ p: Int) -> UInt32 { UInt32(region[p]) | UInt32(region[p + 1]) << 8 | UInt32(region[p + 2]) << 16 | UInt32(region[p + 3]) << 24 }
             let valueInode = u32(o + 4)
             let valueSize = u32(o + 8)
-            guard nameLength > 0, o + 16 + nameLength <= end else {
+            // The POSIX ACLs (indexes 2 and 3) are whole names: their e_name is empty, as ext4 writes them.
+            guard nameLength > 0 || index == 2 || index == 3, o + 16 + nameLength <= end else {
                 throw CorruptionError(structure, inode: inode, block: block, .outOfRange(field: "e_name_len", value: UInt64(nameLength), limit: UInt64(end - o - 16)))
             }
             result.append(XattrEntry(nameIndex: index, name: Array(region[(o + 16)..<(o + 16 + nameLength)]),
@@ -278,5 +279,28 @@ extension PosixACL {
             }
         }
         return out
+    }
+    /// The permission bits an access ACL (xattr form) stands for, as the kernel's
+    /// posix_acl_equiv_mode reads them: owner from USER_OBJ, group from MASK when there is one
+    /// (else GROUP_OBJ), other from OTHER; `equivalent` when the mode says all the ACL says (no
+    /// named users or groups, no mask), so the kernel keeps the mode and drops the ACL.
+    public static func modeBits(_ xattr: [UInt8]) -> (bits: UInt16, equivalent: Bool)? {
+        guard xattr.count >= 4, (xattr.count - 4) % 8 == 0, xattr.le32(0) == 2 else { return nil }
+        var owner: UInt16?, groupBits: UInt16?, maskBits: UInt16?, otherBits: UInt16?
+        var extended = false
+        for o in stride(from: 4, to: xattr.count, by: 8) {
+            let perm = xattr.le16(o + 2) & 7
+            switch xattr.le16(o) {
+            case userObj: owner = perm
+            case groupObj: groupBits = perm
+            case mask: maskBits = perm
+            case other: otherBits = perm
+            case user, group: extended = true
+            default: return nil
+            }
+        }
+        guard let owner, let groupBits, let otherBits else { return nil }
+        let bits = owner << 6 | (maskBits ?? groupBits) << 3 | otherBits
+        return (bits, !extended && maskBits == nil)
     }
 }

@@ -100,7 +100,22 @@ extension Operation {
         var records = try xattrRecords(rec)
         let existing = records.firstIndex { $0.index == key.index && $0.name == key.name }
         let display = String(decoding: name, as: UTF8.self)
+        let isACL = key.index == 2 || key.index == 3
+        // An access ACL sets the mode's permission bits; one the mode says all of is not kept
+        // (the kernel's posix_acl_update_mode).
+        if key.index == 2, let v = value {
+            guard let (bits, equivalent) = PosixACL.modeBits(v) else { throw HoldfastError.invalidArgument("malformed POSIX ACL value for \(display)") }
+            rec.mode = rec.mode & ~0o777 | bits
+            if equivalent {
+                guard mode != .create || existing == nil else { throw HoldfastError.exists(.attribute(inode: number, name: display)) }
+                if let i = existing { records.remove(at: i) }
+                try storeXattrs(records, in: &rec)
+                rec.changeTime = Self.now()
+                return try store(rec)
+            }
+        }
         switch (existing, diskValue) {
+        case (nil, nil) where isACL: return  // removing an ACL that is not there succeeds, as on ext4
         case (nil, nil): throw HoldfastError.noSuchAttribute(display)
         case (let i?, nil): records.remove(at: i)
         case (let i?, _?):
