@@ -144,7 +144,16 @@ final class Daemon {
         }
         Glibc.close(ends[0])
         setsid()
+        closeInheritedDescriptors(keeping: ends[1])
         return Daemon(pipe: ends[1])
+    }
+
+    /// A server outlives the command that started it: descriptors it inherited beyond the
+    /// standard three (a caller's pipes and sockets, which tell that caller the command ended
+    /// when they close) are closed, as daemons do.
+    private static func closeInheritedDescriptors(keeping kept: Int32) {
+        let limit = Int32(clamping: min(sysconf(Int32(_SC_OPEN_MAX)), 1 << 16))
+        for fd in 3..<max(limit, 4) where fd != kept { Glibc.close(fd) }
     }
 
     /// The parent: the first byte is the exit status, the rest a message for standard error.

@@ -109,6 +109,17 @@ public enum Support {
         }
     }
 
+    /// Is `name` a command on PATH?
+    public static func commandExists(_ name: String) -> Bool {
+        (try? run(["sh", "-c", "command -v \(name)"]))?.status == 0
+    }
+
+    /// Ends the test as skipped, with the reason printed (a cancelled case shows as passed).
+    public static func skip(_ reason: String) throws {
+        print("SKIPPED: \(Test.current?.name ?? "a test"): \(reason)")
+        try Test.cancel(Comment(rawValue: reason))
+    }
+
     /// For a kernel check inside a longer test: true where loop mounts work, else says what is skipped.
     public static func canLoopMount(skipping what: String) -> Bool {
         if !canLoopMount { print("loop mounts are not permitted here: skipping \(what)") }

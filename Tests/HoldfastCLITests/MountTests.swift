@@ -1,0 +1,353 @@
+import Foundation
+import HoldfastTestSupport
+import Testing
+
+/// `holdfast mount`, judged from outside: the same operations through the FUSE mount and through
+/// the kernel's ext4 on a twin image give the same results (scripts/posix_diff.py); fio verifies
+/// what it wrote; a killed server leaves an image the kernel recovers with every fsync'd byte;
+/// and every image is e2fsck-clean after its unmount.
+@Suite("holdfast mount (FUSE)", .serialized, .timeLimit(.minutes(10)))
+struct MountTests {
+    @Test("POSIX semantics match the kernel's ext4 on a twin image (posix_diff.py semantics)")
+    func semanticsMatchKernel() throws {
+        try FuseMount.require("the POSIX semantics suite")
+        try Support.requireLoopMount("the kernel side of the POSIX semantics suite")
+        try compareWithKernel(["semantics"])
+    }
+
+    @Test("random operations give the kernel's results, data, errno and stat fields (posix_diff.py random)",
+          arguments: [(1, "-o", "rw"), (2, "-o", "writeback_cache")])
+    func randomMatchesKernel(seed: Int, flag: String, option: String) throws {
+        try FuseMount.require("the random differential test")
+        try Support.requireLoopMount("the kernel side of the random differential test")
+        try compareWithKernel(["random", "--seed", String(seed), "--ops", "600"], mountOptions: [flag, option])
+    }
+
+    /// Runs posix_diff.py between a kernel loop mount and a holdfast mount of twin fresh images,
+    /// then checks the holdfast image with e2fsck.
+    private func compareWithKernel(_ mode: [String], mountOptions: [String] = []) throws {
+        let s = try Scratch()
+        let kernelImage = s.path("kernel.img"), image = s.path("holdfast.img")
+        try Images.make(kernelImage, blockSize: 4096, megabytes: 256)
+        try Images.make(image, blockSize: 4096, megabytes: 256)
+        let mount = try FuseMount(image: image, scratch: s, extra: mountOptions + ["-o", "allow_other"])
+        let report = try Support.withLoopMount(kernelImage, options: "loop") { kernelDir in
+            defer { _ = try? Support.run(["sync"]) }
+            return try Support.run(["python3", Support.scripts + "/posix_diff.py"] + Array(mode.prefix(1)) + [kernelDir, mount.directory] + Array(mode.dropFirst()),
+                                   timeout: 400)
+        }
+        #expect(try mount.unmount() == 0, "the server exits 0 after the unmount: \(mount.log)")
+        #expect(report.status == 0, "holdfast differs from the kernel:\n\(report.out.suffix(6000))\(report.stderr.suffix(2000))")
+        try Images.expectClean(image)
+    }
+
+    @Test("fio writes with crc32c verification, and reads back what it wrote after a remount")
+    func fioVerify() throws {
+        try FuseMount.require("the fio verification")
+        guard Support.commandExists("fio") else { return try Support.skip("fio is not installed (make deps)") }
+        let s = try Scratch()
+        let image = s.path("f.img")
+        try Images.make(image, blockSize: 4096, megabytes: 512)
+        let job = ["--bs=4k", "--size=48m", "--numjobs=3", "--ioengine=psync", "--verify=crc32c", "--group_reporting", "--verify_state_save=0"]
+        var mount = try FuseMount(image: image, scratch: s)
+        try Support.sh(["fio", "--name=rw", "--directory=\(mount.directory)", "--rw=randwrite", "--verify_fatal=1", "--do_verify=1"] + job)
+        #expect(try mount.unmount() == 0)
+        try Images.expectClean(image)
+        // The verifying read pass against a fresh server: what reached the image is what was written.
+        mount = try FuseMount(image: image, scratch: s)
+        try Support.sh(["fio", "--name=rw", "--directory=\(mount.directory)", "--rw=randwrite", "--verify_only", "--verify_fatal=1"] + job)
+        #expect(try mount.unmount() == 0)
+        // A read-only mount reads the same and changes nothing, byte for byte.
+        let before = try Support.sha256(image)
+        mount = try FuseMount(image: image, scratch: s, extra: ["-o", "ro"])
+        let files = try FileManager.default.contentsOfDirectory(atPath: mount.directory).filter { $0.hasPrefix("rw.") }
+        #expect(files.count == 3, "\(files)")
+        let write = try Support.run(["sh", "-c", "echo x > \(mount.directory)/new"])
+        #expect(write.status != 0 && write.stderr.contains("Read-only"), "\(write.stderr)")
+        _ = try Support.sh(["cat"] + files.map { mount.directory + "/" + $0 })
+        #expect(try mount.unmount() == 0)
+        #expect(try Support.sha256(image) == before, "a read-only mount leaves the image as it was")
+    }
+
+    @Test("SIGKILL of the server: the kernel and Holdfast recover the journal with every fsync'd byte; e2fsck agrees")
+    func killedServerRecovers() throws {
+        try FuseMount.require("the killed-server test")
+        let s = try Scratch()
+        let image = s.path("k.img")
+        try Images.make(image, blockSize: 4096, megabytes: 128)
+        let mount = try FuseMount(image: image, scratch: s)
+        // Files written and fsync'd one by one, then more written without fsync, then a file
+        // unlinked while still open: the crash must keep the first and free the last.
+        let writer = """
+            import os, sys, hashlib
+            d = sys.argv[1]
+            os.mkdir(d + '/kept')
+            for i in range(40):
+                data = hashlib.sha256(str(i).encode()).digest() * (100 + 97 * i)
+                with open(f'{d}/kept/f{i}', 'wb') as f:
+                    f.write(data); f.flush(); os.fsync(f.fileno())
+            dfd = os.open(d + '/kept', os.O_RDONLY); os.fsync(dfd); os.close(dfd)
+            for i in range(20):
+                with open(f'{d}/loose{i}', 'wb') as f: f.write(b'x' * 50000)
+            fd = os.open(d + '/open-unlinked', os.O_CREAT | os.O_RDWR, 0o644)
+            os.write(fd, b'y' * 300000); os.fsync(fd); os.unlink(d + '/open-unlinked'); os.fsync(fd)
+            print(fd, flush=True)
+            sys.stdin.read()
+            """
+        let holder = try BackgroundProcess(["python3", "-c", writer, mount.directory], scratch: s, name: "writer")
+        try holder.waitForOutput(timeout: 120)
+        mount.killServer()
+        holder.stop()
+
+        let expected = try expectedKeptFiles()
+        // The kernel replays the journal, then finds every fsync'd byte.
+        let kernelCopy = s.path("kernel-copy.img")
+        try Support.sh(["cp", "--sparse=always", image, kernelCopy])
+        if Support.canLoopMount(skipping: "the kernel's recovery of the killed mount") {
+            let found = try Support.withLoopMount(kernelCopy, options: "loop") { dir in
+                try expected.map { (name, _) in try Support.sha256(dir + "/kept/" + name) }
+            }
+            #expect(found == expected.map(\.1), "the kernel finds every fsync'd file whole")
+            try Images.expectClean(kernelCopy)
+        }
+        // Holdfast's own writable open recovers it too, and frees the orphan the crash left.
+        let remount = try FuseMount(image: image, scratch: s)
+        for (name, digest) in expected {
+            #expect(try Support.sha256(remount.directory + "/kept/" + name) == digest, "holdfast: kept/\(name)")
+        }
+        #expect(try remount.unmount() == 0)
+        try Images.expectClean(image)
+    }
+
+    /// The names and sha256 of the files the writer fsync'd, computed the writer's way.
+    private func expectedKeptFiles() throws -> [(String, String)] {
+        let out = try Support.sh(["python3", "-c", """
+            import hashlib
+            for i in range(40):
+                data = hashlib.sha256(str(i).encode()).digest() * (100 + 97 * i)
+                print(f'f{i}', hashlib.sha256(data).hexdigest())
+            """])
+        return out.split(separator: "\n").map { line in
+            let parts = line.split(separator: " ")
+            return (String(parts[0]), String(parts[1]))
+        }
+    }
+
+    @Test("SIGTERM under load: the server unmounts, commits everything and exits 0; the image is clean")
+    func sigtermUnderLoad() throws {
+        try FuseMount.require("the unmount under load")
+        let s = try Scratch()
+        let image = s.path("l.img")
+        try Images.make(image, blockSize: 4096, megabytes: 256)
+        let mount = try FuseMount(image: image, scratch: s)
+        let load = """
+            import os, sys, random
+            d, n = sys.argv[1], int(sys.argv[2])
+            r = random.Random(n)
+            os.makedirs(f'{d}/w{n}', exist_ok=True)
+            print('started', flush=True)
+            i = 0
+            while True:
+                try:
+                    p = f'{d}/w{n}/f{i % 50}'
+                    with open(p, 'ab') as f: f.write(os.urandom(r.randrange(1, 200000)))
+                    if i % 7 == 0: os.unlink(p)
+                    if i % 11 == 0: os.rename(f'{d}/w{n}', f'{d}/w{n}x'); os.rename(f'{d}/w{n}x', f'{d}/w{n}')
+                except FileNotFoundError:
+                    pass
+                except OSError:
+                    break  # the mount went away
+                i += 1
+            """
+        let workers = try (0..<4).map { try BackgroundProcess(["python3", "-c", load, mount.directory, String($0)], scratch: s, name: "load\($0)") }
+        for w in workers { try w.waitForOutput(timeout: 60) }
+        usleep(1_500_000)
+        #expect(mount.terminate() == 0, "the server exits 0 after SIGTERM: \(mount.log)")
+        for w in workers { w.stop() }
+        let dump = try Support.sh(["dumpe2fs", "-h", image])
+        #expect(!dump.contains("needs_recovery"), "a clean unmount leaves no journal to recover")
+        try Images.expectClean(image)
+    }
+
+    @Test("an unlinked file stays readable while open and is freed at its last close; names over 255 bytes change nothing")
+    func orphanLifetime() throws {
+        try FuseMount.require("the orphan lifetime test")
+        let s = try Scratch()
+        let image = s.path("o.img")
+        try Images.make(image, blockSize: 1024, megabytes: 64)
+        let mount = try FuseMount(image: image, scratch: s)
+        let script = """
+            import os, sys, errno
+            d = sys.argv[1]
+            before = os.statvfs(d)
+            fd = os.open(d + '/victim', os.O_CREAT | os.O_RDWR, 0o644)
+            os.write(fd, os.urandom(2 << 20)); os.fsync(fd)
+            os.unlink(d + '/victim')
+            assert os.fstat(fd).st_nlink == 0
+            assert len(os.pread(fd, 3 << 20, 0)) == 2 << 20, 'an unlinked open file reads whole'
+            during = os.statvfs(d)
+            assert during.f_bfree < before.f_bfree - 1000, 'its blocks are still held while open'
+            os.close(fd)
+            os.sync()
+            after = os.statvfs(d)
+            assert after.f_bfree >= before.f_bfree - 8, f'freed at the last close: {before.f_bfree} {after.f_bfree}'
+            assert after.f_ffree == before.f_ffree, 'the inode is free again'
+            for call in (lambda n: os.mkdir(n), lambda n: os.open(n, os.O_CREAT | os.O_WRONLY), lambda n: os.symlink('t', n)):
+                try:
+                    call(d + '/' + 'n' * 256); raise SystemExit('a 256-byte name was accepted')
+                except OSError as e:
+                    assert e.errno == errno.ENAMETOOLONG, e
+            assert os.listdir(d) == ['lost+found'], os.listdir(d)
+            print('ok')
+            """
+        let out = try Support.sh(["python3", "-c", script, mount.directory])
+        #expect(out.contains("ok"))
+        #expect(try mount.unmount() == 0)
+        try Images.expectClean(image)
+    }
+
+    @Test("usage errors: a missing image, a file as the mount point, an unknown -o word; one server per image")
+    func refusals() throws {
+        try FuseMount.require("the mount refusals")
+        let s = try Scratch()
+        let image = s.path("r.img")
+        try Images.make(image, blockSize: 4096, megabytes: 32)
+        let dir = s.path("mnt")
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        var r = try Support.run([Support.holdfast, "mount", s.path("missing.img"), dir])
+        #expect(r.status != 0 && r.stderr.contains("missing.img"), "\(r.stderr)")
+        r = try Support.run([Support.holdfast, "mount", image, image])
+        #expect(r.status == 2 && r.stderr.contains("not a directory"), "\(r.stderr)")
+        r = try Support.run([Support.holdfast, "mount", "-o", "nonsense", image, dir])
+        #expect(r.status == 2 && r.stderr.contains("nonsense"), "\(r.stderr)")
+        let mount = try FuseMount(image: image, scratch: s)
+        let second = s.path("mnt2")
+        try FileManager.default.createDirectory(atPath: second, withIntermediateDirectories: true)
+        r = try Support.run([Support.holdfast, "mount", image, second])
+        #expect(r.status == 1 && r.stderr.contains("in use"), "\(r.stderr)")
+        #expect(try mount.unmount() == 0)
+        // In the background (no -f): the command returns once mounted; umount, then the lock.
+        r = try Support.run([Support.holdfast, "mount", image, dir])
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(FuseMount.isMounted(dir))
+        try Support.sh(["umount", dir])
+        try Support.sh(["flock", image, "true"])
+        try Images.expectClean(image)
+    }
+}
+
+/// A `holdfast mount -f` server run by a test, with its output in a log file.
+final class FuseMount {
+    let directory: String
+    let image: String
+    private let process: Process
+    private let logPath: String
+
+    /// Tests that mount need /dev/fuse and the right to mount; elsewhere they are skipped, visibly.
+    static func require(_ what: String) throws {
+        let allowed = FileManager.default.fileExists(atPath: "/dev/fuse") && geteuid() == 0
+            && ProcessInfo.processInfo.environment["HOLDFAST_TEST_NO_FUSE"] == nil
+        if !allowed {
+            let test = Test.current?.name ?? "a test"
+            print("SKIPPED (FUSE mounts are not permitted here: no /dev/fuse, or not root): \(test): \(what)")
+            try Test.cancel(Comment(rawValue: "FUSE mounts are not permitted here: skipping \(what)"))
+        }
+    }
+
+    init(image: String, scratch: Scratch, extra: [String] = []) throws {
+        self.image = image
+        directory = scratch.path("mnt-\(UUID().uuidString.prefix(8))")
+        logPath = scratch.path("server-\(UUID().uuidString.prefix(8)).log")
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        FileManager.default.createFile(atPath: logPath, contents: nil)
+        process = Process()
+        process.executableURL = URL(fileURLWithPath: Support.holdfast)
+        process.arguments = ["mount", "-f", "--memory", "32M"] + extra + [image, directory]
+        let log = FileHandle(forWritingAtPath: logPath)
+        process.standardOutput = log
+        process.standardError = log
+        process.standardInput = FileHandle.nullDevice
+        try process.run()
+        let deadline = Date().addingTimeInterval(30)
+        while !Self.isMounted(directory) {
+            guard process.isRunning, Date() < deadline else {
+                throw Support.Failure("holdfast mount did not mount \(directory): \(self.log)")
+            }
+            usleep(20_000)
+        }
+    }
+
+    var log: String { (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? "" }
+
+    static func isMounted(_ directory: String) -> Bool {
+        let mounts = (try? String(contentsOfFile: "/proc/self/mounts", encoding: .utf8)) ?? ""
+        return mounts.split(separator: "\n").contains { $0.split(separator: " ").dropFirst().first.map(String.init) == directory }
+    }
+
+    /// `umount DIR`, then waits for the server; its exit status.
+    func unmount() throws -> Int32 {
+        for attempt in 0..<50 {
+            let r = try Support.run(["umount", directory])
+            if r.status == 0 { break }
+            if attempt == 49 { throw Support.Failure("umount \(directory): \(r.stderr)") }
+            usleep(100_000)  // a process of the test may still hold a file open for a moment
+        }
+        process.waitUntilExit()
+        return process.terminationStatus
+    }
+
+    /// SIGTERM: the server unmounts and closes the image itself; its exit status.
+    func terminate() -> Int32 {
+        process.terminate()
+        process.waitUntilExit()
+        return process.terminationStatus
+    }
+
+    /// SIGKILL, a crash: nothing more reaches the image; the dead mount is detached.
+    func killServer() {
+        kill(process.processIdentifier, SIGKILL)
+        process.waitUntilExit()
+        _ = try? Support.run(["umount", "-l", directory])
+    }
+
+    deinit {
+        if process.isRunning { killServer() }
+        if Self.isMounted(directory) { _ = try? Support.run(["umount", "-l", directory]) }
+    }
+}
+
+/// A helper process of a test that prints a line when ready and runs until stopped.
+final class BackgroundProcess {
+    private let process = Process()
+    private let output: String
+    private let input = Pipe()
+
+    init(_ args: [String], scratch: Scratch, name: String) throws {
+        output = scratch.path(name + ".out")
+        FileManager.default.createFile(atPath: output, contents: nil)
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.arguments = args
+        let out = FileHandle(forWritingAtPath: output)
+        process.standardOutput = out
+        process.standardError = out
+        process.standardInput = input
+        try process.run()
+    }
+
+    /// Waits until the process printed something (it is ready), or fails with what it printed.
+    func waitForOutput(timeout: TimeInterval) throws {
+        let deadline = Date().addingTimeInterval(timeout)
+        while ((try? String(contentsOfFile: output, encoding: .utf8)) ?? "").isEmpty {
+            guard process.isRunning, Date() < deadline else { throw Support.Failure("helper did not start: \(text)") }
+            usleep(20_000)
+        }
+    }
+
+    var text: String { (try? String(contentsOfFile: output, encoding: .utf8)) ?? "" }
+
+    func stop() {
+        try? input.fileHandleForWriting.close()
+        if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+        process.waitUntilExit()
+    }
+}
