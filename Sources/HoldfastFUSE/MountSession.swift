@@ -196,6 +196,7 @@ extension MountSession {
         ops.copy_file_range = { req, source, sourceOffset, _, destination, destinationOffset, _, length, _ in
             serverOf(req).copyRange(req, from: source, sourceOffset, to: destination, destinationOffset, length)
         }
+        ops.lseek = { req, node, offset, whence, _ in serverOf(req).lseek(req, node, offset, whence) }
         return ops
     }
 }

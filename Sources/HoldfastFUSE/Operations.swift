@@ -182,9 +182,11 @@ extension MountServer {
             if set(FUSE_SET_ATTR_MTIME_NOW) { changes.modificationTime = now } else if set(FUSE_SET_ATTR_MTIME) {
                 changes.modificationTime = Self.timestamp(attr.st_mtim)
             }
-            let other = FUSE_SET_ATTR_MODE | FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID | FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME
-                | FUSE_SET_ATTR_ATIME_NOW | FUSE_SET_ATTR_MTIME_NOW | FUSE_SET_ATTR_CTIME
-            if toSet & other != 0 { try fs.setAttributes(number, changes) }
+            // The kernel's own change time when it keeps times itself (writeback cache).
+            if set(FUSE_SET_ATTR_CTIME) { changes.changeTime = Self.timestamp(attr.st_ctim) }
+            // Every setattr changes the change time, an empty one too (chown(f, -1, -1)); a
+            // truncate alone has set it already.
+            if toSet & ~FUSE_SET_ATTR_SIZE != 0 || !set(FUSE_SET_ATTR_SIZE) { try fs.setAttributes(number, changes) }
             var st = attributes(try fs.inode(number))
             fuse_reply_attr(req, &st, options.attributeTimeout)
         }
@@ -233,8 +235,29 @@ extension MountServer {
 
     func read(_ req: fuse_req_t?, _ node: fuse_ino_t, _ size: Int, _ offset: off_t) {
         respond(req) { () throws(HoldfastError) in
-            let data = try fs.read(try fs.inode(inode(node)), offset: UInt64(bitPattern: Int64(offset)), count: size)
+            let number = inode(node)
+            let data = try fs.read(try fs.inode(number), offset: UInt64(bitPattern: Int64(offset)), count: size)
+            noteAccess(number)
             data.withUnsafeBytes { _ = fuse_reply_buf(req, $0.baseAddress?.assumingMemoryBound(to: CChar.self), $0.count) }
+        }
+    }
+
+    /// relatime: a read moves the access time when it is stale. FUSE leaves atime to the server
+    /// (the kernel marks FUSE inodes S_NOATIME), so reads the kernel's page cache answers do not
+    /// count. A failure to record it fails no read.
+    private func noteAccess(_ number: UInt32) {
+        do { try fs.noteAccess(number) } catch {}
+    }
+
+    /// lseek(2) with SEEK_DATA or SEEK_HOLE; the kernel answers the other whences itself.
+    func lseek(_ req: fuse_req_t?, _ node: fuse_ino_t, _ offset: off_t, _ whence: Int32) {
+        respond(req) { () throws(HoldfastError) in
+            guard whence == Syscall.seekData || whence == Syscall.seekHole, offset >= 0 else { throw .invalidArgument("lseek whence \(whence)") }
+            guard let found = try fs.seek(inode(node), from: UInt64(offset), to: whence == Syscall.seekData ? .data : .hole) else {
+                fuse_reply_err(req, ENXIO)
+                return
+            }
+            fuse_reply_lseek(req, off_t(found))
         }
     }
 
@@ -314,6 +337,7 @@ extension MountServer {
         respond(req) { () throws(HoldfastError) in
             guard let fi, let listing = directory(fi.pointee.fh) else { throw .invalidArgument("no directory handle") }
             let entries = try listing.entries(from: Int(offset), fs)
+            if offset == 0 { noteAccess(listing.inode) }
             let buffer = try ReplyBuffer(size, budget: fs.budget)
             defer { buffer.free() }
             let text = UnsafeMutablePointer<CChar>.allocate(capacity: 256)  // the entry's name, NUL-terminated
@@ -412,9 +436,14 @@ extension MountServer {
         }
     }
 
+    private static let namespaces: Set<String> = ["user.", "trusted.", "security.", "system."]
+
     func listxattr(_ req: fuse_req_t?, _ node: fuse_ino_t, _ size: Int) {
         respond(req) { () throws(HoldfastError) in
-            let all = try fs.xattrs(try fs.inode(inode(node)))
+            var all = try fs.xattrs(try fs.inode(inode(node)))
+            // trusted.* is listed to the privileged only, as the kernel's ext4 lists it (root
+            // stands for CAP_SYS_ADMIN here: FUSE does not pass capabilities).
+            if fuse_req_ctx(req)!.pointee.uid != 0 { all.removeAll { $0.name.starts(with: Array("trusted.".utf8)) } }
             replySized(req, all.flatMap { $0.name + [0] }, size)
         }
     }
@@ -431,6 +460,8 @@ extension MountServer {
     private func withAttributeName(_ req: fuse_req_t?, _ text: UnsafePointer<CChar>?, _ body: ([UInt8]) throws(HoldfastError) -> Void) {
         guard let text, strlen(text) > 0 else { return fail(req, EINVAL) }
         guard strlen(text) <= 255 else { return fail(req, ERANGE) }
+        // A namespace with nothing after it ("user.") names no attribute.
+        guard !Self.namespaces.contains(String(cString: text)) else { return fail(req, EINVAL) }
         respond(req) { () throws(HoldfastError) in try body(Array(UnsafeRawBufferPointer(start: text, count: strlen(text)))) }
     }
 

@@ -103,9 +103,16 @@ public struct InodeRecord: Sendable {
         Timestamp(base: raw.le32(base), extra: extra + 4 <= extraEnd ? raw.le32(extra) : nil)
     }
 
+    /// Stores `t`, clamped to what the slot can hold as the kernel clamps it: with the _extra
+    /// field, 1901-12-13 to 2446-05-10 (two epoch bits); without, the signed 32-bit seconds.
     private mutating func setTime(_ t: Timestamp, _ base: Int, _ extra: Int) {
+        let hasExtra = extra + 4 <= extraEnd
+        var t = t
+        let latest = hasExtra ? Timestamp.latestWithEpoch : Int64(Int32.max)
+        if t.seconds > latest { t = Timestamp(seconds: latest, nanoseconds: 0) }
+        if t.seconds < Int64(Int32.min) { t = Timestamp(seconds: Int64(Int32.min), nanoseconds: 0) }
         raw.setLE32(base, t.encodedBase)
-        if extra + 4 <= extraEnd { raw.setLE32(extra, t.encodedExtra) }
+        if hasExtra { raw.setLE32(extra, t.encodedExtra) }
     }
 
     /// Device numbers in i_block: the old 16-bit encoding when both fit, else the new one (as the kernel).
@@ -134,6 +141,9 @@ public struct InodeRecord: Sendable {
 }
 
 extension Timestamp {
+    /// The last second an inode with _extra fields can hold: 0x3_7FFF_FFFF (2446-05-10).
+    public static let latestWithEpoch: Int64 = 0x3_7FFF_FFFF
+
     /// The 32-bit base field: the low 32 bits of the seconds.
     public var encodedBase: UInt32 { UInt32(truncatingIfNeeded: seconds) }
     /// The _extra field: epoch bits (seconds beyond the signed 32-bit range) and nanoseconds << 2.

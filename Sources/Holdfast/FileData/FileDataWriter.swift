@@ -107,7 +107,7 @@ extension Operation {
         let bs = UInt64(blockSize)
         let limit = UInt64(UInt32.max) * bs
         guard UInt64(data.count) <= limit, offset <= limit - UInt64(data.count) else {
-            throw HoldfastError.invalidArgument("write past the largest file size")
+            throw HoldfastError.fileTooLarge(.inode(rec.number))
         }
         let end = offset + UInt64(data.count)
         try checkFileSize(rec, end)
@@ -205,7 +205,7 @@ extension Operation {
     func checkFileSize(_ rec: InodeRecord, _ size: UInt64) throws {
         let bs = UInt64(blockSize)
         if rec.flags & Inode.flagExtents == 0 && size > blockMapReach * bs {
-            throw HoldfastError.invalidArgument("inode \(rec.number): \(size) bytes is past the largest block-mapped file size (\(blockMapReach) blocks)")
+            throw HoldfastError.fileTooLarge(.inode(rec.number))  // past the block map's reach
         }
         // Without large_file, i_size_high is not a size (old ext2): files stay under 2 GiB.
         if size > UInt64(Int32.max) && !sb.featureROCompat.contains(.largeFile) {
@@ -309,7 +309,7 @@ extension Operation {
         try mapDelayed(&rec)
         let bs = UInt64(blockSize)
         let limit = UInt64(UInt32.max) * bs
-        guard length <= limit, offset <= limit - length else { throw HoldfastError.invalidArgument("fallocate past the largest file size") }
+        guard length <= limit, offset <= limit - length else { throw HoldfastError.fileTooLarge(.inode(rec.number)) }
         let grows = offset + length > rec.size && (mode == .allocate || mode == .zeroRange(keepSize: false))
         if grows { try zeroPastEnd(rec) }
         switch mode {

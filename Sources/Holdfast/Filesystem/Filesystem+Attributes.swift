@@ -8,19 +8,22 @@ public struct AttributeChanges: Sendable {
     public var gid: UInt32?
     public var accessTime: Timestamp?
     public var modificationTime: Timestamp?
+    /// The change time to store; nil stores now (the usual case: every change sets it).
+    public var changeTime: Timestamp?
 
     public init(permissions: UInt16? = nil, uid: UInt32? = nil, gid: UInt32? = nil,
-                accessTime: Timestamp? = nil, modificationTime: Timestamp? = nil) {
+                accessTime: Timestamp? = nil, modificationTime: Timestamp? = nil, changeTime: Timestamp? = nil) {
         self.permissions = permissions
         self.uid = uid
         self.gid = gid
         self.accessTime = accessTime
         self.modificationTime = modificationTime
+        self.changeTime = changeTime
     }
 }
 
 extension Filesystem {
-    /// chmod, chown and utimens in one: the change time is always set to now.
+    /// chmod, chown and utimens in one; the change time is always set (to now, unless given).
     public func setAttributes(_ inode: UInt32, _ changes: AttributeChanges) throws(HoldfastError) {
         try guarded {
             try mutate(credits: 4) { ctx in
@@ -30,7 +33,28 @@ extension Filesystem {
                 if let g = changes.gid { rec.gid = g }
                 if let a = changes.accessTime { rec.accessTime = a }
                 if let m = changes.modificationTime { rec.modificationTime = m }
-                rec.changeTime = Operation.now()
+                rec.changeTime = changes.changeTime ?? Operation.now()
+                try ctx.store(rec)
+            }
+        }
+    }
+}
+
+extension Filesystem {
+    /// Records a read of `inode` as the kernel's relatime does: the access time moves to now when
+    /// it is not after the modification or change time, or is a day old; nothing else changes.
+    /// Does nothing on a read-only image.
+    public func noteAccess(_ inode: UInt32) throws(HoldfastError) {
+        guard isWritable else { return }
+        let node = try self.inode(inode)
+        let now = Operation.now()
+        let stale = node.accessTime <= node.modificationTime || node.accessTime <= node.changeTime
+            || now.seconds - node.accessTime.seconds >= 24 * 3600
+        guard stale else { return }
+        try guarded {
+            try mutate(credits: 4) { ctx in
+                var rec = try ctx.inode(inode)
+                rec.accessTime = now
                 try ctx.store(rec)
             }
         }

@@ -133,7 +133,7 @@ extension Filesystem {
                 guard FileType(mode: rec.mode) == .regular else {
                     throw HoldfastError.invalidArgument("inode \(inode) is not a regular file")
                 }
-                guard size <= UInt64(UInt32.max) * UInt64(blockSize) else { throw HoldfastError.invalidArgument("size \(size) is past the largest file size") }
+                guard size <= UInt64(UInt32.max) * UInt64(blockSize) else { throw HoldfastError.fileTooLarge(.inode(inode)) }
                 try ctx.truncateData(&rec, to: size)
                 if !keepTimes {
                     let now = Operation.now()
@@ -152,8 +152,9 @@ extension Filesystem {
                 var rec = try ctx.inode(inode)
                 guard FileType(mode: rec.mode) == .regular else { throw HoldfastError.invalidArgument("inode \(inode) is not a regular file") }
                 try ctx.fallocate(&rec, offset: offset, length: length, mode: mode)
+                // Every mode changes both times, as the kernel's ext4 does (KEEP_SIZE too).
                 let now = Operation.now()
-                if mode != .keepSize { rec.modificationTime = now }
+                rec.modificationTime = now
                 rec.changeTime = now
                 try ctx.store(rec)
             }

@@ -160,6 +160,7 @@ extension HoldfastError {
         case .isADirectory: .isADirectory(named)
         case .tooManyLinks: .tooManyLinks(named)
         case .wouldLoop: .wouldLoop(named)
+        case .fileTooLarge: .fileTooLarge(named)
         default: self
         }
     }

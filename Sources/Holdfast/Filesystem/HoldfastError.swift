@@ -70,6 +70,8 @@ public enum HoldfastError: Error, Sendable, CustomStringConvertible {
     case tooManyLinks(ErrorSubject)
     /// Moving a directory under itself (EINVAL in rename).
     case wouldLoop(ErrorSubject)
+    /// A size or write past the largest file the image can hold (EFBIG).
+    case fileTooLarge(ErrorSubject)
     /// The inode has no extended attribute of that name (ENODATA).
     case noSuchAttribute(String)
     /// File data held dirty in memory could not be written to the image (close, sync): which
@@ -83,7 +85,7 @@ public enum HoldfastError: Error, Sendable, CustomStringConvertible {
     public var subject: ErrorSubject? {
         switch self {
         case .notFound(let s), .notADirectory(let s), .isADirectory(let s), .tooManySymlinks(let s), .exists(let s),
-             .notEmpty(let s), .nameTooLong(let s), .tooManyLinks(let s), .wouldLoop(let s):
+             .notEmpty(let s), .nameTooLong(let s), .tooManyLinks(let s), .wouldLoop(let s), .fileTooLarge(let s):
             s
         case .partialWrite(_, _, let cause): cause.subject
         default: nil
@@ -124,6 +126,7 @@ public enum HoldfastError: Error, Sendable, CustomStringConvertible {
         case .unsupported: EOPNOTSUPP
         case .tooManyLinks: EMLINK
         case .wouldLoop: EINVAL
+        case .fileTooLarge: EFBIG
         case .noSuchAttribute: ENODATA
         case .dataNotWritten(_, let cause): cause.map { $0.errno == 0 ? EIO : $0.errno } ?? EIO
         case .partialWrite(_, _, let cause): cause.errno
@@ -152,6 +155,7 @@ public enum HoldfastError: Error, Sendable, CustomStringConvertible {
         case .unsupported(let what): return "not supported yet: \(what)"
         case .tooManyLinks(let p): return "\(p): too many links"
         case .wouldLoop(let p): return "\(p): cannot move a directory into itself"
+        case .fileTooLarge(let p): return "\(p): past the largest file size this image can hold"
         case .noSuchAttribute(let n): return "\(n): no such extended attribute"
         case .dataNotWritten(let inodes, let cause):
             let list = inodes.prefix(20).map { "\($0)" }.joined(separator: ", ") + (inodes.count > 20 ? ", ..." : "")
