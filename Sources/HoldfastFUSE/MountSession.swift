@@ -139,7 +139,11 @@ extension MountSession {
             // truncate or chown clears and sends that as a mode change; O_TRUNC as a setattr.
             conn.pointee.max_write = 1 << 20
             conn.pointee.time_gran = 1
-            var want = UInt32(FUSE_CAP_READDIRPLUS | FUSE_CAP_READDIRPLUS_AUTO | FUSE_CAP_ASYNC_READ | FUSE_CAP_PARALLEL_DIROPS)
+            // POSIX ACLs: the kernel caches and enforces them; this server keeps them in step with
+            // the mode and passes default ACLs on to new inodes, in place of the umask it gets
+            // unapplied (DONT_MASK).
+            var want = UInt32(FUSE_CAP_READDIRPLUS | FUSE_CAP_READDIRPLUS_AUTO | FUSE_CAP_ASYNC_READ | FUSE_CAP_PARALLEL_DIROPS
+                | FUSE_CAP_POSIX_ACL | FUSE_CAP_DONT_MASK)
             var drop = UInt32(FUSE_CAP_HANDLE_KILLPRIV | FUSE_CAP_ATOMIC_O_TRUNC)
             if server.options.writebackCache { want |= UInt32(FUSE_CAP_WRITEBACK_CACHE) } else { drop |= UInt32(FUSE_CAP_WRITEBACK_CACHE) }
             hf_conn_want(conn, want, drop)

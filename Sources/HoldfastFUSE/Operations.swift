@@ -60,7 +60,8 @@ extension MountServer {
         respond(req) { () throws(HoldfastError) in
             let dir = inode(parent)
             let name = try name(text, in: dir)
-            let created = try fs.create(name, in: dir, kind: kind, owner: try owner(req, in: dir, mode: mode, directory: kind == .directory))
+            let created = try fs.create(name, in: dir, kind: kind, owner: try owner(req, in: dir, mode: mode, directory: kind == .directory),
+                                        umask: umask(req))
             try replyEntry(req, created)
         }
     }
@@ -79,6 +80,10 @@ extension MountServer {
         }
         return Ownership(uid: UInt32(caller.uid), gid: gid, permissions: permissions)
     }
+
+    /// The caller's umask: the kernel leaves it to this server (DONT_MASK), which applies it
+    /// unless the parent's default ACL decides the new inode's permissions.
+    func umask(_ req: fuse_req_t?) -> UInt16 { UInt16(truncatingIfNeeded: fuse_req_ctx(req)!.pointee.umask) & 0o777 }
 
     func mknod(_ req: fuse_req_t?, _ parent: fuse_ino_t, _ text: UnsafePointer<CChar>?, _ mode: mode_t, _ rdev: dev_t) {
         let device = Self.majorMinor(rdev)
@@ -220,7 +225,8 @@ extension MountServer {
             guard let fi else { throw .invalidArgument("no file info") }
             let dir = inode(parent)
             let name = try name(text, in: dir)
-            let created = try fs.create(name, in: dir, kind: .regular, owner: try owner(req, in: dir, mode: mode, directory: false))
+            let created = try fs.create(name, in: dir, kind: .regular, owner: try owner(req, in: dir, mode: mode, directory: false),
+                                        umask: umask(req))
             let i = try fs.inode(created)
             try remember(created)
             fi.pointee.fh = try openHandle(created)

@@ -303,4 +303,55 @@ extension PosixACL {
         let bits = owner << 6 | (maskBits ?? groupBits) << 3 | otherBits
         return (bits, !extended && maskBits == nil)
     }
+
+    /// A new inode's permissions under a parent's default ACL (xattr form), as the kernel's
+    /// posix_acl_create: the ACL's owner, other and mask (or group) entries are cut down to the
+    /// requested `mode`, and the mode to them. `access` is the new inode's access ACL, nil when
+    /// the mode says all of it.
+    public static func inherit(_ defaultACL: [UInt8], mode: UInt16) -> (mode: UInt16, access: [UInt8]?)? {
+        guard defaultACL.count >= 4, (defaultACL.count - 4) % 8 == 0, defaultACL.le32(0) == 2 else { return nil }
+        var acl = defaultACL
+        var mode = mode & 0o777
+        var extended = false
+        var groupEntry: Int?, maskEntry: Int?
+        for o in stride(from: 4, to: acl.count, by: 8) {
+            let perm = acl.le16(o + 2)
+            switch acl.le16(o) {
+            case userObj:
+                acl.setLE16(o + 2, perm & (mode >> 6 & 7))
+                mode &= (acl.le16(o + 2) << 6) | 0o077
+            case other:
+                acl.setLE16(o + 2, perm & (mode & 7))
+                mode &= acl.le16(o + 2) | 0o770
+            case groupObj: groupEntry = o
+            case mask: maskEntry = o; extended = true
+            case user, group: extended = true
+            default: return nil
+            }
+        }
+        guard let g = maskEntry ?? groupEntry else { return nil }
+        acl.setLE16(g + 2, acl.le16(g + 2) & (mode >> 3 & 7))
+        mode &= (acl.le16(g + 2) << 3) | 0o707
+        return (mode, extended ? acl : nil)
+    }
+
+    /// An access ACL (xattr form) after chmod to `mode`, as the kernel's posix_acl_chmod: the owner,
+    /// other and mask (or, without a mask, group) entries take the mode's bits.
+    public static func chmod(_ acl: [UInt8], mode: UInt16) -> [UInt8]? {
+        guard acl.count >= 4, (acl.count - 4) % 8 == 0, acl.le32(0) == 2 else { return nil }
+        var out = acl
+        var groupEntry: Int?, maskEntry: Int?
+        for o in stride(from: 4, to: out.count, by: 8) {
+            switch out.le16(o) {
+            case userObj: out.setLE16(o + 2, mode >> 6 & 7)
+            case other: out.setLE16(o + 2, mode & 7)
+            case groupObj: groupEntry = o
+            case mask: maskEntry = o
+            default: break
+            }
+        }
+        guard let g = maskEntry ?? groupEntry else { return nil }
+        out.setLE16(g + 2, mode >> 3 & 7)
+        return out
+    }
 }

@@ -28,7 +28,10 @@ extension Filesystem {
         try guarded {
             try mutate(credits: 4) { ctx in
                 var rec = try ctx.inode(inode)
-                if let p = changes.permissions { rec.mode = rec.mode & 0xF000 | p & 0o7777 }
+                if let p = changes.permissions {
+                    rec.mode = rec.mode & 0xF000 | p & 0o7777
+                    try ctx.chmodAccessACL(&rec)
+                }
                 if let u = changes.uid { rec.uid = u }
                 if let g = changes.gid { rec.gid = g }
                 if let a = changes.accessTime { rec.accessTime = a }

@@ -10,9 +10,11 @@ let directoryCredits = 32
 /// earlier when the running transaction grows past a quarter of the memory budget.
 extension Filesystem {
     /// Creates a file, directory, symlink, device node, FIFO or socket named `name` in `parent`.
+    /// The new inode's permissions follow the kernel's ext4: a default ACL of `parent` decides
+    /// them (and the inode inherits ACLs), else `umask` clears bits of `owner.permissions`.
     @discardableResult
     public func create(_ name: [UInt8], in parent: UInt32, kind: NodeKind, owner: Ownership,
-                       times: (access: Timestamp, modification: Timestamp)? = nil) throws(HoldfastError) -> UInt32 {
+                       times: (access: Timestamp, modification: Timestamp)? = nil, umask: UInt16 = 0) throws(HoldfastError) -> UInt32 {
         try guarded {
             // A slow symlink's target is file data: its page is taken before the lock.
             var pages: [Page] = []
@@ -20,7 +22,8 @@ extension Filesystem {
                 pages.append(try budget.allocatePageOrThrow(at: .pageCachePage))
             }
             return try mutate(credits: directoryCredits, pages: pages) { ctx in
-                try ctx.createNode(in: parent, name: name, kind: kind, owner: owner, subject: .entry(directory: parent, name: name), times: times)
+                try ctx.createNode(in: parent, name: name, kind: kind, owner: owner, subject: .entry(directory: parent, name: name),
+                                   times: times, umask: umask)
             }
         }
     }

@@ -67,7 +67,7 @@ extension Operation {
 
     /// Creates an inode of `kind` named `name` in directory `parent`; returns its number.
     func createNode(in parent: UInt32, name: [UInt8], kind: NodeKind, owner: Ownership, subject: ErrorSubject,
-                    times: (access: Timestamp, modification: Timestamp)? = nil) throws -> UInt32 {
+                    times: (access: Timestamp, modification: Timestamp)? = nil, umask: UInt16 = 0) throws -> UInt32 {
         try Self.checkName(name, subject: subject)
         var dir = try inode(parent)
         guard FileType(mode: dir.mode) == .directory else { throw HoldfastError.notADirectory(.inode(parent)) }
@@ -81,7 +81,8 @@ extension Operation {
         let extra: UInt16 = sb.inodeSize > 128 ? max(32, sb.wantExtraIsize, sb.minExtraIsize) : 0
         var rec = InodeRecord(number: number, inodeSize: Int(sb.inodeSize), extraIsize: min(extra, sb.inodeSize - 128))
         let now = Self.now()
-        rec.mode = kind.modeBits | owner.permissions
+        let (permissions, acls) = try inheritedPermissions(owner.permissions, from: dir, kind: kind, umask: umask)
+        rec.mode = kind.modeBits | permissions
         rec.uid = owner.uid
         rec.gid = owner.gid
         rec.accessTime = times?.access ?? now
@@ -118,6 +119,7 @@ extension Operation {
         case .fifo, .socket:
             break
         }
+        if !acls.isEmpty { try storeXattrs(acls, in: &rec) }
         if isDirectory {
             var block = DirectoryLeaf.initial(selfInode: number, parent: parent, blockSize: blockSize, checksums: checksums,
                                               dotFileType: fileTypeCode(.directory))
@@ -245,5 +247,24 @@ extension Operation {
         dir.changeTime = now
         try store(dir)
         try dropLink(number)
+    }
+}
+
+extension Operation {
+    /// A new inode's permission bits and ACLs, as the kernel's ext4 makes them (posix_acl_create):
+    /// under a parent with a default ACL, the ACL cuts the requested bits down in place of the
+    /// umask, the inode gets an access ACL when the bits cannot say all of it, and a directory
+    /// inherits the default ACL itself. Without one, the umask applies. Symlinks take neither.
+    func inheritedPermissions(_ requested: UInt16, from dir: InodeRecord, kind: NodeKind, umask: UInt16) throws -> (UInt16, [XattrRecord]) {
+        if case .symlink = kind { return (requested, []) }
+        let defaultACL = try xattrRecords(dir).first { $0.index == 3 && $0.name.isEmpty }
+        guard let defaultACL, let xattrForm = PosixACL.toXattr(defaultACL.value),
+              let (bits, access) = PosixACL.inherit(xattrForm, mode: requested & 0o777) else {
+            return (requested & ~(umask & 0o777), [])
+        }
+        var acls: [XattrRecord] = []
+        if let access, let disk = PosixACL.toDisk(access) { acls.append(XattrRecord(index: 2, name: [], value: disk)) }
+        if kind == .directory { acls.append(defaultACL) }
+        return (requested & ~0o777 | bits, acls)
     }
 }

@@ -130,3 +130,16 @@ extension Operation {
         try store(rec)
     }
 }
+
+extension Operation {
+    /// chmod of an inode with an access ACL: the ACL's owner, mask (or group) and other entries
+    /// follow the new mode, as the kernel's posix_acl_chmod.
+    func chmodAccessACL(_ rec: inout InodeRecord) throws {
+        var records = try xattrRecords(rec)
+        guard let i = records.firstIndex(where: { $0.index == 2 && $0.name.isEmpty }),
+              let acl = PosixACL.toXattr(records[i].value),
+              let changed = PosixACL.chmod(acl, mode: rec.mode), let disk = PosixACL.toDisk(changed) else { return }
+        records[i].value = disk
+        try storeXattrs(records, in: &rec)
+    }
+}
