@@ -18,6 +18,9 @@ Rows, in order, each on the same mount unless it says remount:
   randread  fio, 4 KiB random reads of that file, 20 s (IOPS, higher is better)
   randwrite fio, 4 KiB random writes into a 512 MiB file, 20 s, fsync at the end (IOPS)
   rm        rm -rf of the tree, then unmount until the image is final
+And the peak RSS (KiB) of the server, holdfast at --memory 32M and fuse2fs, under a stress of
+eight processes at once (two cp -a of subtrees, two dd writers, two fio randrw jobs, ls -lR,
+rm -rf); the goal for holdfast is the budget + 48 MiB (81,920 KiB).
 Images and the tree live on tmpfs (--workdir) so the noisy disk stays out of it; e2fsck -fn
 checks every image at the end. Prints seconds (or IOPS) per row and mount, and the ratios
 fuse2fs/holdfast (> 1: holdfast is faster) and holdfast/kernel (seconds) or kernel/holdfast (IOPS).
@@ -107,8 +110,36 @@ run_mount() {
     echo "$fs done" >&2
 }
 
+# peak_rss NAME: the server in the foreground under /usr/bin/time, eight processes at once.
+peak_rss() {
+    local fs="$1" img="$WORK/rss.img" out="$WORK/rss.txt"
+    rm -f "$img" "$out"
+    mkfs.ext4 -q -F "$img" 4G
+    case "$fs" in
+        holdfast) /usr/bin/time -f %M -o "$out" "$HOLDFAST" mount -f --memory 32M "$img" "$MNT" & ;;
+        fuse2fs) /usr/bin/time -f %M -o "$out" fuse2fs -f "$img" "$MNT" >/dev/null & ;;
+        *) return ;;
+    esac
+    local server=$! stress=()
+    while ! mountpoint -q "$MNT"; do sleep 0.05; done
+    cp -a "$TREE/d1" "$MNT/a" & stress+=($!)
+    cp -a "$TREE/d2" "$MNT/b" & stress+=($!)
+    dd if=/dev/zero of="$MNT/big1" bs=1M count=512 conv=fsync status=none & stress+=($!)
+    dd if=/dev/zero of="$MNT/big2" bs=64k count=8192 status=none & stress+=($!)
+    fio --name=stress --directory="$MNT" --rw=randrw --bs=4k --size=64m --numjobs=2 --runtime=20 \
+        --time_based --ioengine=psync >/dev/null & stress+=($!)
+    (for _ in 1 2 3; do ls -lR "$MNT" >/dev/null; done) & stress+=($!)
+    (sleep 5; rm -rf "$MNT/a") & stress+=($!)
+    for pid in "${stress[@]}"; do wait "$pid" || true; done
+    umount "$MNT"
+    wait "$server" || true
+    RESULT[$fs,rss]=$(cat "$out")
+    rm -f "$img"
+}
+
 IFS=',' read -r -a MOUNTS <<<"$ONLY"
 for fs in "${MOUNTS[@]}"; do run_mount "$fs"; done
+for fs in "${MOUNTS[@]}"; do peak_rss "$fs"; done
 
 ratio() { python3 -c "a, b = '$1', '$2'; print(f'{float(a) / float(b):.2f}x' if a and b and float(b) > 0 else '-')"; }
 printf '%-10s %12s %12s %12s %16s %16s\n' row holdfast fuse2fs kernel fuse2fs/holdfast holdfast/kernel
@@ -120,4 +151,5 @@ for row in cp ls write read randread randwrite rm; do
         printf '%-10s %12s %12s %12s %16s %16s\n' "$row(s)" "$h" "$f" "$k" "$(ratio "$f" "$h")" "$(ratio "$h" "$k")"
     fi
 done
+printf '%-10s %12s %12s %12s\n' "rss(KiB)" "${RESULT[holdfast,rss]:--}" "${RESULT[fuse2fs,rss]:--}" "-"
 printf '%-10s %12s %12s %12s\n' e2fsck "${RESULT[holdfast,fsck]:--}" "${RESULT[fuse2fs,fsck]:--}" "${RESULT[kernel,fsck]:--}"

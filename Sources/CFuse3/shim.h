@@ -39,5 +39,6 @@ static inline int hf_fi_flags(const struct fuse_file_info *fi) { return fi ? fi-
 static inline unsigned hf_fi_writepage(const struct fuse_file_info *fi) { return fi ? fi->writepage : 0; }
 static inline void hf_fi_set_keep_cache(struct fuse_file_info *fi, unsigned v) { fi->keep_cache = v; }
 static inline void hf_fi_set_cache_readdir(struct fuse_file_info *fi, unsigned v) { fi->cache_readdir = v; }
+static inline void hf_fi_set_noflush(struct fuse_file_info *fi, unsigned v) { fi->noflush = v; }
 
 #endif

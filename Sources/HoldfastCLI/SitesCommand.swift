@@ -1,5 +1,6 @@
 import ArgumentParser
 import Holdfast
+import HoldfastFUSE
 import HoldfastHost
 
 struct SitesCommand: ParsableCommand {
@@ -20,7 +21,7 @@ struct SitesCommand: ParsableCommand {
     )
 
     func run() throws {
-        let sites = Filesystem.allocationSites + AllocationSite.hostSites
+        let sites = Filesystem.allocationSites + AllocationSite.hostSites + AllocationSite.fuseSites
         let nameWidth = sites.map(\.name.count).max() ?? 0
         let out = StdoutWriter()
         for s in sites {

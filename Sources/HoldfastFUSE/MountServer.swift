@@ -28,13 +28,16 @@ public struct MountOptions: Sendable {
 }
 
 extension AllocationSite {
+    /// The mount's sites, for `holdfast sites`.
+    public static let fuseSites: [AllocationSite] = [.fuseRequestBuffers, .fuseReply]
+
     /// The request buffers of the session's worker threads: libfuse allocates them, the budget
     /// is charged for them when the mount starts, so caches leave them room.
     public static let fuseRequestBuffers = AllocationSite("fuse.request-buffers", .mayFail, .io,
         "the FUSE session's request buffers (one of max_write plus a page per worker thread), charged at mount")
     /// A reply buffer of a readdir, a read or a getxattr, sized by the request and freed when replied.
     public static let fuseReply = AllocationSite("fuse.reply", .mayFail, .io,
-        "a reply buffer of readdir, read, listxattr or getxattr: the request fails with ENOMEM when it cannot be had")
+        "a reply buffer of read or readdir, sized by the request: the request fails with ENOMEM when it cannot be had")
 }
 
 /// The FUSE low-level server over one open `Filesystem`: FUSE node ids are ext4 inode numbers
@@ -56,9 +59,20 @@ final class MountServer: Sendable {
         let file: OpenFile
     }
 
-    init(_ fs: Filesystem, options: MountOptions) {
+    init(_ fs: Filesystem, options: MountOptions, directory: String) {
         self.fs = fs
         self.options = options
+        self.directory = directory
+    }
+
+    let directory: String
+    private let readaheadPending = Atomic(true)
+
+    /// Once the kernel has taken the init reply (which can only lower its readahead), the first
+    /// lookup or getattr raises it (`MountSession.raiseReadahead`).
+    func raiseReadaheadOnce() {
+        guard readaheadPending.load(ordering: .relaxed), readaheadPending.exchange(false, ordering: .relaxed) else { return }
+        MountSession.raiseReadahead(of: directory, kib: 1024)
     }
 
     // MARK: Node ids

@@ -34,6 +34,7 @@ extension MountServer {
     // MARK: Names
 
     func lookup(_ req: fuse_req_t?, _ parent: fuse_ino_t, _ text: UnsafePointer<CChar>?) {
+        raiseReadaheadOnce()
         respond(req) { () throws(HoldfastError) in
             let dir = inode(parent)
             let name = try name(text, in: dir)
@@ -159,6 +160,7 @@ extension MountServer {
     // MARK: Attributes
 
     func getattr(_ req: fuse_req_t?, _ node: fuse_ino_t) {
+        raiseReadaheadOnce()
         respond(req) { () throws(HoldfastError) in
             var st = attributes(try fs.inode(inode(node)))
             fuse_reply_attr(req, &st, options.attributeTimeout)
@@ -213,8 +215,11 @@ extension MountServer {
         respond(req) { () throws(HoldfastError) in
             guard let fi else { throw .invalidArgument("no file info") }
             fi.pointee.fh = try openHandle(inode(node))
-            // Every change comes through this mount, so what the kernel cached is still true.
+            // Every change comes through this mount, so what the kernel cached is still true; and
+            // flush has nothing to do here (fsync is where data is made durable), so the kernel
+            // need not send one at every close.
             hf_fi_set_keep_cache(fi, 1)
+            hf_fi_set_noflush(fi, 1)
             if fuse_reply_open(req, fi) != 0 { releaseHandle(fi.pointee.fh) }
         }
     }
@@ -231,6 +236,7 @@ extension MountServer {
             try remember(created)
             fi.pointee.fh = try openHandle(created)
             hf_fi_set_keep_cache(fi, 1)
+            hf_fi_set_noflush(fi, 1)
             var e = entry(i)
             if fuse_reply_create(req, &e, fi) != 0 {
                 releaseHandle(fi.pointee.fh)
@@ -242,9 +248,13 @@ extension MountServer {
     func read(_ req: fuse_req_t?, _ node: fuse_ino_t, _ size: Int, _ offset: off_t) {
         respond(req) { () throws(HoldfastError) in
             let number = inode(node)
-            let data = try fs.read(try fs.inode(number), offset: UInt64(bitPattern: Int64(offset)), count: size)
-            noteAccess(number)
-            data.withUnsafeBytes { _ = fuse_reply_buf(req, $0.baseAddress?.assumingMemoryBound(to: CChar.self), $0.count) }
+            let buffer = try ReplyBuffer(size, budget: fs.budget)
+            defer { buffer.free() }
+            let node = try fs.inode(number)
+            let count = try fs.read(node, offset: UInt64(bitPattern: Int64(offset)),
+                                    into: UnsafeMutableRawBufferPointer(start: buffer.pointer, count: size))
+            noteAccess(node)
+            fuse_reply_buf(req, buffer.pointer, count)
         }
     }
 
@@ -253,6 +263,10 @@ extension MountServer {
     /// count. A failure to record it fails no read.
     private func noteAccess(_ number: UInt32) {
         do { try fs.noteAccess(number) } catch {}
+    }
+
+    private func noteAccess(_ node: Inode) {
+        do { try fs.noteAccess(node) } catch {}
     }
 
     /// lseek(2) with SEEK_DATA or SEEK_HOLE; the kernel answers the other whences itself.

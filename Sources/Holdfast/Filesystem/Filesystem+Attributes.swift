@@ -49,7 +49,13 @@ extension Filesystem {
     /// Does nothing on a read-only image.
     public func noteAccess(_ inode: UInt32) throws(HoldfastError) {
         guard isWritable else { return }
-        let node = try self.inode(inode)
+        try noteAccess(try self.inode(inode))
+    }
+
+    /// `noteAccess` with the inode as the caller read it (no second read when nothing is stale).
+    public func noteAccess(_ node: Inode) throws(HoldfastError) {
+        guard isWritable else { return }
+        let inode = node.number
         let now = Operation.now()
         let stale = node.accessTime <= node.modificationTime || node.accessTime <= node.changeTime
             || now.seconds - node.accessTime.seconds >= 24 * 3600

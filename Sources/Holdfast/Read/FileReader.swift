@@ -252,6 +252,16 @@ extension Filesystem {
         return out
     }
 
+    /// pread(2) into the caller's buffer: up to `into.count` bytes at `offset` (fewer at the end of
+    /// the file, zeros for holes), through the page cache; returns how many.
+    public func read(_ inode: Inode, offset: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws(HoldfastError) -> Int {
+        let end = min(inode.size, offset + UInt64(buffer.count))
+        guard offset < end else { return 0 }
+        let count = Int(end - offset)
+        try guarded { try readCached(inode, offset: offset, into: UnsafeMutableRawBufferPointer(rebasing: buffer[..<count])) }
+        return count
+    }
+
     /// Inline data: the first 60 bytes in i_block, the rest in the system.data xattr.
     func inlineData(_ inode: Inode) throws -> [UInt8] {
         var data = inode.blockArea
