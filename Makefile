@@ -3,7 +3,7 @@ SHELL := /bin/bash
 DEMO_DIR ?= /tmp/holdfast-demo
 APT_PACKAGES := e2fsprogs python3 attr acl time fuse3 libfuse3-dev pkg-config fio
 
-.PHONY: deps build release demo test test-tsan crash check-layers docs bench bench-mkfs bench-fsync bench-memory bench-write-memory bench-writeback clean
+.PHONY: deps build release demo test test-tsan crash check-layers docs bench bench-mkfs bench-mount bench-fsync bench-memory bench-write-memory bench-writeback clean
 
 # Installs what the tests and the demo use, when something is missing.
 deps:
@@ -48,6 +48,14 @@ demo: deps release
 	  python3 scripts/treediff.py --ignore-root-times $(DEMO_DIR)/tree $(DEMO_DIR)/mnt 2>&1 | tail -3; \
 	  echo "(expected differences: lost+found, and /tools that the demo added)"; umount $(DEMO_DIR)/mnt; \
 	else echo "(loop mount not permitted here: skipping the comparison with the kernel's view)"; fi
+	@echo; echo "== holdfast mount: cp -a through FUSE, a file unlinked while open, unmount, e2fsck"
+	@if [ -e /dev/fuse ] && [ "$$(id -u)" = 0 ]; then \
+	  mkdir -p $(DEMO_DIR)/fuse && .build/release/holdfast mount --memory 32M $(DEMO_DIR)/made.img $(DEMO_DIR)/fuse && \
+	  cp -a scripts $(DEMO_DIR)/fuse/copied && ls -l $(DEMO_DIR)/fuse && df -h $(DEMO_DIR)/fuse | tail -1 && \
+	  python3 -c "import os,sys; d=sys.argv[1]; fd=os.open(d+'/tmp',os.O_CREAT|os.O_RDWR); os.write(fd,b'x'*99999); os.unlink(d+'/tmp'); print('unlinked while open, still reads', len(os.pread(fd,200000,0)), 'bytes'); os.close(fd)" $(DEMO_DIR)/fuse && \
+	  umount $(DEMO_DIR)/fuse && flock $(DEMO_DIR)/made.img true && \
+	  { e2fsck -fn $(DEMO_DIR)/made.img >/dev/null 2>&1 && echo "e2fsck -fn after the mount: clean" || { echo "e2fsck -fn found problems"; exit 1; }; }; \
+	else echo "(FUSE mounts are not permitted here: skipping the mount)"; fi
 
 # The layer check, all tests, then the memory layer's tests again under ThreadSanitizer
 # (a separate build folder).
@@ -87,6 +95,11 @@ bench-mkfs: deps release
 	scripts/bench_mkfs.sh --holdfast .build/release/holdfast
 
 # Append+fsync latency through the journal against the kernel's ext4 on a loop mount (not a test).
+# holdfast mount beside fuse2fs and the kernel: cp -a, ls -lR, dd, fio, rm -rf, and peak RSS.
+bench-mount: deps release
+	@command -v fuse2fs >/dev/null || apt-get install -y -qq fuse2fs
+	scripts/bench_mount.sh
+
 bench-fsync: deps release
 	scripts/bench_fsync.sh
 

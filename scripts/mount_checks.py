@@ -1,0 +1,110 @@
+#!/usr/bin/env python3
+"""Workloads the mount tests (Tests/HoldfastCLITests/MountTests.swift) run inside a mount.
+
+Usage:
+  mount_checks.py fsynced DIR     write 40 files with fsync, 20 without, unlink a file while
+                                  open; print a line, then hold the file open until stdin closes
+  mount_checks.py expected        the name and sha256 of each file `fsynced` writes
+  mount_checks.py load DIR N      append, unlink and rename in DIR/wN until the mount goes away
+  mount_checks.py orphan DIR      an unlinked open file's lifetime, and 256-byte names
+"""
+import errno
+import hashlib
+import os
+import random
+import sys
+
+KEPT = 40
+
+
+def kept_data(i):
+    return hashlib.sha256(str(i).encode()).digest() * (100 + 97 * i)
+
+
+def fsynced(d):
+    os.mkdir(d + '/kept')
+    for i in range(KEPT):
+        with open(f'{d}/kept/f{i}', 'wb') as f:
+            f.write(kept_data(i))
+            f.flush()
+            os.fsync(f.fileno())
+    dfd = os.open(d + '/kept', os.O_RDONLY)
+    os.fsync(dfd)
+    os.close(dfd)
+    for i in range(20):
+        with open(f'{d}/loose{i}', 'wb') as f:
+            f.write(b'x' * 50000)
+    fd = os.open(d + '/open-unlinked', os.O_CREAT | os.O_RDWR, 0o644)
+    os.write(fd, b'y' * 300000)
+    os.fsync(fd)
+    os.unlink(d + '/open-unlinked')
+    os.fsync(fd)
+    print(fd, flush=True)
+    sys.stdin.read()
+
+
+def expected():
+    for i in range(KEPT):
+        print(f'f{i}', hashlib.sha256(kept_data(i)).hexdigest())
+
+
+def load(d, n):
+    r = random.Random(n)
+    os.makedirs(f'{d}/w{n}', exist_ok=True)
+    print('started', flush=True)
+    i = 0
+    while True:
+        try:
+            p = f'{d}/w{n}/f{i % 50}'
+            with open(p, 'ab') as f:
+                f.write(os.urandom(r.randrange(1, 200000)))
+            if i % 7 == 0:
+                os.unlink(p)
+            if i % 11 == 0:
+                os.rename(f'{d}/w{n}', f'{d}/w{n}x')
+                os.rename(f'{d}/w{n}x', f'{d}/w{n}')
+        except FileNotFoundError:
+            pass
+        except OSError:
+            break  # the mount went away
+        i += 1
+
+
+def orphan(d):
+    before = os.statvfs(d)
+    fd = os.open(d + '/victim', os.O_CREAT | os.O_RDWR, 0o644)
+    os.write(fd, os.urandom(2 << 20))
+    os.fsync(fd)
+    os.unlink(d + '/victim')
+    assert os.fstat(fd).st_nlink == 0
+    assert len(os.pread(fd, 3 << 20, 0)) == 2 << 20, 'an unlinked open file reads whole'
+    during = os.statvfs(d)
+    assert during.f_bfree < before.f_bfree - 1000, 'its blocks are still held while open'
+    os.close(fd)
+    os.sync()
+    after = os.statvfs(d)
+    assert after.f_bfree >= before.f_bfree - 8, f'freed at the last close: {before.f_bfree} {after.f_bfree}'
+    assert after.f_ffree == before.f_ffree, 'the inode is free again'
+    calls = (lambda n: os.mkdir(n), lambda n: os.open(n, os.O_CREAT | os.O_WRONLY), lambda n: os.symlink('t', n))
+    for call in calls:
+        try:
+            call(d + '/' + 'n' * 256)
+            raise SystemExit('a 256-byte name was accepted')
+        except OSError as e:
+            assert e.errno == errno.ENAMETOOLONG, e
+    assert os.listdir(d) == ['lost+found'], os.listdir(d)
+    print('ok')
+
+
+if __name__ == '__main__':
+    command, args = (sys.argv[1], sys.argv[2:]) if len(sys.argv) > 1 else ('', [])
+    if command == 'fsynced' and len(args) == 1:
+        fsynced(args[0])
+    elif command == 'expected' and not args:
+        expected()
+    elif command == 'load' and len(args) == 2:
+        load(args[0], int(args[1]))
+    elif command == 'orphan' and len(args) == 1:
+        orphan(args[0])
+    else:
+        sys.exit(__doc__)
