@@ -233,8 +233,11 @@ extension MountServer {
             let created = try fs.create(name, in: dir, kind: .regular, owner: try owner(req, in: dir, mode: mode, directory: false),
                                         umask: umask(req))
             let i = try fs.inode(created)
-            try remember(created)
             fi.pointee.fh = try openHandle(created)
+            do throws(HoldfastError) { try remember(created) } catch {
+                releaseHandle(fi.pointee.fh)
+                throw error
+            }
             hf_fi_set_keep_cache(fi, 1)
             hf_fi_set_noflush(fi, 1)
             var e = entry(i)
