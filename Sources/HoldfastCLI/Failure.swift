@@ -1,5 +1,6 @@
 import ArgumentParser
 import Holdfast
+import Synchronization
 
 #if canImport(Glibc)
 import Glibc
@@ -28,7 +29,16 @@ func exitCode(for error: HoldfastError) -> Int32 {
 }
 
 enum Output {
-    static func error(_ line: String) { raw(line + "\n") }
+    /// Set by a mount server in the background without --log: error lines go to the system log
+    /// too, since its standard error is /dev/null.
+    static let toSystemLog = Atomic<Bool>(false)
+
+    static func error(_ line: String) {
+        raw(line + "\n")
+        if toSystemLog.load(ordering: .relaxed) {
+            line.withCString { text in withVaList([text]) { vsyslog(LOG_ERR, "%s", $0) } }
+        }
+    }
 
     static func raw(_ text: String) {
         var s = text

@@ -10,18 +10,21 @@ struct MountCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "mount", abstract: "Mount an image at a directory through FUSE, read-write and journaled.",
         discussion: """
-            Serves the image as a POSIX filesystem with the kernel's ext4 semantics: every
-            change goes through the image's journal, so a killed mount or a power cut leaves
-            an image that the next open (Holdfast's or the kernel's) recovers, and fsync
-            means on disk. Permissions are checked by the kernel from the inodes' modes and
-            owners (FUSE's default_permissions). The whole mount lives inside --memory.
+            Serves the image as a POSIX filesystem with the kernel's ext4
+            semantics. Every change goes through the image's journal, so a killed
+            mount or a power cut leaves an image that the next open (Holdfast's or
+            the kernel's) recovers, and fsync means on disk. Permissions are
+            checked by the kernel from the inodes' modes and owners (FUSE's
+            default_permissions). The whole mount lives inside --memory.
 
-            Without -f, the command returns once the directory is mounted and the server
-            goes on in the background; it writes its warnings to --log when given, else
-            to the system log. Unmount with `umount DIR` or `fusermount3 -u DIR`; SIGTERM,
-            SIGINT and SIGHUP unmount too. In every case the server then writes and
-            commits everything, marks the journal clean and exits; it holds a lock on the
-            image until then, so `flock IMAGE true` waits for the image to be final.
+            Without -f, the command returns once the directory is mounted and the
+            server goes on in the background; it appends its warnings and errors
+            to --log when given, else sends its errors to the system log.
+
+            Unmount with `umount DIR` or `fusermount3 -u DIR`; SIGTERM, SIGINT and
+            SIGHUP unmount too. The server then writes and commits everything,
+            marks the journal clean and exits. It holds a lock on the image until
+            then, so `flock IMAGE true` waits for the image to be final.
 
             Mount options (-o, comma-separated, as with mount and fuse2fs):
               ro                 read only: the image is not changed
@@ -46,7 +49,7 @@ struct MountCommand: ParsableCommand {
     @Option(name: .short, help: ArgumentHelp("Mount options, comma-separated (see above).", valueName: "options"))
     var o: [String] = []
     @Option(help: "Worker threads serving requests.") var threads = 8
-    @Option(help: ArgumentHelp("Without -f: the file the server appends its warnings to.", valueName: "file"))
+    @Option(help: ArgumentHelp("Without -f: the file the server appends its warnings and errors to (else errors go to the system log).", valueName: "file"))
     var log: String?
 
     func validate() throws {
@@ -180,6 +183,10 @@ final class Daemon {
         send(0, "")
         let null = Glibc.open("/dev/null", O_RDWR)
         let errors = log.map { Glibc.open($0, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o644) } ?? null
+        if log == nil {
+            openlog("holdfast-mount", LOG_PID, LOG_DAEMON)
+            Output.toSystemLog.store(true, ordering: .relaxed)
+        }
         dup2(null, 0)
         dup2(null, 1)
         dup2(errors >= 0 ? errors : null, 2)
