@@ -52,23 +52,26 @@ public final class MountSession {
             defer { fuse_opt_free_args(&args) }
             return fuse_session_new(&args, &ops, MemoryLayout<fuse_lowlevel_ops>.size, retained.toOpaque())
         }
-        guard let made else {
+        let charged = requestBuffers
+        // What a failed start undoes, after the session (when there is one) is destroyed.
+        let abandon = {
             retained.release()
-            fs.budget.uncharge(requestBuffers, for: .fuseRequestBuffers)
+            fs.budget.uncharge(charged, for: .fuseRequestBuffers)
+        }
+        guard let made else {
+            abandon()
             throw MountError("libfuse refused the session (its message is above)")
         }
         session = made
         guard fuse_set_signal_handlers(session) == 0 else {
             fuse_session_destroy(session)
-            retained.release()
-            fs.budget.uncharge(requestBuffers, for: .fuseRequestBuffers)
+            abandon()
             throw MountError("cannot install the signal handlers")
         }
         guard fuse_session_mount(session, directory) == 0 else {
             fuse_remove_signal_handlers(session)
             fuse_session_destroy(session)
-            retained.release()
-            fs.budget.uncharge(requestBuffers, for: .fuseRequestBuffers)
+            abandon()
             throw MountError("cannot mount at \(directory) (is /dev/fuse there, and may this user mount?)")
         }
     }
