@@ -73,6 +73,11 @@ public struct InodeRecord: Sendable {
     }
 
     public var extraIsize: UInt16 { raw.count > 128 ? raw.le16(0x80) : 0 }
+    /// False when the inode surely has no extended attributes: no xattr block, and no magic at
+    /// the start of the in-inode area. A cheap test before decoding them.
+    public var mayHaveXattrs: Bool {
+        fileACL != 0 || (raw.count >= extraEnd + 4 && raw.le32(extraEnd) == Xattr.magic)
+    }
     private var extraEnd: Int { 128 + Int(extraIsize) }
 
     /// The 60-byte i_block area.

@@ -24,6 +24,8 @@ public struct AttributeChanges: Sendable {
 
 extension Filesystem {
     /// chmod, chown and utimens in one; the change time is always set (to now, unless given).
+    /// A new owner or group (even the same one) drops what the kernel's chown drops: setuid,
+    /// setgid with group-execute and file capabilities, from anything but a directory.
     public func setAttributes(_ inode: UInt32, _ changes: AttributeChanges) throws(HoldfastError) {
         try guarded {
             try mutate(credits: 4) { ctx in
@@ -31,6 +33,13 @@ extension Filesystem {
                 if let p = changes.permissions {
                     rec.mode = rec.mode & 0xF000 | p & 0o7777
                     try ctx.chmodAccessACL(&rec)
+                }
+                if changes.uid != nil || changes.gid != nil {
+                    // chown's rule (PrivilegeRules.swift). A mode given with the owner is the
+                    // caller's decision (the mount's kernel sends both): the set-id bits stay as given.
+                    let given = rec.mode
+                    try ctx.dropPrivilegesForOwnerChange(&rec)
+                    if changes.permissions != nil { rec.mode = given }
                 }
                 if let u = changes.uid { rec.uid = u }
                 if let g = changes.gid { rec.gid = g }

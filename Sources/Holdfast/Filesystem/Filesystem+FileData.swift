@@ -12,7 +12,8 @@ extension Filesystem {
     }
 
     /// Writes `count` bytes of the host file `fd`, from its byte `source`, at byte `offset` of a regular file.
-    /// `keepTimes` leaves mtime and ctime alone (an import sets the source's times itself);
+    /// `keepTimes` leaves mtime, ctime and file capabilities alone (an import sets the source's
+    /// times and xattrs itself);
     /// `delayAllocation: false` allocates the blocks now rather than at writeback (an import
     /// writes each file whole in one call, so it needs no second handle per file).
     public func write(_ inode: UInt32, at offset: UInt64, fromFile fd: Int32, source: UInt64, count: Int,
@@ -20,7 +21,8 @@ extension Filesystem {
         try write(inode, at: offset, source: .file(fd: fd, offset: source, count: count), keepTimes: keepTimes, delay: delayAllocation)
     }
 
-    /// `keepTimes` leaves mtime and ctime alone (import sets the source's times at creation).
+    /// `keepTimes` leaves mtime, ctime and file capabilities alone (an import restores them);
+    /// otherwise the write drops the capabilities, as the kernel's does (PrivilegeRules.swift).
     /// `delay`: holes get delayed pages, their blocks allocated at writeback (import writes each
     /// file whole in one call, so it allocates at once: no second handle per file).
     func write(_ inode: UInt32, at offset: UInt64, source data: DataSource, keepTimes: Bool = false, delay: Bool = true) throws(HoldfastError) {
@@ -39,6 +41,7 @@ extension Filesystem {
                         guard FileType(mode: rec.mode) == .regular else {
                             throw FileType(mode: rec.mode) == .directory ? HoldfastError.isADirectory(.inode(inode)) : HoldfastError.invalidArgument("inode \(inode) is not a regular file")
                         }
+                        if done == 0 && !keepTimes { try ctx.dropFileCapabilities(&rec) }
                         try ctx.writeData(&rec, offset: offset + UInt64(done), source: part, delay: delay)
                         if !keepTimes {
                             let now = Operation.now()
@@ -95,7 +98,8 @@ extension Filesystem {
     }
 
     /// Sets a regular file's size: blocks past a smaller size are freed, a larger size leaves a hole.
-    /// `keepTimes` leaves mtime and ctime alone (an import).
+    /// `keepTimes` leaves mtime, ctime and file capabilities alone (an import); otherwise the
+    /// capabilities go, as the kernel's truncate drops them.
     public func truncate(_ inode: UInt32, to size: UInt64, keepTimes: Bool = false) throws(HoldfastError) {
         try guarded {
             // A cut of many blocks runs in steps, with the file on the orphan list meanwhile: if it
@@ -105,6 +109,7 @@ extension Filesystem {
                 let bs = UInt64(blockSize)
                 guard FileType(mode: rec.mode) == .regular, size < rec.size,
                       try ctx.mappedEnd(rec) > (size + bs - 1) / bs + truncateStepBlocks else { return false }
+                if !keepTimes { try ctx.dropFileCapabilities(&rec) }
                 try ctx.truncateTail(&rec, to: size)
                 if !ctx.isOrphan(inode) { ctx.addOrphan(&rec) }
                 if !keepTimes {
@@ -134,6 +139,7 @@ extension Filesystem {
                     throw HoldfastError.invalidArgument("inode \(inode) is not a regular file")
                 }
                 guard size <= UInt64(UInt32.max) * UInt64(blockSize) else { throw HoldfastError.fileTooLarge(.inode(inode)) }
+                if !keepTimes { try ctx.dropFileCapabilities(&rec) }
                 try ctx.truncateData(&rec, to: size)
                 if !keepTimes {
                     let now = Operation.now()
@@ -145,12 +151,14 @@ extension Filesystem {
         }
     }
 
-    /// fallocate(2): preallocate, punch a hole or zero a range of a regular file.
+    /// fallocate(2): preallocate, punch a hole or zero a range of a regular file. Drops the file's
+    /// capabilities, as the kernel's does.
     public func fallocate(_ inode: UInt32, offset: UInt64, length: UInt64, mode: FallocateMode) throws(HoldfastError) {
         try guarded {
             try mutate(credits: 64) { ctx in
                 var rec = try ctx.inode(inode)
                 guard FileType(mode: rec.mode) == .regular else { throw HoldfastError.invalidArgument("inode \(inode) is not a regular file") }
+                try ctx.dropFileCapabilities(&rec)
                 try ctx.fallocate(&rec, offset: offset, length: length, mode: mode)
                 // Every mode changes both times, as the kernel's ext4 does (KEEP_SIZE too).
                 let now = Operation.now()
