@@ -59,6 +59,11 @@ final class StdoutWriter {
 
     func line(_ s: String) { write(s + "\n") }
 
+    func write(_ bytes: [UInt8]) {
+        buffer.append(contentsOf: bytes)
+        if buffer.count >= 1 << 16 { flush() }
+    }
+
     func write(bytes: UnsafeRawBufferPointer) throws {
         flush()
         try writeAll(bytes)

@@ -58,3 +58,90 @@ func printableName(_ bytes: [UInt8]) -> String {
 }
 
 func padRight(_ s: String, _ width: Int) -> String { s + String(repeating: " ", count: max(0, width - s.count)) }
+
+/// `ls -l` lines built as bytes, straight into the output buffer: a listing of 20,000 entries
+/// spends its time here, and Strings cost an allocation or more per field.
+struct LongListing {
+    private(set) var bytes: [UInt8] = []
+    private var lastMinute: Int64 = .min
+    private var lastTime: [UInt8] = []
+
+    private static let permissionLetters: [UInt8] = Array("rwxrwxrwx".utf8)
+
+    init() { bytes.reserveCapacity(1 << 16) }
+
+    mutating func removeAll() { bytes.removeAll(keepingCapacity: true) }
+
+    /// mode, links, uid, gid, size (or major, minor), mtime to the minute, name, " -> target".
+    mutating func append(_ inode: Inode, name: [UInt8], target: [UInt8]?) {
+        appendMode(inode.mode)
+        bytes.append(0x20)
+        appendNumber(UInt64(inode.linksCount), width: 3)
+        bytes.append(0x20)
+        appendNumber(UInt64(inode.uid), width: 5)
+        bytes.append(0x20)
+        appendNumber(UInt64(inode.gid), width: 5)
+        bytes.append(0x20)
+        if inode.fileType == .characterDevice || inode.fileType == .blockDevice {
+            let d = inode.device
+            appendPadded(Array("\(d.major), \(d.minor)".utf8), width: 10)
+        } else {
+            appendNumber(inode.size, width: 10)
+        }
+        bytes.append(0x20)
+        appendMinute(inode.modificationTime)
+        bytes.append(0x20)
+        appendName(name)
+        if let target {
+            bytes.append(contentsOf: [0x20, 0x2D, 0x3E, 0x20])  // " -> "
+            appendName(target)
+        }
+        bytes.append(0x0A)
+    }
+
+    private mutating func appendMode(_ mode: UInt16) {
+        let start = bytes.count
+        bytes.append(FileType(mode: mode).letter.asciiValue ?? 0x3F)
+        for i in 0..<9 { bytes.append(mode & (0o400 >> UInt16(i)) != 0 ? Self.permissionLetters[i] : 0x2D) }
+        if mode & 0o4000 != 0 { bytes[start + 3] = mode & 0o100 != 0 ? 0x73 : 0x53 }  // s S
+        if mode & 0o2000 != 0 { bytes[start + 6] = mode & 0o10 != 0 ? 0x73 : 0x53 }
+        if mode & 0o1000 != 0 { bytes[start + 9] = mode & 0o1 != 0 ? 0x74 : 0x54 }  // t T
+    }
+
+    private mutating func appendNumber(_ value: UInt64, width: Int) {
+        var digits: (UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8,
+                     UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8) =
+            (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
+        var n = 0
+        var v = value
+        withUnsafeMutableBytes(of: &digits) { d in
+            repeat { d[19 - n] = 0x30 + UInt8(v % 10); v /= 10; n += 1 } while v > 0
+        }
+        for _ in n..<max(n, width) { bytes.append(0x20) }
+        withUnsafeBytes(of: &digits) { d in bytes.append(contentsOf: d[(20 - n)...]) }
+    }
+
+    private mutating func appendPadded(_ text: [UInt8], width: Int) {
+        for _ in text.count..<max(text.count, width) { bytes.append(0x20) }
+        bytes.append(contentsOf: text)
+    }
+
+    /// "2024-05-01 12:00", formatted once per distinct minute (a listing's files mostly share one).
+    private mutating func appendMinute(_ t: Timestamp) {
+        let minute = t.seconds >= 0 ? t.seconds / 60 : (t.seconds - 59) / 60
+        if minute != lastMinute {
+            lastMinute = minute
+            lastTime = Array(shortTime(t).utf8)
+        }
+        bytes.append(contentsOf: lastTime)
+    }
+
+    /// The name as printableName shows it; printable ASCII, the usual case, is copied as is.
+    private mutating func appendName(_ name: [UInt8]) {
+        if name.allSatisfy({ $0 >= 0x20 && $0 < 0x7F }) {
+            bytes.append(contentsOf: name)
+        } else {
+            bytes.append(contentsOf: printableName(name).utf8)
+        }
+    }
+}

@@ -32,24 +32,15 @@ struct LsCommand: ParsableCommand {
             } else {
                 entries = [DirectoryEntry(inode: target.number, name: Array(path.utf8.split(separator: UInt8(ascii: "/")).last ?? []), fileType: 0)]
             }
+            var listing = LongListing()
             for e in entries {
                 guard l else { out.line(printableName(e.name)); continue }
                 let inode = try fs.inode(e.inode)
-                out.line(try longLine(fs, inode, name: e.name))
+                listing.append(inode, name: e.name, target: inode.fileType == .symlink ? try fs.readLink(inode) : nil)
+                if listing.bytes.count >= 1 << 16 { out.write(listing.bytes); listing.removeAll() }
             }
+            out.write(listing.bytes)
         }
     }
 }
 
-func longLine(_ fs: Filesystem, _ inode: Inode, name: [UInt8]) throws(HoldfastError) -> String {
-    var sizeField = String(inode.size)
-    if inode.fileType == .characterDevice || inode.fileType == .blockDevice {
-        let d = inode.device
-        sizeField = "\(d.major), \(d.minor)"
-    }
-    var line = "\(modeString(inode.mode)) \(pad(String(inode.linksCount), 3)) \(pad(String(inode.uid), 5)) \(pad(String(inode.gid), 5)) \(pad(sizeField, 10)) \(shortTime(inode.modificationTime)) \(printableName(name))"
-    if inode.fileType == .symlink { line += " -> " + printableName(try fs.readLink(inode)) }
-    return line
-}
-
-func pad(_ s: String, _ width: Int) -> String { String(repeating: " ", count: max(0, width - s.count)) + s }

@@ -111,6 +111,50 @@ public final class BufferCache: Sendable {
         return Array(try self.block(block)[offset..<(offset + count)])
     }
 
+    /// Reads the uncached blocks from `first` (up to `count`, stopping at the first cached one)
+    /// into the cache in one vectored read: inode-table readahead, as ext4's inode_readahead_blks.
+    /// Opportunistic: short of memory it reads fewer or none, and a failed read only reports false.
+    @discardableResult
+    public func readAhead(_ first: UInt64, count: Int) -> Bool {
+        let run = state.withLock { s -> Int in
+            var n = 0
+            while n < count, s.index[first + UInt64(n)] == nil { n += 1 }
+            return n
+        }
+        guard run > 0, budget.charge(run * Self.indexEntryBytes, at: .bufferIndex) else { return false }
+        var pages: [Page] = []
+        pages.reserveCapacity(run)
+        while pages.count < run, let p = budget.allocatePage(at: .bufferBlock) { pages.append(p) }
+        if pages.count < run { budget.uncharge((run - pages.count) * Self.indexEntryBytes, for: .bufferIndex) }
+        guard !pages.isEmpty else { return false }
+        do {
+            try read(blocks: first, scattering: pages.map { budget.bytes($0) })
+        } catch {
+            for p in pages { budget.freePage(p, for: .bufferBlock) }
+            budget.uncharge(pages.count * Self.indexEntryBytes, for: .bufferIndex)
+            return false
+        }
+        var unused: [Page] = []
+        state.withLock { s in
+            for (k, page) in pages.enumerated() {
+                let block = first + UInt64(k)
+                // Another thread read (or changed) it meanwhile: its copy is the one to keep.
+                if s.index[block] != nil { unused.append(page); continue }
+                let slot = Slot(block: block, page: page, prev: -1, next: -1)
+                let i: Int
+                if let f = s.free.popLast() { s.slots[f] = slot; i = f } else { s.slots.append(slot); i = s.slots.count - 1 }
+                s.index[block] = i
+                Self.pushFront(&s, i)
+            }
+        }
+        for p in unused { budget.freePage(p, for: .bufferBlock) }
+        if !unused.isEmpty { budget.uncharge(unused.count * Self.indexEntryBytes, for: .bufferIndex) }
+        return true
+    }
+
+    /// Is `block` in the cache?
+    public func contains(_ block: UInt64) -> Bool { state.withLock { $0.index[block] != nil } }
+
     /// Reads one block without caching it.
     public func readBlock(_ block: UInt64) throws -> [UInt8] {
         var data = [UInt8](repeating: 0, count: blockSize)

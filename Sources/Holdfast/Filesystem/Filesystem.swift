@@ -87,6 +87,10 @@ public final class Filesystem: Sendable {
     /// The write path's state (the running transaction, free counts, the orphan list), behind
     /// the write lock.
     let writer: Locked<WriteState>?
+    /// The inode table of the group read last, as its descriptor gave it (checksum verified):
+    /// a listing reads inodes of one group after another without decoding the descriptor each time.
+    /// Inode tables never move while an image is open.
+    let lastInodeTable = Locked<InodeTableSpan?>(nil)
     /// The block groups' buddy bitmaps, for the allocator.
     let buddies: BuddyCache?
     /// Memory set aside for the orphan work of last closes (`Eviction.swift`).
@@ -354,10 +358,31 @@ public final class Filesystem: Sendable {
 
     /// Inode `number` (in range) decoded from its slot in the inode table.
     private func readInodeFromTable(_ number: UInt32) throws -> Inode {
-        let gd = try descriptor(geometry.inodeSlot(number).group)
-        let (block, offset) = geometry.inodeLocation(number, inodeTable: gd.inodeTable)
+        let table = try inodeTable(geometry.inodeSlot(number).group)
+        let (block, offset) = geometry.inodeLocation(number, inodeTable: table.start)
+        // A miss reads ahead through the used part of the table, up to 32 blocks (ext4's
+        // inode_readahead_blks): a listing then costs one read per 32 blocks of inodes.
+        if block < table.usedEnd, block < superblock.blocksCount, !cache.contains(block) {
+            let count = min(Self.inodeReadaheadBlocks, table.usedEnd - block, superblock.blocksCount - block)
+            if count > 1 { cache.readAhead(block, count: Int(count)) }
+        }
         let bytes = try metadataBytes(block, at: offset, count: Int(superblock.inodeSize), for: .inode, inode: number)
         return try Inode(bytes, number: number, superblock: superblock)
+    }
+
+    static let inodeReadaheadBlocks: UInt64 = 32
+
+    /// Where group `group`'s inode table lies, and the end of its used part (bg_itable_unused,
+    /// where group checksums vouch for it).
+    func inodeTable(_ group: UInt32) throws -> InodeTableSpan {
+        if let last = lastInodeTable.withLock({ $0 }), last.group == group { return last }
+        let gd = try descriptor(group)
+        let perBlock = UInt64(superblock.blockSize / Int(superblock.inodeSize))
+        let unused = superblock.hasGDTChecksums || superblock.hasMetadataChecksums ? min(gd.inodeTableUnused, superblock.inodesPerGroup) : 0
+        let used = UInt64(superblock.inodesPerGroup - unused)
+        let span = InodeTableSpan(group: group, start: gd.inodeTable, usedEnd: gd.inodeTable + (used + perBlock - 1) / perBlock)
+        lastInodeTable.withLock { $0 = span }
+        return span
     }
 
     /// Inode `number` as an entry of `directory` names it: a freed inode there is corruption.
@@ -373,4 +398,11 @@ public final class Filesystem: Sendable {
         }
         return inode
     }
+}
+
+/// A group's inode table: its first block and the end of its used part.
+struct InodeTableSpan: Sendable {
+    let group: UInt32
+    let start: UInt64
+    let usedEnd: UInt64
 }
