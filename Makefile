@@ -3,7 +3,7 @@ SHELL := /bin/bash
 DEMO_DIR ?= /tmp/holdfast-demo
 APT_PACKAGES := e2fsprogs python3 attr acl time fuse3 libfuse3-dev pkg-config fio
 
-.PHONY: deps build release demo test test-tsan crash check-layers docs bench bench-mkfs bench-mount bench-fsync bench-memory bench-write-memory bench-writeback clean
+.PHONY: deps build release demo test test-tsan crash fuzz check-layers docs bench bench-ls bench-mkfs bench-mount bench-fsync bench-memory bench-write-memory bench-writeback clean
 
 # Installs what the tests and the demo use, when something is missing.
 deps:
@@ -63,6 +63,15 @@ test: deps check-layers
 	swift build --build-tests
 	swift test --skip-build
 	$(MAKE) test-tsan
+	FUZZ_SEED=1 $(MAKE) fuzz FUZZ_SECONDS=60
+
+# The fuzz targets (Fuzz/): libFuzzer with AddressSanitizer over hostile images (read, write),
+# journals and directory blocks, FUZZ_SECONDS each (make test runs 60 s each; a campaign, e.g.
+# FUZZ_SECONDS=7200 FUZZ_PARALLEL=2). Corpora grow in .build-fuzz/corpus; a finding fails the
+# run and is kept in .build-fuzz/findings.
+FUZZ_SECONDS ?= 600
+fuzz: deps
+	Fuzz/run.sh $(FUZZ_SECONDS)
 
 # The crash campaign: every crash state of eleven workloads (nine CLI, two through the library)
 # recovered by Holdfast and judged by e2fsck, and by the kernel on each state (make test runs
@@ -89,6 +98,11 @@ docs:
 # Side-by-side benchmark against debugfs rdump (not a test).
 bench: deps release
 	scripts/bench_extract.sh --holdfast .build/release/holdfast
+	scripts/bench_ls.sh --holdfast .build/release/holdfast
+
+# holdfast ls -l beside debugfs -R 'ls -l' on a 20,000-entry directory (part of make bench).
+bench-ls: deps release
+	scripts/bench_ls.sh --holdfast .build/release/holdfast
 
 # Side-by-side benchmark of holdfast mkfs --from against mke2fs -d (not a test).
 bench-mkfs: deps release
@@ -116,4 +130,4 @@ bench-memory:
 	.build/release/holdfast-membench
 
 clean:
-	rm -rf .build .build-tsan $(DEMO_DIR)
+	rm -rf .build .build-tsan .build-fuzz $(DEMO_DIR)

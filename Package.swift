@@ -70,3 +70,17 @@ let package = Package(
     ],
     swiftLanguageModes: [.v6]
 )
+
+// Fuzz targets (Fuzz/, `make fuzz`): libFuzzer harnesses over hostile images, built only when
+// HOLDFAST_FUZZ=1 with -sanitize=fuzzer,address; a plain build never sees them (they have no main).
+if Context.environment["HOLDFAST_FUZZ"] == "1" {
+    // lld: gold fails on the sanitizers' objects.
+    let lld: [LinkerSetting] = [.unsafeFlags(["-use-ld=lld"])]
+    package.targets += [
+        .target(name: "FuzzSupport", dependencies: ["Holdfast"], path: "Fuzz/Support"),
+        .executableTarget(name: "fuzz-read", dependencies: ["FuzzSupport", "Holdfast"], path: "Fuzz/Read", linkerSettings: lld),
+        .executableTarget(name: "fuzz-write", dependencies: ["FuzzSupport", "Holdfast"], path: "Fuzz/Write", linkerSettings: lld),
+        .executableTarget(name: "fuzz-journal", dependencies: ["FuzzSupport", "HoldfastFormat", "HoldfastJournal"], path: "Fuzz/Journal", linkerSettings: lld),
+        .executableTarget(name: "fuzz-directory", dependencies: ["FuzzSupport", "HoldfastFormat"], path: "Fuzz/Directory", linkerSettings: lld),
+    ]
+}

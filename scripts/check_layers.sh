@@ -33,13 +33,18 @@ declare -A allowed=(
   [Tests/HoldfastCacheTests]="Holdfast HoldfastCache HoldfastDevice HoldfastMemory HoldfastTestSupport Foundation Testing"
   [Tests/HoldfastTests]="Holdfast HoldfastHost HoldfastFormat HoldfastMemory HoldfastCache HoldfastDevice HoldfastTestSupport Logging Foundation Testing"
   [Tests/HoldfastCLITests]="Holdfast HoldfastDevice HoldfastTestSupport Foundation Testing"
+  [Fuzz/Support]="Holdfast"
+  [Fuzz/Read]="FuzzSupport Holdfast"
+  [Fuzz/Write]="FuzzSupport Holdfast"
+  [Fuzz/Journal]="FuzzSupport HoldfastFormat HoldfastJournal"
+  [Fuzz/Directory]="FuzzSupport HoldfastFormat"
 )
 
 failures=0
 fail() { echo "check-layers: $*" >&2; failures=$((failures + 1)); }
 
 # Every target folder must be in the table: a new target says where it sits.
-for dir in Sources/* Tests/*; do
+for dir in Sources/* Tests/* Fuzz/*; do
   [ -d "$dir" ] || continue
   [ -n "${allowed[$dir]+set}" ] || fail "$dir is not in the layer table of scripts/check_layers.sh (add it, and to docs/architecture.md)"
 done
