@@ -14,6 +14,7 @@ public enum Structure: String, Sendable, Equatable {
     case xattrBlock = "xattr block"
     case symlink = "symlink"
     case journalSuperblock = "journal superblock"
+    case orphanFile = "orphan file"
     case journal = "journal"
     case image = "image"
 }

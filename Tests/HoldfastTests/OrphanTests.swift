@@ -21,17 +21,51 @@ struct OrphanTests {
         return UInt32(line.split(separator: ":")[1].trimmingCharacters(in: .whitespaces))
     }
 
+    /// The image features the orphan suites run with: the old chain (bookworm's mkfs default) and
+    /// the orphan file that mkfs has made by default since e2fsprogs 1.47.0.
+    static let kinds: [[String]] = [[], ["-O", "orphan_file,metadata_csum_seed"]]
+
+    /// Every orphan the image names, as debugfs reads it: the chain's head and the orphan file's
+    /// slots (through its inode's data, 8-byte tail per block left out).
+    static func orphans(_ image: String, _ scratch: Scratch) throws -> [UInt32] {
+        var found: [UInt32] = []
+        if let head = try firstOrphan(image) { found.append(head) }
+        let header = try Support.sh(["dumpe2fs", "-h", image])
+        guard let line = header.split(separator: "\n").first(where: { $0.hasPrefix("Orphan file inode:") }),
+              let inode = UInt32(line.split(separator: ":")[1].trimmingCharacters(in: .whitespaces)),
+              let sizeLine = header.split(separator: "\n").first(where: { $0.hasPrefix("Block size:") }),
+              let blockSize = Int(sizeLine.split(separator: ":")[1].trimmingCharacters(in: .whitespaces)) else { return found }
+        let out = scratch.path("orphan-file-\(UUID().uuidString)")
+        try Support.sh(["debugfs", "-R", "dump <\(inode)> \(out)", image])
+        let bytes = Array(try Data(contentsOf: URL(fileURLWithPath: out)))
+        for start in stride(from: 0, to: bytes.count, by: blockSize) {
+            for at in stride(from: start, to: start + blockSize - 8, by: 4) {
+                let n = UInt32(bytes[at]) | UInt32(bytes[at + 1]) << 8 | UInt32(bytes[at + 2]) << 16 | UInt32(bytes[at + 3]) << 24
+                if n != 0 { found.append(n) }
+            }
+        }
+        return found
+    }
+
+    static func hasFeature(_ image: String, _ name: String) throws -> Bool {
+        let header = try Support.sh(["dumpe2fs", "-h", image])
+        let line = header.split(separator: "\n").first { $0.hasPrefix("Filesystem features:") } ?? ""
+        return line.split(separator: " ").contains { $0 == name }
+    }
+
     /// e2fsck -fn, and the free block count it agrees with.
     static func expectCleanWithFree(_ image: String, _ free: UInt64, sourceLocation: SourceLocation = #_sourceLocation) throws {
         try Images.expectClean(image, sourceLocation: sourceLocation)
         #expect(try freeBlocks(image) == free, "free blocks", sourceLocation: sourceLocation)
     }
 
-    @Test("an unlinked open file keeps its data until the last close; a crash leaves it to the kernel or to Holdfast", arguments: [1024, 4096])
-    func unlinkWhileOpen(blockSize: Int) throws {
+    @Test("an unlinked open file keeps its data until the last close; a crash leaves it to the kernel or to Holdfast",
+          arguments: [1024, 4096], kinds)
+    func unlinkWhileOpen(blockSize: Int, features: [String]) throws {
         let s = try Scratch()
         let image = s.path("o.img")
-        try Images.make(image, blockSize: blockSize, megabytes: 64)
+        try Images.make(image, blockSize: blockSize, megabytes: 64, extra: features)
+        let orphanFile = !features.isEmpty
         let baseline = try Self.freeBlocks(image)
         let fs = try Images.openWritable(image)
         let data = (0..<(3 << 20)).map { UInt8(truncatingIfNeeded: $0 &* 7 &+ $0 >> 11) }
@@ -57,20 +91,25 @@ struct OrphanTests {
         let crashed = s.path("crash.img"), crashed2 = s.path("crash2.img")
         try Support.sh(["cp", "--sparse=always", image, crashed])
         try Support.sh(["cp", "--sparse=always", image, crashed2])
-        #expect(try Self.firstOrphan(crashed) == f)
+        // The orphan is where the kernel would put it: in the orphan file when there is one
+        // (with orphan_present set), else at the head of the chain.
+        #expect(try Self.orphans(crashed, s) == [f])
+        #expect(try Self.firstOrphan(crashed) == (orphanFile ? nil : f))
+        #expect(try Self.hasFeature(crashed, "orphan_present") == orphanFile)
         let dumped = try Support.sh(["debugfs", "-R", "stat <\(f)>", crashed])
         #expect(dumped.contains("Links: 0"))
         let reopened = try Images.openWritable(crashed2)
         #expect(try reopened.spaceUsage().freeBlocks > held, "Holdfast's open frees the orphan")
         try reopened.close()
-        #expect(try Self.firstOrphan(crashed2) == nil)
+        #expect(try Self.orphans(crashed2, s) == [])
+        #expect(try !Self.hasFeature(crashed2, "orphan_present"), "a clean close clears orphan_present")
         let expectedFree = try Self.freeBlocks(crashed2)
         #expect(expectedFree == heldNow + doomedBlocks, "exactly the orphan's blocks come back")
         try Self.expectCleanWithFree(crashed2, expectedFree)
         #expect(try Support.sh(["debugfs", "-R", "cat /kept", crashed2]) == "still here\n")
         if Support.canLoopMount {
             try Support.withLoopMount(crashed, options: "rw,loop") { _ in }
-            #expect(try Self.firstOrphan(crashed) == nil)
+            #expect(try Self.orphans(crashed, s) == [])
             try Self.expectCleanWithFree(crashed, expectedFree)
         } else {
             print("loop mounts are not permitted here: skipping the kernel's orphan clean-up of the crash image")
@@ -83,16 +122,62 @@ struct OrphanTests {
         try second.close()
         #expect(try fs.spaceUsage().freeBlocks == expectedFree)
         try fs.close()
-        #expect(try Self.firstOrphan(image) == nil)
+        #expect(try Self.orphans(image, s) == [])
         try Self.expectCleanWithFree(image, expectedFree)
         #expect(baseline > expectedFree, "/kept and the directories still hold blocks")
     }
 
-    @Test("files open at close are freed by close; several orphans unlink in any order")
-    func orphansAtClose() throws {
+    @Test("orphans the kernel left in its orphan file (a crash) are freed by Holdfast's writable open, as by the kernel's mount")
+    func kernelOrphanFile() throws {
+        try Support.requireLoopMount("the kernel's orphan file")
+        let s = try Scratch()
+        let image = s.path("k.img"), crashed = s.path("crash.img")
+        try Images.make(image, blockSize: 1024, megabytes: 64, extra: ["-O", "orphan_file,metadata_csum_seed"])
+        // Three files unlinked while open, committed (syncfs), and the image copied while they are
+        // still open: a crash, with the orphan slots in the journal.
+        try Support.withLoopMount(image, options: "rw,loop") { mnt in
+            try Support.sh(["python3", "-c", """
+                import os, subprocess, sys
+                mnt, copy_from, copy_to = sys.argv[1:4]
+                fds = []
+                for i in range(3):
+                    path = f"{mnt}/doomed{i}"
+                    fd = os.open(path, os.O_CREAT | os.O_RDWR)
+                    os.write(fd, bytes([i]) * 150_000)
+                    os.fsync(fd)
+                    os.unlink(path)
+                    fds.append(fd)
+                open(f"{mnt}/kept", "w").write("kept\\n")
+                subprocess.run(["sync", "-f", mnt], check=True)
+                subprocess.run(["cp", "--sparse=always", copy_from, copy_to], check=True)
+                for fd in fds: os.close(fd)
+                """, mnt, image, crashed])
+        }
+        // What the kernel's log holds, replayed by e2fsprogs: three slots and orphan_present.
+        let replayed = s.path("replayed.img"), kernels = s.path("kernel.img")
+        try Support.sh(["cp", "--sparse=always", crashed, replayed])
+        try Support.sh(["cp", "--sparse=always", crashed, kernels])
+        _ = try Support.run(["e2fsck", "-E", "journal_only", "-y", replayed])
+        #expect(try Self.orphans(replayed, s).count == 3)
+        #expect(try Self.hasFeature(replayed, "orphan_present"))
+
+        let fs = try Images.openWritable(crashed)
+        #expect(try fs.resolve("/kept").size == 5)
+        try fs.close()
+        #expect(try Self.orphans(crashed, s) == [])
+        #expect(try !Self.hasFeature(crashed, "orphan_present"))
+        // The kernel's own mount of the same crash frees exactly as much.
+        try Support.withLoopMount(kernels, options: "rw,loop") { _ in }
+        #expect(try Self.orphans(kernels, s) == [])
+        try Self.expectCleanWithFree(crashed, try Self.freeBlocks(kernels))
+        try Images.expectClean(kernels)
+    }
+
+    @Test("files open at close are freed by close; several orphans unlink in any order", arguments: kinds)
+    func orphansAtClose(features: [String]) throws {
         let s = try Scratch()
         let image = s.path("o.img")
-        try Images.make(image, blockSize: 1024, megabytes: 32)
+        try Images.make(image, blockSize: 1024, megabytes: 32, extra: features)
         let baseline = try Self.freeBlocks(image)
         let fs = try Images.openWritable(image)
         var handles: [OpenFile] = []
@@ -107,7 +192,11 @@ struct OrphanTests {
         try handles[4].close()
         try handles[0].close()
         try fs.sync()
-        #expect(try Self.firstOrphan(image) != nil)
+        if features.isEmpty {
+            #expect(try Self.firstOrphan(image) != nil)
+        } else {
+            #expect(try Set(Self.orphans(image, s)) == [handles[1].inode, handles[3].inode], "f1 and f3 hold slots")
+        }
         try fs.close()   // f1 and f3 are still open: close frees them
         try Self.expectCleanWithFree(image, baseline)
     }

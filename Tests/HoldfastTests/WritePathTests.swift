@@ -126,12 +126,12 @@ struct WritePathTests {
         }
     }
 
-    @Test("the kernel and Holdfast take turns writing one image")
-    func roundTrip() throws {
+    @Test("the kernel and Holdfast take turns writing one image", arguments: [[], ["-O", "orphan_file,metadata_csum_seed"]])
+    func roundTrip(features: [String]) throws {
         try Support.requireLoopMount("the round trip")
         let scratch = try Scratch()
         let image = scratch.path("rt.img")
-        try Images.make(image, blockSize: 4096, megabytes: 128)
+        try Images.make(image, blockSize: 4096, megabytes: 128, extra: features)
         let tree = scratch.path("tree")
         try Support.sh(["cp", "-a", Trees.small, tree])
         var fs = try Images.openWritable(image)
@@ -293,11 +293,13 @@ struct WritePathTests {
         #expect(Bytes(try Images.dumped(image, "/p", scratch)) == Bytes(Array(data[..<written])))
     }
 
-    @Test("a failure at any allocation rolls the operation back (or, for buddies, falls back to the bitmap)", arguments: ["buffer", "journal", "page", "allocator"])
-    func faultSweep(category: String) throws {
+    @Test("a failure at any allocation rolls the operation back (or, for buddies, falls back to the bitmap)",
+          arguments: [("buffer", ""), ("journal", ""), ("page", ""), ("allocator", ""),
+                      ("buffer", "orphan_file,metadata_csum_seed"), ("journal", "orphan_file,metadata_csum_seed")])
+    func faultSweep(category: String, features: String) throws {
         let scratch = try Scratch()
         let pristine = scratch.path("pristine.img")
-        try Images.make(pristine, blockSize: 1024, megabytes: 16)
+        try Images.make(pristine, blockSize: 1024, megabytes: 16, extra: features.isEmpty ? [] : ["-O", features])
         _ = try FaultSweep.run(pristine: pristine, category: category, limit: 2000) { fs, attempt in
             attempt { try fs.makeDirectories(path: "/d/e", owner: Ownership(permissions: 0o755)) }
             attempt {
@@ -307,6 +309,12 @@ struct WritePathTests {
             attempt { for i in 0..<200 { try fs.create(path: "/d/e/name-\(i)-padding-padding", kind: .regular, owner: Ownership(permissions: 0o644)) } }
             attempt { try fs.rename(path: "/d/f", to: "/d/e/g") }
             attempt { try fs.unlink(path: "/d/e/name-7-padding-padding") }
+            // An orphan: unlinked while open (the chain, or a slot of the orphan file), then freed.
+            attempt {
+                let open = try fs.openFile(try fs.resolve("/d/e/g").number)
+                try fs.unlink(path: "/d/e/g")
+                try open.close()
+            }
         }
     }
 }

@@ -136,6 +136,8 @@ extension Filesystem {
                     // still carry needs_recovery.
                     var last = SuperblockRecord(raw: sealedSuperblock(state))
                     last.featureIncompat.remove(.recover)
+                    // orphan_present goes with an empty orphan file, as at the kernel's unmount.
+                    if let file = state.orphanFile, file.slots.isEmpty { last.featureROCompat.remove(.orphanPresent) }
                     if !unwritten.isEmpty { last.state.remove(.cleanlyUnmounted) }
                     last.seal()
                     try writeSuperblockHome(last.raw)

@@ -111,7 +111,7 @@ extension Filesystem {
                       try ctx.mappedEnd(rec) > (size + bs - 1) / bs + truncateStepBlocks else { return false }
                 if !keepTimes { try ctx.dropFileCapabilities(&rec) }
                 try ctx.truncateTail(&rec, to: size)
-                if !ctx.isOrphan(inode) { ctx.addOrphan(&rec) }
+                if !ctx.isOrphan(inode) { try ctx.addOrphan(&rec) }
                 if !keepTimes {
                     let now = Operation.now()
                     rec.modificationTime = now

@@ -187,7 +187,7 @@ extension Operation {
         }
         if type != .directory && fs.isOpen(state, number) {
             // Still open: it stays, with its blocks, on the orphan list until the last close.
-            if !isOrphan(number) { addOrphan(&rec) }
+            if !isOrphan(number) { try addOrphan(&rec) }
             try store(rec)
             return
         }

@@ -2,9 +2,10 @@ import HoldfastCache
 import HoldfastFormat
 import HoldfastMemory
 
-/// The orphan list (the kernel's s_last_orphan chain): inodes whose last link went while a file
-/// description still had them open, and files in the middle of a truncate that takes several
-/// handles. The superblock names the first orphan; each orphan's i_dtime names the next. Whoever
+/// The orphan list (the kernel's s_last_orphan chain, and the orphan file where the image has one:
+/// OrphanFile.swift): inodes whose last link went while a file description still had them open,
+/// and files in the middle of a truncate that takes several handles. On the chain the superblock
+/// names the first orphan and each orphan's i_dtime the next. Whoever
 /// opens the image next (the kernel at mount, Holdfast at a writable open) finishes the work: an
 /// orphan without links is freed, one with links is cut back to its i_size. So an interrupted
 /// operation leaks no blocks and no inodes.
@@ -18,17 +19,27 @@ extension Operation {
         return state.orphans.contains(number)
     }
 
-    /// Puts `rec` at the head of the list; the caller stores `rec`.
-    func addOrphan(_ rec: inout InodeRecord) {
+    /// Makes `rec` an orphan: in a free slot of the orphan file where the image has one, else at
+    /// the head of the list; the caller stores `rec`.
+    func addOrphan(_ rec: inout InodeRecord) throws {
         precondition(!isOrphan(rec.number))
-        rec.deletionTime = orphanHead
-        pending.orphanHead = rec.number
+        if try !addToOrphanFile(rec.number) {
+            rec.deletionTime = orphanHead
+            pending.orphanHead = rec.number
+        }
         pending.orphansRemoved.remove(rec.number)
         pending.orphansAdded.insert(rec.number)
     }
 
-    /// Takes `rec` off the list (its successor takes its place); the caller stores `rec`.
+    /// Takes `rec` off the orphan file or the list (its successor takes its place there); the
+    /// caller stores `rec`.
     func removeOrphan(_ rec: inout InodeRecord) throws {
+        if let slot = orphanSlot(rec.number) {
+            try removeFromOrphanFile(rec.number, slot)
+            pending.orphansAdded.remove(rec.number)
+            pending.orphansRemoved.insert(rec.number)
+            return
+        }
         let next = rec.deletionTime
         if orphanHead == rec.number {
             pending.orphanHead = next
@@ -123,14 +134,20 @@ extension Filesystem {
 
     /// At a writable open: finishes every orphan the last user of the image left (as the kernel
     /// does at mount), so nothing they held stays allocated.
+    /// Orphans in the orphan file (journaled images with orphan_file) come first, then the chain.
     func cleanUpOrphans() throws -> Int {
-        let chain = try mutate(credits: 1) { ctx in
-            let chain = try ctx.orphanChain()
-            ctx.pending.orphansAdded.formUnion(chain)
-            return chain
+        let orphans = try mutate(credits: 1) { ctx in
+            var orphans: [UInt32] = []
+            if let file = try ctx.loadOrphanFile() {
+                ctx.state.orphanFile = file
+                orphans = file.slots.keys.sorted()
+            }
+            for number in try ctx.orphanChain() where !orphans.contains(number) { orphans.append(number) }
+            ctx.pending.orphansAdded.formUnion(orphans)
+            return orphans
         }
-        for number in chain { try finishOrphan(number) }
-        return chain.count
+        for number in orphans { try finishOrphan(number) }
+        return orphans.count
     }
 }
 

@@ -9,6 +9,9 @@ final class PendingChanges {
     var orphanHead: UInt32?
     var orphansAdded: Set<UInt32> = []
     var orphansRemoved: Set<UInt32> = []
+    /// Orphan-file slots this operation filled and emptied (OrphanFile.swift).
+    var orphanSlotsAdded: [UInt32: OrphanSlot] = [:]
+    var orphanSlotsRemoved: [UInt32: OrphanSlot] = [:]
     /// Bytes [from, to) of a file block to zero once the operation can no longer fail (truncate
     /// and punch edges): in its cached page, else at `device` on the image.
     var zeroing: [(inode: UInt32, index: UInt64, from: Int, to: Int, device: UInt64)] = []
@@ -31,6 +34,15 @@ final class PendingChanges {
         if let head = orphanHead { state.superblock.lastOrphan = head }
         state.orphans.subtract(orphansRemoved)
         state.orphans.formUnion(orphansAdded)
+        if let file = state.orphanFile, !orphanSlotsAdded.isEmpty || !orphanSlotsRemoved.isEmpty {
+            file.apply(added: orphanSlotsAdded, removed: orphanSlotsRemoved)
+            // orphan_present marks a file with slots in use, in the commit that fills or empties them.
+            if file.slots.isEmpty {
+                state.superblock.featureROCompat.remove(.orphanPresent)
+            } else {
+                state.superblock.featureROCompat.insert(.orphanPresent)
+            }
+        }
         state.orderedData.formUnion(heldPages.keys)
     }
 

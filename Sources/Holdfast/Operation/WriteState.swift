@@ -24,6 +24,8 @@ final class WriteState {
     var writtenAtFlush = 0
     /// Inodes on the orphan list (unlinked while open, or in a truncate of several steps).
     var orphans: Set<UInt32> = []
+    /// The orphan file, on journaled images with orphan_file (loaded at the writable open).
+    var orphanFile: OrphanFile?
     /// Files whose pages the running transaction wrote, zeroed or gave blocks (data=ordered: their
     /// data goes to the device before the commit; a commit for one file's fsync writes only these).
     var orderedData: Set<UInt32> = []
@@ -52,8 +54,8 @@ extension Filesystem {
             (sb.featureROCompat.contains(.readonly), "read-only"),
         ]
         for (present, name) in notMaintained where present { why.append("feature \(name) is read but not maintained") }
-        if sb.featureROCompat.contains(.orphanPresent) {
-            why.append("the image has orphan inodes in an orphan file to clean up first (run e2fsck)")
+        if sb.featureROCompat.contains(.orphanPresent) && !(sb.featureCompat.contains(.orphanFile) && sb.featureCompat.contains(.hasJournal)) {
+            why.append("orphan_present is set without a journaled orphan file to find the orphans in (run e2fsck)")
         }
         if sb.state.contains(.errorsDetected) { why.append("the image has errors recorded (run e2fsck)") }
         if sb.blockSize > 65536 { why.append("block size \(sb.blockSize) is larger than 64 KiB") }
