@@ -24,17 +24,28 @@ func changing(_ options: ImageOptions, _ body: (Filesystem) throws -> Void) thro
 struct MkdirCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "mkdir", abstract: "Create a directory in the image.",
-        discussion: "Example:\n  holdfast mkdir disk.img /srv/www -p --mode 755")
+        discussion: """
+            As root's mkdir -m MODE: owner 0:0, and in a setgid directory its group and setgid bit.
+            A MODE with setuid or setgid bits is set exactly; --owner then sets the owner, as chown.
+
+            Example:
+              holdfast mkdir disk.img /srv/www -p --mode 755
+            """)
     @OptionGroup var options: ImageOptions
     @Argument(help: "Directory to create.") var path: String
     @Flag(name: .short, help: "Create missing parents too; an existing directory is not an error.") var parents = false
     @Option(help: "Permission bits, octal.") var mode: String = "755"
-    @Option(help: "Owner of new directories, UID:GID.") var owner: String = "0:0"
+    @Option(help: "Owner of the new directory (the last, with -p), UID:GID.") var owner: String?
 
     func run() throws {
         try changing(options) { fs in
-            let o = try ownership(owner, mode)
-            if parents { try fs.makeDirectories(path: path, owner: o) } else { try fs.create(path: path, kind: .directory, owner: o) }
+            let wanted = try ownership(owner ?? "0:0", mode)
+            let made = Ownership(permissions: wanted.permissions & 0o1777)
+            // -p leaves a directory that is there already as it is.
+            if parents, let existing = try? fs.resolve(path, followFinal: true), existing.fileType == .directory { return }
+            let number = parents ? try fs.makeDirectories(path: path, owner: made) : try fs.create(path: path, kind: .directory, owner: made)
+            if wanted.permissions & 0o6000 != 0 { try fs.setAttributes(number, AttributeChanges(permissions: wanted.permissions)) }
+            if owner != nil { try fs.setAttributes(number, AttributeChanges(uid: wanted.uid, gid: wanted.gid)) }
         }
     }
 }
@@ -106,7 +117,7 @@ struct LnCommand: ParsableCommand {
 struct ChmodCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "chmod", abstract: "Set a file's permission bits (octal).",
-        discussion: "Example:\n  holdfast chmod disk.img 0640 /etc/shadow")
+        discussion: "A symbolic link is followed (a link's own mode cannot change).\n\nExample:\n  holdfast chmod disk.img 0640 /etc/shadow")
     @OptionGroup var options: ImageOptions
     @Argument(help: "Octal mode, e.g. 755 or 4755.") var mode: String
     @Argument(help: "Path inside the image.") var path: String
@@ -114,7 +125,7 @@ struct ChmodCommand: ParsableCommand {
     func run() throws {
         try changing(options) { fs in
             guard let bits = UInt16(mode, radix: 8), bits <= 0o7777 else { throw HoldfastError.invalidArgument("\(mode): give an octal mode up to 7777") }
-            try fs.setAttributes(try fs.resolve(path).number, AttributeChanges(permissions: bits))
+            try fs.setAttributes(try fs.resolve(path, followFinal: true).number, AttributeChanges(permissions: bits))
         }
     }
 }
@@ -122,10 +133,18 @@ struct ChmodCommand: ParsableCommand {
 struct ChownCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "chown", abstract: "Set a file's owner and group (numeric).",
-        discussion: "Example:\n  holdfast chown disk.img 1000:1000 /home/user")
+        discussion: """
+            As the kernel's chown: a symbolic link is followed unless -h is given, and a new owner
+            or group of anything but a directory clears setuid, setgid (where group-execute is
+            set) and the file's capabilities.
+
+            Example:
+              holdfast chown disk.img 1000:1000 /home/user
+            """)
     @OptionGroup var options: ImageOptions
     @Argument(help: "UID:GID, or UID alone to keep the group.") var owner: String
     @Argument(help: "Path inside the image.") var path: String
+    @Flag(name: .customShort("h"), help: "Change a symbolic link itself, not what it points to.") var noDereference = false
 
     func run() throws {
         try changing(options) { fs in
@@ -133,7 +152,7 @@ struct ChownCommand: ParsableCommand {
             guard parts.count <= 2, let uid = UInt32(parts[0]) else { throw HoldfastError.invalidArgument("\(owner): give UID:GID as numbers") }
             let gid = parts.count == 2 ? UInt32(parts[1]) : nil
             if parts.count == 2 && gid == nil { throw HoldfastError.invalidArgument("\(owner): give UID:GID as numbers") }
-            try fs.setAttributes(try fs.resolve(path).number, AttributeChanges(uid: uid, gid: gid))
+            try fs.setAttributes(try fs.resolve(path, followFinal: !noDereference).number, AttributeChanges(uid: uid, gid: gid))
         }
     }
 }
@@ -201,9 +220,12 @@ struct WriteCommand: ParsableCommand {
         try changing(options) { fs in
             let inode: UInt32
             if let existing = try? fs.resolve(path, followFinal: true) {
+                guard existing.fileType == .regular else {
+                    throw existing.fileType == .directory ? HoldfastError.isADirectory(.path(path)) : HoldfastError.invalidArgument("\(path): not a regular file")
+                }
                 inode = existing.number
             } else {
-                inode = try fs.create(path: path, kind: .regular, owner: Ownership(permissions: 0o644))
+                inode = try fs.create(path: try creationPath(fs, path), kind: .regular, owner: Ownership(permissions: 0o644))
             }
             var buffer = [UInt8](repeating: 0, count: 1 << 20)
             var position = offset
@@ -221,6 +243,23 @@ struct WriteCommand: ParsableCommand {
             }
         }
     }
+}
+
+/// Where open(O_CREAT) creates `path`: the path itself, or, when it names a dangling symbolic
+/// link, the link's target (followed, as the kernel follows it, up to 40 links).
+func creationPath(_ fs: Filesystem, _ path: String) throws -> String {
+    var current = path
+    for _ in 0..<40 {
+        guard let node = try? fs.resolve(current), node.fileType == .symlink else { return current }
+        let target = String(decoding: try fs.readLink(node), as: UTF8.self)
+        if target.hasPrefix("/") {
+            current = target
+        } else {
+            let parent = current.split(separator: "/", omittingEmptySubsequences: true).dropLast().joined(separator: "/")
+            current = "/" + (parent.isEmpty ? "" : parent + "/") + target
+        }
+    }
+    throw HoldfastError.tooManySymlinks(.path(path))
 }
 
 /// "UID:GID" and an octal mode as an Ownership.

@@ -61,25 +61,17 @@ extension MountServer {
         respond(req) { () throws(HoldfastError) in
             let dir = inode(parent)
             let name = try name(text, in: dir)
-            let created = try fs.create(name, in: dir, kind: kind, owner: try owner(req, in: dir, mode: mode, directory: kind == .directory),
+            let created = try fs.create(name, in: dir, kind: kind, owner: owner(req, mode: mode),
                                         umask: umask(req))
             try replyEntry(req, created)
         }
     }
 
-    /// The owner of a new inode as the kernel's inode_init_owner makes it: the caller's uid, and
-    /// the caller's gid unless the parent directory is setgid, whose group (and, for a
-    /// directory, whose setgid bit) it then inherits.
-    func owner(_ req: fuse_req_t?, in parent: UInt32, mode: mode_t, directory: Bool) throws(HoldfastError) -> Ownership {
+    /// The caller as the owner of a new inode; the library applies inode_init_owner (a setgid
+    /// parent's group, and for a directory its setgid bit).
+    func owner(_ req: fuse_req_t?, mode: mode_t) -> Ownership {
         let caller = fuse_req_ctx(req)!.pointee
-        var permissions = UInt16(truncatingIfNeeded: mode) & 0o7777
-        var gid = UInt32(caller.gid)
-        let dir = try fs.inode(parent)
-        if dir.mode & 0o2000 != 0 {
-            gid = dir.gid
-            if directory { permissions |= 0o2000 }
-        }
-        return Ownership(uid: UInt32(caller.uid), gid: gid, permissions: permissions)
+        return Ownership(uid: UInt32(caller.uid), gid: UInt32(caller.gid), permissions: UInt16(truncatingIfNeeded: mode) & 0o7777)
     }
 
     /// The caller's umask: the kernel leaves it to this server (DONT_MASK), which applies it
@@ -230,7 +222,7 @@ extension MountServer {
             guard let fi else { throw .invalidArgument("no file info") }
             let dir = inode(parent)
             let name = try name(text, in: dir)
-            let created = try fs.create(name, in: dir, kind: .regular, owner: try owner(req, in: dir, mode: mode, directory: false),
+            let created = try fs.create(name, in: dir, kind: .regular, owner: owner(req, mode: mode),
                                         umask: umask(req))
             let i = try fs.inode(created)
             fi.pointee.fh = try openHandle(created)

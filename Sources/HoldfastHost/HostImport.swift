@@ -46,7 +46,7 @@ struct HostImporter {
         var st = Glibc.stat()
         guard withCPath(leaf, { fstatat(dirFD, $0, &st, AT_SYMLINK_NOFOLLOW) }) == 0 else { throw hostError(path, "stat") }
         let type = st.st_mode & S_IFMT
-        let owner = Ownership(uid: st.st_uid, gid: st.st_gid, permissions: UInt16(st.st_mode & 0o7777))
+        let owner = Ownership(uid: st.st_uid, gid: st.st_gid, permissions: UInt16(st.st_mode & 0o7777), exact: true)
         let times = (access: Timestamp(seconds: Int64(st.st_atim.tv_sec), nanoseconds: UInt32(st.st_atim.tv_nsec)),
                      modification: Timestamp(seconds: Int64(st.st_mtim.tv_sec), nanoseconds: UInt32(st.st_mtim.tv_nsec)))
         let id = HostFileID(device: UInt64(st.st_dev), inode: UInt64(st.st_ino))

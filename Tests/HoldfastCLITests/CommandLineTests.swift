@@ -64,7 +64,7 @@ struct CommandLineTests {
         let s = try Scratch()
         let copy = s.path("repo")
         try Support.sh(["mkdir", "-p", copy + "/scripts"])
-        try Support.sh(["cp", "-r", Support.root + "/Sources", Support.root + "/Tests", copy])
+        try Support.sh(["cp", "-r", Support.root + "/Sources", Support.root + "/Tests", Support.root + "/Fuzz", copy])
         try Support.sh(["cp", Support.scripts + "/check_layers.sh", copy + "/scripts/"])
         let clean = try Support.run([copy + "/scripts/check_layers.sh"])
         #expect(clean.status == 0, "\(clean.stderr)")

@@ -137,7 +137,7 @@ struct OrphanTests {
         // still open: a crash, with the orphan slots in the journal.
         try Support.withLoopMount(image, options: "rw,loop") { mnt in
             try Support.sh(["python3", "-c", """
-                import os, subprocess, sys
+                os, subprocess, sys = __import__("os"), __import__("subprocess"), __import__("sys")
                 mnt, copy_from, copy_to = sys.argv[1:4]
                 fds = []
                 for i in range(3):

@@ -217,7 +217,9 @@ extension Operation {
     func truncateData(_ rec: inout InodeRecord, to size: UInt64) throws {
         let bs = UInt64(blockSize)
         if size > rec.size { try checkFileSize(rec, size) }
-        if size < rec.size {
+        // The same size too: blocks preallocated past the end go, as ext4_setattr truncates
+        // "even if i_size didn't change" (a larger size keeps them).
+        if size <= rec.size {
             try unmapFrom((size + bs - 1) / bs, of: &rec)
         }
         try truncateTail(&rec, to: size)
@@ -320,8 +322,9 @@ extension Operation {
             try punch(&rec, offset: offset, length: length)
         case .zeroRange(let keepSize):
             try punch(&rec, offset: offset, length: length)
-            let first = (offset + bs - 1) / bs, end = (offset + length) / bs
-            if first < end { try preallocate(&rec, first, end) }
+            // Every block the range touches ends up allocated, partial edges that were holes too
+            // (unwritten: they read as zeros), as the kernel's ext4_zero_range leaves them.
+            try preallocate(&rec, offset / bs, (offset + length + bs - 1) / bs)
             if !keepSize && offset + length > rec.size { rec.size = offset + length }
         }
     }
@@ -351,12 +354,14 @@ extension Operation {
     }
 
     /// Frees the whole blocks of [offset, offset+length) and zeroes the written parts of partial ones.
-    /// As the kernel does, the range stops at the end of the block holding i_size (preallocated
-    /// blocks past it stay). The edge zeroing is deferred to the end of the operation, so a
+    /// As the kernel's ext4_punch_hole does, a range past i_size stops at the end of the page
+    /// (4 KiB, or the block when larger) holding i_size: the blocks up to there go, preallocated
+    /// blocks past it stay. The edge zeroing is deferred to the end of the operation, so a
     /// failure before then leaves the data as it was.
     private func punch(_ rec: inout InodeRecord, offset: UInt64, length: UInt64) throws {
         let bs = UInt64(blockSize)
-        let end = min(offset + length, (rec.size + bs - 1) / bs * bs)
+        let page = max(4096, bs)
+        let end = offset + length > rec.size ? (rec.size + page - 1) / page * page : offset + length
         guard offset < end else { return }
         let firstWhole = (offset + bs - 1) / bs, endWhole = end / bs
         if firstWhole < endWhole { try unmapRange(firstWhole, endWhole, of: &rec, free: true) }

@@ -31,6 +31,10 @@ extension Filesystem {
             try mutate(credits: 4) { ctx in
                 var rec = try ctx.inode(inode)
                 if let p = changes.permissions {
+                    // A link's own mode cannot change (lchmod: EOPNOTSUPP on Linux).
+                    guard FileType(mode: rec.mode) != .symlink || p & 0o7777 == rec.mode & 0o7777 else {
+                        throw HoldfastError.unsupported("changing the mode of a symbolic link (inode \(inode))")
+                    }
                     rec.mode = rec.mode & 0xF000 | p & 0o7777
                     try ctx.chmodAccessACL(&rec)
                 }

@@ -107,7 +107,7 @@ extension Filesystem {
             let stepped = try mutate(credits: 64) { ctx -> Bool in
                 var rec = try ctx.inode(inode)
                 let bs = UInt64(blockSize)
-                guard FileType(mode: rec.mode) == .regular, size < rec.size,
+                guard FileType(mode: rec.mode) == .regular, size <= rec.size,
                       try ctx.mappedEnd(rec) > (size + bs - 1) / bs + truncateStepBlocks else { return false }
                 if !keepTimes { try ctx.dropFileCapabilities(&rec) }
                 try ctx.truncateTail(&rec, to: size)

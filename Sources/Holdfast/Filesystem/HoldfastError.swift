@@ -74,6 +74,9 @@ public enum HoldfastError: Error, Sendable, CustomStringConvertible {
     case fileTooLarge(ErrorSubject)
     /// The inode has no extended attribute of that name (ENODATA).
     case noSuchAttribute(String)
+    /// A change the kernel refuses to every caller, root included (EPERM): user.* attributes on
+    /// anything but regular files and directories.
+    case notPermitted(String)
     /// File data held dirty in memory could not be written to the image (close, sync): which
     /// inodes, and the device's last error. The data was never reported written.
     case dataNotWritten(inodes: [UInt32], cause: DeviceError?)
@@ -128,6 +131,7 @@ public enum HoldfastError: Error, Sendable, CustomStringConvertible {
         case .wouldLoop: EINVAL
         case .fileTooLarge: EFBIG
         case .noSuchAttribute: ENODATA
+        case .notPermitted: EPERM
         case .dataNotWritten(_, let cause): cause.map { $0.errno == 0 ? EIO : $0.errno } ?? EIO
         case .partialWrite(_, _, let cause): cause.errno
         case .internal: EIO
@@ -157,6 +161,7 @@ public enum HoldfastError: Error, Sendable, CustomStringConvertible {
         case .wouldLoop(let p): return "\(p): cannot move a directory into itself"
         case .fileTooLarge(let p): return "\(p): past the largest file size this image can hold"
         case .noSuchAttribute(let n): return "\(n): no such extended attribute"
+        case .notPermitted(let what): return "not permitted: \(what)"
         case .dataNotWritten(let inodes, let cause):
             let list = inodes.prefix(20).map { "\($0)" }.joined(separator: ", ") + (inodes.count > 20 ? ", ..." : "")
             return "data of \(inodes.count) file\(inodes.count == 1 ? "" : "s") (inode\(inodes.count == 1 ? "" : "s") \(list)) could not be written to the image"

@@ -1,15 +1,22 @@
 import HoldfastFormat
 
 /// Who a new inode belongs to and its permission bits.
+/// The owner and permission bits of a new inode, as its creator asks for them.
+///
+/// By default the kernel's inode_init_owner applies on top: in a setgid directory the new inode
+/// takes the directory's group, and a new directory its setgid bit too. `exact` sets uid, gid and
+/// permissions as given (an import restoring a tree, or an owner given on the command line).
 public struct Ownership: Sendable, Equatable {
     public var uid: UInt32
     public var gid: UInt32
     public var permissions: UInt16
+    public var exact: Bool
 
-    public init(uid: UInt32 = 0, gid: UInt32 = 0, permissions: UInt16) {
+    public init(uid: UInt32 = 0, gid: UInt32 = 0, permissions: UInt16, exact: Bool = false) {
         self.uid = uid
         self.gid = gid
         self.permissions = permissions & 0o7777
+        self.exact = exact
     }
 }
 
@@ -81,10 +88,16 @@ extension Operation {
         let extra: UInt16 = sb.inodeSize > 128 ? max(32, sb.wantExtraIsize, sb.minExtraIsize) : 0
         var rec = InodeRecord(number: number, inodeSize: Int(sb.inodeSize), extraIsize: min(extra, sb.inodeSize - 128))
         let now = Self.now()
-        let (permissions, acls) = try inheritedPermissions(owner.permissions, from: dir, kind: kind, umask: umask)
+        var requested = owner.permissions
+        var gid = owner.gid
+        if !owner.exact && dir.mode & 0o2000 != 0 {
+            gid = dir.gid
+            if isDirectory { requested |= 0o2000 }
+        }
+        let (permissions, acls) = try inheritedPermissions(requested, from: dir, kind: kind, umask: umask)
         rec.mode = kind.modeBits | permissions
         rec.uid = owner.uid
-        rec.gid = owner.gid
+        rec.gid = gid
         rec.accessTime = times?.access ?? now
         rec.changeTime = now
         rec.modificationTime = times?.modification ?? now

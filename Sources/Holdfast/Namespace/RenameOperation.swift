@@ -38,6 +38,8 @@ extension Operation {
         let destination = try inode(newParent)
         guard FileType(mode: destination.mode) == .directory else { throw HoldfastError.notADirectory(.inode(newParent)) }
         let existing = try lookup(newName, in: destination)
+        // RENAME_NOREPLACE refuses any existing name, the same inode's too (as the kernel's VFS).
+        if existing != nil && mode == .noReplace { throw HoldfastError.exists(subject) }
         if existing == moving && mode != .exchange { return }  // the same link: rename does nothing
         let movingRec = try inode(moving)
         let movingType = FileType(mode: movingRec.mode)

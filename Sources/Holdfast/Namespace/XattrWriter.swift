@@ -97,9 +97,14 @@ extension Operation {
         }
         guard key.name.count <= 255 else { throw HoldfastError.nameTooLong(.attribute(inode: number, name: String(decoding: name, as: UTF8.self))) }
         var rec = try inode(number)
+        let display = String(decoding: name, as: UTF8.self)
+        // The kernel's xattr_permission: user.* only on regular files and directories.
+        let type = FileType(mode: rec.mode)
+        if key.index == Self.userIndex && type != .regular && type != .directory {
+            throw HoldfastError.notPermitted("\(display) on a \(type == .symlink ? "symbolic link" : "special file") (user.* attributes are for files and directories)")
+        }
         var records = try xattrRecords(rec)
         let existing = records.firstIndex { $0.index == key.index && $0.name == key.name }
-        let display = String(decoding: name, as: UTF8.self)
         let isACL = key.index == 2 || key.index == 3
         // An access ACL sets the mode's permission bits; one the mode says all of is not kept
         // (the kernel's posix_acl_update_mode).
@@ -132,6 +137,8 @@ extension Operation {
 }
 
 extension Operation {
+    static let userIndex: UInt8 = 1
+
     /// chmod of an inode with an access ACL: the ACL's owner, mask (or group) and other entries
     /// follow the new mode, as the kernel's posix_acl_chmod.
     func chmodAccessACL(_ rec: inout InodeRecord) throws {
