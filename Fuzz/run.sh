@@ -7,6 +7,7 @@
 # make_seeds.sh generates. A finding (a trap, an AddressSanitizer report, a leak, an input over
 # 1 s, an allocation over the 16 MiB budget + 48 MiB) is saved in .build-fuzz/findings/TARGET
 # and makes the run fail. Prints per target: executions, executions per second, coverage.
+# Then the image corpora are replayed through the holdfast binary (replay.py).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${1:-60}; shift || true
@@ -65,4 +66,17 @@ for t in "${targets[@]}"; do
   fi
 done
 for p in "${pids[@]}"; do wait "$p" || failed=1; done
+
+# The image corpora again, through the holdfast binary itself (no sanitizers): extract and tree
+# each input, which the harnesses do not run; a crash, a slow input or a peak RSS over budget +
+# 48 MiB fails. The release binary is judged at 1 s an input; without one (make test builds
+# only debug), the debug binary at 5 s.
+corpora=()
+for t in "${targets[@]}"; do case $t in read|write) corpora+=("$scratch/corpus/$t") ;; esac; done
+if [ ${#corpora[@]} -gt 0 ]; then
+  if [ -x .build/release/holdfast ]; then binary=.build/release/holdfast; limit=1
+  else swift build --product holdfast 2>&1 | grep -E "error" || true; binary=.build/debug/holdfast; limit=5; fi
+  echo "== replaying ${corpora[*]} through $binary"
+  python3 Fuzz/replay.py --holdfast "$binary" --time-limit "$limit" "${corpora[@]}" || failed=1
+fi
 exit $failed

@@ -48,7 +48,10 @@ struct ExtractCommand: ParsableCommand {
 
     private func usedBytesEstimate(_ fs: Filesystem) -> UInt64 {
         let sb = fs.superblock
-        return (sb.blocksCount - sb.freeBlocksCount) * UInt64(sb.blockSize)
+        // A corrupt superblock may count more free blocks than blocks.
+        let used = sb.blocksCount > sb.freeBlocksCount ? sb.blocksCount - sb.freeBlocksCount : 0
+        let (bytes, overflow) = used.multipliedReportingOverflow(by: UInt64(sb.blockSize))
+        return overflow ? .max : bytes
     }
 }
 

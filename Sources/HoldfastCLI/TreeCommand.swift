@@ -22,8 +22,11 @@ struct TreeCommand: ParsableCommand {
             let out = StdoutWriter()
             out.line(path)
             var dirs = 0, files = 0
+            // The directories on the current path: a corrupt image can list a directory inside
+            // itself, which would otherwise be walked without end.
+            var ancestors: Set<UInt32> = [top.number]
             func walk(_ dir: Inode, _ prefix: String, _ depth: Int) throws {
-                guard depth < 4096 else { throw HoldfastError.corrupt(CorruptionError(.directoryBlock, inode: dir.number, .loop("directory nesting deeper than 4096"))) }
+                guard depth < 2048 else { throw HoldfastError.invalidArgument("directories nested deeper than 2048 levels") }
                 var entries = try fs.directoryEntries(dir).filter { !$0.isDotOrDotDot && (a || $0.name.first != UInt8(ascii: ".")) }
                 entries.sort { $0.name.lexicographicallyPrecedes($1.name) }
                 for (i, e) in entries.enumerated() {
@@ -34,7 +37,11 @@ struct TreeCommand: ParsableCommand {
                     out.line(line)
                     if inode.fileType == .directory {
                         dirs += 1
+                        guard ancestors.insert(inode.number).inserted else {
+                            throw HoldfastError.corrupt(CorruptionError(.directoryBlock, inode: dir.number, .loop("directory inode \(inode.number) is listed inside itself")))
+                        }
                         try walk(inode, prefix + (last ? "    " : "│   "), depth + 1)
+                        ancestors.remove(inode.number)
                     } else {
                         files += 1
                     }

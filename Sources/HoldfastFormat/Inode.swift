@@ -99,6 +99,10 @@ public struct Inode: Sendable {
         uid = UInt32(raw.le16(0x2)) | UInt32(raw.le16(0x78)) << 16
         gid = UInt32(raw.le16(0x18)) | UInt32(raw.le16(0x7A)) << 16
         size = UInt64(raw.le32(0x4)) | UInt64(raw.le32(0x6C)) << 32
+        // As ext4_iget: an i_size that is negative as a loff_t is corruption.
+        guard size <= UInt64(Int64.max) else {
+            throw CorruptionError(.inode, inode: number, .outOfRange(field: "i_size", value: size, limit: UInt64(Int64.max)))
+        }
         deletionTime = raw.le32(0x14)
         linksCount = raw.le16(0x1A)
         flags = raw.le32(0x20)

@@ -50,6 +50,11 @@ public final class Extractor {
     var rootFD: Int32 = -1
     /// Running out of memory ends the walk: it is reported as the run's error, not per entry.
     var fatal: HoldfastError?
+    /// The directories on the path being extracted: a corrupt image can list a directory inside
+    /// itself, and the walk must neither loop nor recurse without end.
+    private var ancestors: Set<UInt32> = []
+    /// Deeper than any host path can reach (PATH_MAX is 4,096 bytes, two a level at least).
+    static let deepestNesting = 2048
 
     public init(_ fs: Filesystem, options: ExtractOptions = ExtractOptions(),
                 onProgress: @escaping (ExtractProgress) -> Void = { _ in },
@@ -187,10 +192,18 @@ public final class Extractor {
         do {
             switch inode.fileType {
             case .directory:
+                guard !ancestors.contains(inode.number) else {
+                    throw HoldfastError.corrupt(CorruptionError(.directoryBlock, inode: parent, .loop("directory inode \(inode.number) is listed inside itself")))
+                }
+                guard ancestors.count < Self.deepestNesting else {
+                    throw HoldfastError.invalidArgument("directories nested deeper than \(Self.deepestNesting) levels")
+                }
                 let fd = try makeDirectory(dirFD, name, shown)
                 defer { close(fd) }
                 progress.directories += 1
+                ancestors.insert(inode.number)
                 extractChildren(of: inode, into: fd, relative: childRelative)
+                ancestors.remove(inode.number)
                 applyMetadata(inode, dirFD: -1, name: name, fd: fd, display: shown)
             case .regular:
                 try writeFile(inode, dirFD, name, shown)
