@@ -57,7 +57,7 @@ image orphan-file-1k 2100K  -b 1024 -N 200 -O ^resize_inode,orphan_file,metadata
 image journal-1k     2100K  -b 1024 -N 200 -O ^resize_inode -J size=1
 
 # A journal with transactions to replay: the kernel's, copied while it has the image mounted.
-if mount -o loop "$work/journal-1k.img" "$work/mnt" 2>/dev/null; then
+if [ -f "$work/journal-1k.img" ] && mount -o loop "$work/journal-1k.img" "$work/mnt" 2>/dev/null; then
   for i in 1 2 3; do mkdir "$work/mnt/new$i"; echo "$i" > "$work/mnt/new$i/f"; done
   rm "$work/mnt/numbers"
   sync -f "$work/mnt"
@@ -68,10 +68,12 @@ if mount -o loop "$work/journal-1k.img" "$work/mnt" 2>/dev/null; then
 else
   echo "make_seeds: loop mounts are not permitted here: no seed with a journal to recover" >&2
 fi
-debugfs -R "dump <8> $work/empty.journal" "$work/journal-1k.img" >/dev/null 2>&1
-head -c 32768 "$work/empty.journal" > "$out/journal/empty.journal"
+if [ -f "$work/journal-1k.img" ]; then
+  debugfs -R "dump <8> $work/empty.journal" "$work/journal-1k.img" >/dev/null 2>&1
+  head -c 32768 "$work/empty.journal" > "$out/journal/empty.journal"
+fi
 
-# Directory blocks: the control byte (block size 1 KiB << (byte % 3), checksums when bit 7 is
+# Directory blocks: the control byte (block size 1 KiB << bits 0-1, checksums when bit 7 is
 # set), then the block; a linear block and an htree root, leaf and (1 KiB) index of each image.
 dirblock() {  # dirblock IMAGE PATH INDEX CONTROL NAME
   local block bs

@@ -17,10 +17,14 @@ budget_mb=16                      # Fuzz.memoryBudget
 limit_mb=$((budget_mb + 48))
 
 echo "== building the fuzz targets (release, -sanitize=fuzzer,address)"
+mkdir -p "$scratch"
 for t in "${targets[@]}"; do
-  HOLDFAST_FUZZ=1 swift build -c release --scratch-path "$scratch" -Xswiftc -sanitize=fuzzer,address --product "fuzz-$t" 2>&1 \
-    | grep -E "error|Compiling|Build complete" | grep -v "^\[" || true
-  [ -x "$scratch/release/fuzz-$t" ] || { echo "fuzz: fuzz-$t did not build" >&2; exit 1; }
+  if ! HOLDFAST_FUZZ=1 swift build -c release --scratch-path "$scratch" -Xswiftc -sanitize=fuzzer,address --product "fuzz-$t" \
+       >"$scratch/build-$t.log" 2>&1; then
+    grep -E "error" "$scratch/build-$t.log" | head -20 >&2
+    echo "fuzz: fuzz-$t did not build (log: $scratch/build-$t.log)" >&2
+    exit 1
+  fi
 done
 
 seeds=$scratch/seeds

@@ -2,12 +2,13 @@ import FuzzSupport
 import HoldfastFormat
 
 /// Target (d): directory-block and htree decoding. The first input byte picks the block size
-/// (1, 2 or 4 KiB) and whether checksums are on; the rest is the block (zero-padded). A block
-/// whose entries decode is then edited as the writer edits one: an insert and a remove.
+/// (bits 0-1: 1, 2 or 4 KiB), large_dir (bit 6) and checksums (bit 7); the rest is the block
+/// (zero-padded). A block whose entries decode is then edited as the writer edits one: an insert
+/// and a remove.
 func fuzzDirectory(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
     guard size >= 1 else { return 0 }
     let control = data[0]
-    let blockSize = 1024 << Int(control % 3)
+    let blockSize = 1024 << min(Int(control & 0x3), 2)
     let checksums = control & 0x80 != 0
     var block = [UInt8](repeating: 0, count: blockSize)
     for i in 0..<min(size - 1, blockSize) { block[i] = data[i + 1] }

@@ -8,8 +8,9 @@ import Glibc
 /// an image. A harness ends in success or a typed error; anything else (a trap, an
 /// AddressSanitizer report, a leak, a slow or oversized input) is a finding.
 public enum Fuzz {
-    /// The memory budget of each open; a finding is more than this plus 48 MiB of RSS
-    /// (libFuzzer's -rss_limit_mb, set by `make fuzz`).
+    /// The memory budget of each open. Under AddressSanitizer a finding is one allocation over
+    /// this plus 48 MiB (libFuzzer's -malloc_limit_mb, set by run.sh); the peak RSS per input is
+    /// judged without sanitizers, by replay.py on the corpus.
     public static let memoryBudget = 16 << 20
 
     /// Bytes read from one file, and from one image: a corrupt size may claim terabytes of holes,

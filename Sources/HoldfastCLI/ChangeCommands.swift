@@ -134,9 +134,9 @@ struct ChownCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "chown", abstract: "Set a file's owner and group (numeric).",
         discussion: """
-            As the kernel's chown: a symbolic link is followed unless -h is given, and a new owner
-            or group of anything but a directory clears setuid, setgid (where group-execute is
-            set) and the file's capabilities.
+            As chown(1): a symbolic link is followed unless --no-dereference is given. As the
+            kernel's chown, a new owner or group of anything but a directory clears setuid,
+            setgid (where group-execute is set) and the file's capabilities.
 
             Example:
               holdfast chown disk.img 1000:1000 /home/user
@@ -144,7 +144,7 @@ struct ChownCommand: ParsableCommand {
     @OptionGroup var options: ImageOptions
     @Argument(help: "UID:GID, or UID alone to keep the group.") var owner: String
     @Argument(help: "Path inside the image.") var path: String
-    @Flag(name: .customShort("h"), help: "Change a symbolic link itself, not what it points to.") var noDereference = false
+    @Flag(help: "Change a symbolic link itself, not what it points to (chown -h).") var noDereference = false
 
     func run() throws {
         try changing(options) { fs in
@@ -252,6 +252,8 @@ func creationPath(_ fs: Filesystem, _ path: String) throws -> String {
     for _ in 0..<40 {
         guard let node = try? fs.resolve(current), node.fileType == .symlink else { return current }
         let target = String(decoding: try fs.readLink(node), as: UTF8.self)
+        // A target naming a directory ("dir/") cannot be created as a file (EISDIR).
+        if target.hasSuffix("/") { throw HoldfastError.isADirectory(.path(target)) }
         if target.hasPrefix("/") {
             current = target
         } else {

@@ -33,13 +33,13 @@ struct LsCommand: ParsableCommand {
                 entries = [DirectoryEntry(inode: target.number, name: Array(path.utf8.split(separator: UInt8(ascii: "/")).last ?? []), fileType: 0)]
             }
             var listing = LongListing()
+            defer { out.write(listing.bytes) }  // the lines before an error are shown too
             for e in entries {
                 guard l else { out.line(printableName(e.name)); continue }
                 let inode = try fs.inode(e.inode)
                 listing.append(inode, name: e.name, target: inode.fileType == .symlink ? try fs.readLink(inode) : nil)
                 if listing.bytes.count >= 1 << 16 { out.write(listing.bytes); listing.removeAll() }
             }
-            out.write(listing.bytes)
         }
     }
 }

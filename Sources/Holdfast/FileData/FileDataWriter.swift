@@ -319,6 +319,8 @@ extension Operation {
             try preallocate(&rec, offset / bs, (offset + length + bs - 1) / bs)
             if mode == .allocate && offset + length > rec.size { rec.size = offset + length }
         case .punchHole:
+            // ext4_punch_hole does nothing to a range that starts at or past i_size.
+            guard offset < rec.size else { break }
             try punch(&rec, offset: offset, length: length)
         case .zeroRange(let keepSize):
             try punch(&rec, offset: offset, length: length)

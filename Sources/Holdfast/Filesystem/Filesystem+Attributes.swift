@@ -32,7 +32,7 @@ extension Filesystem {
                 var rec = try ctx.inode(inode)
                 if let p = changes.permissions {
                     // A link's own mode cannot change (lchmod: EOPNOTSUPP on Linux).
-                    guard FileType(mode: rec.mode) != .symlink || p & 0o7777 == rec.mode & 0o7777 else {
+                    guard FileType(mode: rec.mode) != .symlink else {
                         throw HoldfastError.unsupported("changing the mode of a symbolic link (inode \(inode))")
                     }
                     rec.mode = rec.mode & 0xF000 | p & 0o7777

@@ -47,10 +47,12 @@ final class OrphanFile {
 }
 
 extension Operation {
-    /// Reads the orphan file at a writable open, before any change: checks every block and
-    /// returns the inodes its slots hold (a crash, the kernel's or ours, left them for this
-    /// open to finish). nil when the image has no orphan file to use: the feature is off, or
-    /// there is no journal (the kernel keeps no orphans then either).
+    /// Reads the orphan file at a writable open, before any change: checks every block, and
+    /// collects the inodes its slots hold (a crash, the kernel's or ours, left them for this open
+    /// to finish). A slot naming no inode in use (out of range, twice, or a free inode) is
+    /// emptied here, as the kernel's ext4_orphan_get passes over such entries. nil when the image
+    /// has no orphan file to use: the feature is off, or there is no journal (the kernel keeps
+    /// no orphans then either).
     func loadOrphanFile() throws -> OrphanFile? {
         guard sb.featureCompat.contains(.orphanFile), state.transaction.journal != nil else { return nil }
         let number = sb.orphanFileInode
@@ -79,14 +81,23 @@ extension Operation {
         }
         let file = OrphanFile(inode: number, blocks: physical, seed: seed(rec), blockSize: blockSize)
         for (index, block) in physical.enumerated() {
-            let bytes = try handle.read(block)
+            var bytes = try handle.read(block)
             try OrphanBlock.verify(bytes, seed: file.seed, physical: block, inode: number)
+            var emptied = false
             for (slot, orphan) in OrphanBlock.usedSlots(bytes) {
-                guard orphan >= sb.firstInode, orphan <= sb.inodesCount, file.slots[orphan] == nil else {
-                    throw CorruptionError(.orphanFile, inode: number, block: block, .outOfRange(field: "orphan slot \(slot)", value: UInt64(orphan), limit: UInt64(sb.inodesCount)))
+                let inUse = orphan >= sb.firstInode && orphan <= sb.inodesCount && file.slots[orphan] == nil
+                    && (try? inode(orphan))?.mode ?? 0 != 0
+                guard inUse else {
+                    OrphanBlock.setEntry(&bytes, slot, 0)
+                    emptied = true
+                    continue
                 }
                 file.slots[orphan] = OrphanSlot(block: index, slot: slot)
                 file.used[index] += 1
+            }
+            if emptied {
+                OrphanBlock.seal(&bytes, seed: file.seed, physical: block)
+                try handle.write(block, bytes)
             }
         }
         return file

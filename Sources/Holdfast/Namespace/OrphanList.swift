@@ -136,7 +136,8 @@ extension Filesystem {
     /// does at mount), so nothing they held stays allocated.
     /// Orphans in the orphan file (journaled images with orphan_file) come first, then the chain.
     func cleanUpOrphans() throws -> Int {
-        let orphans = try mutate(credits: 1) { ctx in
+        // Credits for the orphan-file blocks whose stray slots the load empties.
+        let orphans = try mutate(credits: 64) { ctx in
             var orphans: [UInt32] = []
             if let file = try ctx.loadOrphanFile() {
                 ctx.state.orphanFile = file

@@ -103,6 +103,10 @@ extension Operation {
         if key.index == Self.userIndex && type != .regular && type != .directory {
             throw HoldfastError.notPermitted("\(display) on a \(type == .symlink ? "symbolic link" : "special file") (user.* attributes are for files and directories)")
         }
+        // A link has no ACL of its own (its mode cannot change): EOPNOTSUPP, as on ext4.
+        if (key.index == 2 || key.index == 3) && type == .symlink {
+            throw HoldfastError.unsupported("POSIX ACLs on a symbolic link (inode \(number))")
+        }
         var records = try xattrRecords(rec)
         let existing = records.firstIndex { $0.index == key.index && $0.name == key.name }
         let isACL = key.index == 2 || key.index == 3
