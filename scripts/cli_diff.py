@@ -63,7 +63,6 @@ above or below it, as the holdfast command line); 2 on usage errors.
 """
 
 import argparse
-import ctypes
 import errno
 import fcntl
 import hashlib
@@ -85,8 +84,6 @@ MAX_REPORTED = 25
 HOLDFAST_TIMEOUT = 120
 LAYOUT_KEYS = ("dir_size", "dir_blocks")   # compared only with --strict
 
-AT_FDCWD = -100
-SYS_RENAMEAT2_X86_64 = 316
 RENAME_FLAGS = {"": 0, "no-clobber": 1, "exchange": 2}   # RENAME_NOREPLACE, RENAME_EXCHANGE
 FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, FALLOC_FL_ZERO_RANGE = 0x01, 0x02, 0x10
 FALLOCATE_MODES = {  # name: (holdfast flags, fallocate(2) mode)
@@ -106,41 +103,7 @@ FILE_TYPES = {
 # --------------------------------------------------------------------------
 # libc calls that the os module lacks
 
-LIBC = ctypes.CDLL(None, use_errno=True)
-
-
-def _libc_function(name, argtypes):
-    function = getattr(LIBC, name, None)
-    if function is not None:
-        function.argtypes = argtypes
-        function.restype = ctypes.c_int
-    return function
-
-
-LIBC_RENAMEAT2 = _libc_function(
-    "renameat2", [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint])
-LIBC_FALLOCATE = _libc_function(
-    "fallocate", [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64])
-
-
-def check_libc(ret):
-    if ret == -1:
-        code = ctypes.get_errno()
-        raise OSError(code, os.strerror(code))
-
-
-def renameat2(source, target, flags):
-    source, target = os.fsencode(source), os.fsencode(target)
-    if LIBC_RENAMEAT2 is not None:
-        check_libc(LIBC_RENAMEAT2(AT_FDCWD, source, AT_FDCWD, target, flags))
-    else:
-        check_libc(LIBC.syscall(
-            ctypes.c_long(SYS_RENAMEAT2_X86_64), ctypes.c_long(AT_FDCWD),
-            source, ctypes.c_long(AT_FDCWD), target, ctypes.c_long(flags)))
-
-
-def fallocate(fd, mode, offset, length):
-    check_libc(LIBC_FALLOCATE(fd, mode, offset, length))
+from libc_calls import fallocate, renameat2  # noqa: E402
 
 
 FS_IOC_FIEMAP = 0xC020660B

@@ -76,9 +76,7 @@ EXT4_SIZE_LIMITS = {  # maximum size of an extent-mapped file per block size
 LAYOUT_KEYS = ("blocks", "dir_size")  # compared only with --strict
 MAX_REPORTED = 25
 
-AT_FDCWD = -100
 AT_SYMLINK_FOLLOW = 0x400
-SYS_RENAMEAT2_X86_64 = 316
 RENAME_NOREPLACE, RENAME_EXCHANGE = 1, 2
 FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE = 0x01, 0x02
 FALLOC_FL_COLLAPSE_RANGE, FALLOC_FL_ZERO_RANGE = 0x08, 0x10
@@ -94,57 +92,24 @@ FILE_TYPES = {
 # --------------------------------------------------------------------------
 # libc calls that the os module lacks
 
-LIBC = ctypes.CDLL(None, use_errno=True)
+from libc_calls import AT_FDCWD, check_libc, fallocate, libc_function, renameat2  # noqa: E402
 
 
 class Timespec(ctypes.Structure):
     _fields_ = [("tv_sec", ctypes.c_long), ("tv_nsec", ctypes.c_long)]
 
 
-def _libc_function(name, argtypes):
-    function = getattr(LIBC, name, None)
-    if function is not None:
-        function.argtypes = argtypes
-        function.restype = ctypes.c_int
-    return function
-
-
-LIBC_RENAMEAT2 = _libc_function(
-    "renameat2", [ctypes.c_int, ctypes.c_char_p, ctypes.c_int,
-                  ctypes.c_char_p, ctypes.c_uint])
-LIBC_LINKAT = _libc_function(
+LIBC_LINKAT = libc_function(
     "linkat", [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_int])
-LIBC_FALLOCATE = _libc_function(
-    "fallocate", [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64])
-LIBC_UTIMENSAT = _libc_function(
+LIBC_UTIMENSAT = libc_function(
     "utimensat", [ctypes.c_int, ctypes.c_char_p,
                   ctypes.POINTER(Timespec), ctypes.c_int])
-
-
-def check_libc(ret):
-    if ret == -1:
-        code = ctypes.get_errno()
-        raise OSError(code, os.strerror(code))
-
-
-def renameat2(source, target, flags):
-    source, target = os.fsencode(source), os.fsencode(target)
-    if LIBC_RENAMEAT2 is not None:
-        check_libc(LIBC_RENAMEAT2(AT_FDCWD, source, AT_FDCWD, target, flags))
-    else:
-        check_libc(LIBC.syscall(
-            ctypes.c_long(SYS_RENAMEAT2_X86_64), ctypes.c_long(AT_FDCWD),
-            source, ctypes.c_long(AT_FDCWD), target, ctypes.c_long(flags)))
 
 
 def link_following(source, target):
     """linkat with AT_SYMLINK_FOLLOW (os.link calls link(), which never follows)."""
     check_libc(LIBC_LINKAT(AT_FDCWD, os.fsencode(source), AT_FDCWD,
                            os.fsencode(target), AT_SYMLINK_FOLLOW))
-
-
-def fallocate(fd, mode, offset, length):
-    check_libc(LIBC_FALLOCATE(fd, mode, offset, length))
 
 
 def utimensat(path, atime, mtime):
