@@ -174,10 +174,10 @@ struct CrashCampaignTests {
 
     /// A 24 MiB image at 1 KiB blocks (its journal the smallest, 1,024 blocks), and where the
     /// pristine copy and the log go.
-    static func freshImage(_ s: Scratch) throws -> (image: String, base: String, log: String) {
+    static func freshImage(_ s: Scratch, features: [String] = []) throws -> (image: String, base: String, log: String) {
         let image = s.path("w.img")
         try Support.sh(["truncate", "-s", "24M", image])
-        try Support.sh(["mkfs.ext4", "-q", "-b", "1024", image])
+        try Support.sh(["mkfs.ext4", "-q", "-b", "1024"] + features + [image])
         return (image, s.path("base.img"), s.path("w.log"))
     }
 
@@ -223,12 +223,14 @@ struct CrashCampaignTests {
     /// Files a library workload keeps open to the end (never closed: the crash comes first).
     final class Held { var files: [OpenFile] = [] }
 
-    static let libraryWorkloads = ["orphans", "free and reuse"].map(Workload.init)
+    /// "orphans in an orphan file" runs the orphans steps on an image with orphan_file (and
+    /// metadata_csum_seed): the slots and orphan_present must recover with the rest.
+    static let libraryWorkloads = ["orphans", "orphans in an orphan file", "free and reuse"].map(Workload.init)
 
     static func librarySteps(_ workload: Workload, _ s: Scratch) throws -> (setup: [Step], steps: [LibraryStep]) {
         let owner = Ownership(permissions: 0o644)
         switch workload.name {
-        case "orphans":
+        case "orphans", "orphans in an orphan file":
             let t = s.path("t")
             try FileManager.default.createDirectory(atPath: t, withIntermediateDirectories: true)
             for i in 0..<4 { try Data(Patterns.random(30_000, seed: UInt64(i + 1))).write(to: URL(fileURLWithPath: "\(t)/f\(i)")) }
@@ -288,7 +290,8 @@ struct CrashCampaignTests {
     @Test("every crash state of a library workload (orphans, freed blocks taken again) recovers clean", arguments: libraryWorkloads)
     func libraryCampaign(workload: Workload) throws {
         let s = try Scratch()
-        let (image, base, log) = try Self.freshImage(s)
+        let features = workload.name == "orphans in an orphan file" ? ["-O", "orphan_file,metadata_csum_seed"] : []
+        let (image, base, log) = try Self.freshImage(s, features: features)
         let (setup, steps) = try Self.librarySteps(workload, s)
         for step in setup {
             let r = try Support.run([Support.holdfast] + step.args.map { $0 == "IMAGE" ? image : $0 })
