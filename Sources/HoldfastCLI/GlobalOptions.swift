@@ -27,7 +27,28 @@ struct ImageOptions: ParsableArguments {
         valueName: "policy"))
     var errors: String = "continue"
 
+    /// One writer per image: an exclusive flock on the image, held until the process exits. A
+    /// mount holds it for its life, so a changing command cannot write under it (and a second
+    /// mount or changing command is refused while one runs). Taken once per process.
+    func lockImage() throws(HoldfastError) {
+        try Self.imageLock.withLock { (held: inout Int32?) throws(HoldfastError) in
+            guard held == nil else { return }
+            let fd = Glibc.open(image, O_RDONLY | O_CLOEXEC)
+            guard fd >= 0 else { throw .hostFile(path: image, operation: "open", errno: errno) }
+            guard flock(fd, LOCK_EX | LOCK_NB) == 0 else {
+                let e = errno
+                Glibc.close(fd)
+                if e == EWOULDBLOCK { throw .invalidArgument("\(image) is in use by another holdfast process (a mount, or a changing command); try again when it ends") }
+                throw .hostFile(path: image, operation: "flock", errno: e)
+            }
+            held = fd  // stays open: the lock lasts as long as this process
+        }
+    }
+
+    private static let imageLock = Mutex<Int32?>(nil)
+
     func open(writable: Bool = false) throws(HoldfastError) -> Filesystem {
+        if writable { try lockImage() }
         guard let bytes = parseSize(memory), bytes >= 1 << 20 else {
             throw .invalidArgument("--memory \(memory): give a size of at least 1M, like 8M or 1G")
         }

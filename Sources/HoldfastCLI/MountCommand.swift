@@ -93,7 +93,7 @@ struct MountCommand: ParsableCommand {
         MountSession.blockStopSignals()
         do {
             try reportingErrors {
-                try lockImage()
+                try options.lockImage()
                 let fs = try options.open(writable: !mount.readOnly)
                 let session: MountSession
                 do { session = try MountSession(fs, image: options.image, at: directory, options: mount) } catch {
@@ -110,19 +110,6 @@ struct MountCommand: ParsableCommand {
             daemon?.failed(error)
             throw error
         }
-    }
-
-    /// One server per image: an exclusive lock held until the process exits.
-    private func lockImage() throws(HoldfastError) {
-        let fd = Glibc.open(options.image, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { throw .hostFile(path: options.image, operation: "open", errno: errno) }
-        guard flock(fd, LOCK_EX | LOCK_NB) == 0 else {
-            let e = errno
-            Glibc.close(fd)
-            if e == EWOULDBLOCK { throw .invalidArgument("\(options.image) is in use by another holdfast mount") }
-            throw .hostFile(path: options.image, operation: "flock", errno: e)
-        }
-        // The descriptor stays open: the lock lasts as long as this process.
     }
 }
 

@@ -151,6 +151,22 @@ struct CommandLineTests {
         try Images.expectClean(img)
     }
 
+    @Test("one writer per image: a changing command is refused while another process holds the image's lock")
+    func oneWriter() throws {
+        let s = try Scratch()
+        let img = s.path("lock.img")
+        try Support.sh(["mkfs.ext4", "-q", "-F", img, "16M"])
+        // This test process holds the lock, as a mount would.
+        let fd = open(img, O_RDONLY)
+        try #require(fd >= 0 && flock(fd, LOCK_EX) == 0)
+        let refused = try Support.run([Support.holdfast, "mkdir", img, "/x"])
+        #expect(refused.status == 1 && refused.stderr.contains("in use by another holdfast process"), "\(refused.stderr)")
+        #expect(try Support.run([Support.holdfast, "ls", img, "/"]).status == 0, "reading needs no lock")
+        close(fd)
+        try Support.sh([Support.holdfast, "mkdir", img, "/x"])
+        try Images.expectClean(img)
+    }
+
     @Test("ls, stat, cat and tree show the image's contents")
     func reading() throws {
         let s = try Scratch()

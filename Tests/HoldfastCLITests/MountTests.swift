@@ -149,7 +149,7 @@ struct MountTests {
         try Images.expectClean(image)
     }
 
-    @Test("usage errors: a missing image, a file as the mount point, an unknown -o word; one server per image")
+    @Test("usage errors: a missing image, a file as the mount point, an unknown -o word; one server per image, no CLI writer beside it")
     func refusals() throws {
         try FuseMount.require("the mount refusals")
         let s = try Scratch()
@@ -168,6 +168,10 @@ struct MountTests {
         try FileManager.default.createDirectory(atPath: second, withIntermediateDirectories: true)
         r = try Support.run([Support.holdfast, "mount", image, second])
         #expect(r.status == 1 && r.stderr.contains("in use"), "\(r.stderr)")
+        // Nor can a changing command write under the server; a reading one may look.
+        r = try Support.run([Support.holdfast, "mkdir", image, "/under"])
+        #expect(r.status == 1 && r.stderr.contains("in use"), "\(r.stderr)")
+        #expect(try Support.run([Support.holdfast, "ls", image, "/"]).status == 0)
         #expect(try mount.unmount() == 0)
         // In the background (no -f): the command returns once mounted; umount, then the lock.
         r = try Support.run([Support.holdfast, "mount", image, dir])
