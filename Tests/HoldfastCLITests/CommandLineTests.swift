@@ -112,7 +112,7 @@ struct CommandLineTests {
     /// is made here with debugfs. Before the fixes: a stack overflow (SIGSEGV) in extract and an
     /// endless tree for a directory listed inside itself, and traps (SIGILL) on an i_size past
     /// Int64.max and on more free blocks than blocks.
-    @Test("hostile images found by fuzzing: a directory inside itself, a negative i_size, impossible free counts")
+    @Test("hostile images found by fuzzing: a directory inside itself, a negative i_size, impossible free counts, a huge directory size")
     func fuzzFindings() throws {
         let s = try Scratch()
         let img = s.path("h.img")
@@ -130,6 +130,15 @@ struct CommandLineTests {
         #expect(FileManager.default.fileExists(atPath: s.path("out/a/b")), "what is sound is extracted")
         let cat = try Support.run([Support.holdfast, "cat", img, "/f"])
         #expect(cat.status == 3, "\(cat.stderr)")
+        // A directory whose i_size claims 2^30 blocks: removing an entry listed every block number
+        // up front (8 GiB) before the fix (fuzz-write, an allocation of 192 MiB at 1 KiB blocks).
+        let big = s.path("big.img")
+        try Support.sh(["mkfs.ext4", "-q", "-F", "-b", "1024", big, "8M"])
+        for command in ["mkdir /big", "write \(s.path("f")) /big/x", "sif /big size 0x10000000000"] {
+            try Support.sh(["debugfs", "-w", "-R", command, big])
+        }
+        let rm = try Support.run([Support.holdfast, "rm", big, "/big/x", "--memory", "16M"])
+        #expect(!rm.signaled && rm.status == 0, "\(rm.status) \(rm.stderr)")
     }
 
     @Test("chown follows a symbolic link unless --no-dereference; a punch that starts past the end frees nothing")

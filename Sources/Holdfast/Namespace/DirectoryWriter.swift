@@ -255,6 +255,9 @@ extension Operation {
     /// Finds the leaf holding `name` (through the index when there is one) and applies `edit` to it.
     private func editEntry(_ dir: InodeRecord, name: [UInt8], _ edit: (inout [UInt8]) -> UInt32?) throws -> UInt32? {
         let bs = UInt64(blockSize)
+        // Indexed: the leaves the hash leads to. Linear: every block in turn, walked without a
+        // list (a corrupt i_size may claim millions; the first hole past the real ones is
+        // corruption, and ends the walk).
         var candidates: [UInt64] = []
         if isIndexed(dir) {
             let (path, h) = try dxPath(dir, hash: nil, name: name)
@@ -266,17 +269,22 @@ extension Operation {
                 candidates.append(UInt64(last.entries[slot].block))
                 slot += 1
             }
-        } else {
-            candidates = Array(0..<(dir.size / bs))
         }
-        for logical in candidates {
+        func visit(_ logical: UInt64) throws -> UInt32? {
             let physical = try directoryBlock(dir, logical)
             var block = try handle.read(physical)
-            if isIndexed(dir) && logical == 0 { continue }
-            if let ino = edit(&block) {
-                sealLeaf(&block, dir)
-                try handle.write(physical, block)
-                return ino
+            guard let ino = edit(&block) else { return nil }
+            sealLeaf(&block, dir)
+            try handle.write(physical, block)
+            return ino
+        }
+        if isIndexed(dir) {
+            for logical in candidates where logical != 0 {
+                if let ino = try visit(logical) { return ino }
+            }
+        } else {
+            for logical in 0..<(dir.size / bs) {
+                if let ino = try visit(logical) { return ino }
             }
         }
         return nil
