@@ -114,7 +114,11 @@ extension Filesystem {
 
     func find(_ name: [UInt8], in dir: Inode) throws -> UInt32? {
         guard dir.fileType == .directory else { throw HoldfastError.notADirectory(.inode(dir.number)) }
-        if isIndexed(dir) { return try indexedLookup(name, in: dir) }
+        if isIndexed(dir) {
+            // '.' and '..' sit in the root block ahead of the index: no hash leads to them.
+            if name == [0x2E] || name == [0x2E, 0x2E] { return try indexedDots(dir, parent: name.count == 2) }
+            return try indexedLookup(name, in: dir)
+        }
         if dir.hasInlineData { return try inlineDirectory(dir).first { $0.name == name }?.inode }
         var found: UInt32?
         try forEachDirectoryBlock(dir) { logical, physical, block in
@@ -122,6 +126,18 @@ extension Filesystem {
             return found == nil
         }
         return found
+    }
+
+    /// '.' or '..' of an indexed directory, from its root block.
+    private func indexedDots(_ dir: Inode, parent: Bool) throws -> UInt32 {
+        guard dir.size >= UInt64(blockSize), let physical = try physicalBlock(of: dir, logical: 0) else {
+            throw CorruptionError(.htree, inode: dir.number, .impossible("indexed directory has no root block"))
+        }
+        let root = try metadataBlock(physical, for: .htree, inode: dir.number)
+        guard let dots = DotEntries.decode(root) else {
+            throw CorruptionError(.htree, inode: dir.number, block: physical, .impossible("root block does not start with '.' and '..'"))
+        }
+        return parent ? dots.dotDot.inode : dots.dot.inode
     }
 
     /// htree lookup: hash the name, descend the index levels, scan the one leaf (and its collision successors).
