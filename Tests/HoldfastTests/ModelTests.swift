@@ -153,8 +153,10 @@ struct ModelTests {
                 counts["mkdir", default: 0] += 1
             case 20..<42:  // write at a random offset
                 guard let path = pick(model.files), case .file(let node)? = model.nodes[path] else { return }
-                let offset = chance(0.3) ? node.size : number(4 << 20)
-                let length = chance(0.7) ? 1 + number(5000) : 1 + number(200_000)
+                // A fifth are small writes near the start: files that inline_data keeps in the inode.
+                let small = chance(0.2)
+                let offset = small ? number(min(node.size, 100) + 1) : chance(0.3) ? node.size : number(4 << 20)
+                let length = small ? 1 + number(100) : chance(0.7) ? 1 + number(5000) : 1 + number(200_000)
                 var data = [UInt8](repeating: 0, count: length)
                 for i in 0..<length { data[i] = UInt8(truncatingIfNeeded: rng.next()) | 1 }
                 try fs.write(try fs.resolve(path).number, at: UInt64(offset), data)
@@ -192,7 +194,12 @@ struct ModelTests {
             case 62..<72:  // rename, maybe over an existing file, maybe across directories
                 guard let src = pick(model.nodes.keys.filter { $0 != "/" }), let dir = pick(model.directories) else { return }
                 if dir == src || dir.hasPrefix(src + "/") {
-                    do { try fs.rename(path: src, to: dir + "/moved"); throw fail("rename \(src) into itself succeeded") } catch let e as HoldfastError {
+                    // What the read path says before: the inodes and dir's '..' chain (a failure names them).
+                    let before = try ModelTests.chain(fs, src: src, dir: dir)
+                    do {
+                        try fs.rename(path: src, to: dir + "/moved")
+                        throw fail("rename \(src) into itself succeeded; before: \(before); after: \((try? ModelTests.chain(fs, src: src, dir: dir)) ?? "?")")
+                    } catch let e as HoldfastError {
                         guard case .wouldLoop = e else { throw fail("rename \(src) into itself: \(e)") }
                     }
                     return
@@ -350,6 +357,19 @@ struct ModelTests {
         }
     }
 
+    /// The inode numbers of `src` and `dir` and the '..' chain from `dir` to the root, as the
+    /// read path sees them.
+    static func chain(_ fs: Filesystem, src: String, dir: String) throws -> String {
+        var out = "src \(try fs.resolve(src).number) dir \(try fs.resolve(dir).number) chain"
+        var current = try fs.resolve(dir)
+        for _ in 0..<64 {
+            guard current.number != Filesystem.rootInode, let up = try fs.lookup([0x2E, 0x2E], in: current) else { break }
+            out += " \(up)"
+            current = try fs.inode(up)
+        }
+        return out
+    }
+
     /// memcmp: the generic == on byte arrays is slow in debug builds.
     static func sameBytes(_ a: [UInt8], _ b: [UInt8]) -> Bool {
         a.count == b.count && a.withUnsafeBytes { x in b.withUnsafeBytes { y in memcmp(x.baseAddress!, y.baseAddress!, a.count) == 0 } }
@@ -357,16 +377,21 @@ struct ModelTests {
 
     static var seeds: [UInt64] {
         if let s = ProcessInfo.processInfo.environment["HOLDFAST_MODEL_SEED"], let n = UInt64(s) { return [n] }
-        return [1, 2]
+        return [1, 2, 3]
     }
 
     @Test("10,000 random operations (fallocate and open descriptions among them) match the model", arguments: seeds)
     func randomized(seed: UInt64) throws {
         let scratch = try Scratch()
         let image = scratch.path("model.img")
-        // Even seeds: 4 KiB blocks and the features mkfs has set by default since e2fsprogs 1.47.0
-        // (orphans go to the orphan file); odd seeds: 1 KiB blocks and the s_last_orphan chain.
-        let kind = seed % 2 == 0 ? ["-b", "4096", "-O", "orphan_file,metadata_csum_seed"] : ["-b", "1024"]
+        // Seeds 2, 5, 8...: 4 KiB blocks and the features mkfs has set by default since e2fsprogs
+        // 1.47.0 (orphans go to the orphan file); 3, 6, 9...: 1 KiB blocks and inline_data (small
+        // files and directories in their inodes); 1, 4, 7...: 1 KiB blocks and the s_last_orphan chain.
+        let kind = switch seed % 3 {
+        case 2: ["-b", "4096", "-O", "orphan_file,metadata_csum_seed"]
+        case 0: ["-b", "1024", "-I", "256", "-O", "inline_data"]
+        default: ["-b", "1024"]
+        }
         try Support.sh(["mkfs.ext4", "-q", "-F"] + kind + ["-N", "120000", image, "512M"])
         let fs = try Filesystem.open(path: image, options: OpenOptions(memoryBudget: 16 << 20, writable: true))
         var run = Run(fs: fs, rng: SplitMix64(seed: seed), seed: seed)
@@ -405,6 +430,16 @@ struct ModelTests {
         }
         try run.compare(nil)
         try run.compareHandles()
+        if seed % 3 == 0 {
+            // The inline_data seeds must have exercised it: small files and directories in inodes.
+            var inline = (files: 0, directories: 0)
+            for path in run.model.nodes.keys {
+                guard let inode = try? fs.resolve(path), inode.hasInlineData else { continue }
+                if inode.fileType == .directory { inline.directories += 1 } else { inline.files += 1 }
+            }
+            #expect(inline.files > 10 && inline.directories > 10, "seed \(seed): inline \(inline)")
+            print("model test seed \(seed): \(inline.files) inline files, \(inline.directories) inline directories")
+        }
         // Some descriptions stay open: close frees their unlinked files, as a last close would.
         try fs.close()
         let fsck = try Support.run(["e2fsck", "-fn", image])

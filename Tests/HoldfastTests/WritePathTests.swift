@@ -135,7 +135,8 @@ struct WritePathTests {
         }
     }
 
-    @Test("the kernel and Holdfast take turns writing one image", arguments: [[], ["-O", "orphan_file,metadata_csum_seed"]])
+    @Test("the kernel and Holdfast take turns writing one image",
+          arguments: [[], ["-O", "orphan_file,metadata_csum_seed"], ["-O", "inline_data"]])
     func roundTrip(features: [String]) throws {
         try Support.requireLoopMount("the round trip")
         let scratch = try Scratch()
@@ -304,7 +305,8 @@ struct WritePathTests {
 
     @Test("a failure at any allocation rolls the operation back (or, for buddies, falls back to the bitmap)",
           arguments: [("buffer", ""), ("journal", ""), ("page", ""), ("allocator", ""),
-                      ("buffer", "orphan_file,metadata_csum_seed"), ("journal", "orphan_file,metadata_csum_seed")])
+                      ("buffer", "orphan_file,metadata_csum_seed"), ("journal", "orphan_file,metadata_csum_seed"),
+                      ("buffer", "inline_data"), ("journal", "inline_data")])
     func faultSweep(category: String, features: String) throws {
         let scratch = try Scratch()
         let pristine = scratch.path("pristine.img")
@@ -318,6 +320,13 @@ struct WritePathTests {
             attempt { for i in 0..<200 { try fs.create(path: "/d/e/name-\(i)-padding-padding", kind: .regular, owner: Ownership(permissions: 0o644)) } }
             attempt { try fs.rename(path: "/d/f", to: "/d/e/g") }
             attempt { try fs.unlink(path: "/d/e/name-7-padding-padding") }
+            // Small files: inline on inline_data images, then grown past the inode into a block.
+            attempt {
+                let s = try fs.create(path: "/d/small", kind: .regular, owner: Ownership(permissions: 0o644))
+                try fs.write(s, at: 0, Array(repeating: 2, count: 50))
+                try fs.write(s, at: 50, Array(repeating: 3, count: 40))
+            }
+            attempt { try fs.write(try fs.resolve("/d/small").number, at: 90, Array(repeating: 4, count: 300)) }
             // An orphan: unlinked while open (the chain, or a slot of the orphan file), then freed.
             attempt {
                 let open = try fs.openFile(try fs.resolve("/d/e/g").number)

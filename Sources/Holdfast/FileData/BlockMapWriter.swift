@@ -180,6 +180,7 @@ extension Operation {
     /// Does the inode keep a block map or extent tree in i_block? (Fast symlinks and device nodes
     /// keep other things there.)
     func hasMappedBlocks(_ rec: InodeRecord) -> Bool {
+        if rec.flags & Inode.flagInlineData != 0 { return false }  // its data is in the inode
         if rec.flags & Inode.flagExtents != 0 { return true }
         switch FileType(mode: rec.mode) {
         case .regular, .directory: return true

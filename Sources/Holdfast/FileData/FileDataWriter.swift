@@ -103,7 +103,6 @@ extension Operation {
     /// blocks allocated at writeback in one run per stretch); without, blocks now.
     func writeData(_ rec: inout InodeRecord, offset: UInt64, source data: DataSource, delay: Bool = false) throws {
         guard data.count > 0 else { return }
-        let delayed = delay && delaysAllocation(rec)
         let bs = UInt64(blockSize)
         let limit = UInt64(UInt32.max) * bs
         guard UInt64(data.count) <= limit, offset <= limit - UInt64(data.count) else {
@@ -111,6 +110,8 @@ extension Operation {
         }
         let end = offset + UInt64(data.count)
         try checkFileSize(rec, end)
+        if try writeInline(&rec, offset: offset, source: data) { return }
+        let delayed = delay && delaysAllocation(rec)
         if end > rec.size { try zeroPastEnd(rec) }
         let firstBlock = offset / bs, endBlock = (end + bs - 1) / bs
         let runs = try mappedRuns(rec, from: firstBlock, to: endBlock)
@@ -217,6 +218,7 @@ extension Operation {
     func truncateData(_ rec: inout InodeRecord, to size: UInt64) throws {
         let bs = UInt64(blockSize)
         if size > rec.size { try checkFileSize(rec, size) }
+        if try truncateInline(&rec, to: size) { return }
         // The same size too: blocks preallocated past the end go, as ext4_setattr truncates
         // "even if i_size didn't change" (a larger size keeps them).
         if size <= rec.size {
@@ -304,6 +306,8 @@ public enum FallocateMode: Sendable, Equatable {
 
 extension Operation {
     func fallocate(_ rec: inout InodeRecord, offset: UInt64, length: UInt64, mode: FallocateMode) throws {
+        // As ext4_fallocate: an inline file moves to a block first, whatever the mode.
+        if isInline(rec) { try convertInlineFile(&rec) }
         guard rec.flags & Inode.flagExtents != 0 else { throw HoldfastError.unsupported("fallocate on block-mapped file \(rec.number)") }
         guard length > 0 else { throw HoldfastError.invalidArgument("fallocate of zero bytes") }
         discardPreallocation(rec.number)

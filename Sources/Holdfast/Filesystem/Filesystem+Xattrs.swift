@@ -26,12 +26,14 @@ extension Filesystem {
                         guard let d = PosixACL.toDisk(v.value) else { throw HoldfastError.invalidArgument("malformed POSIX ACL \(v.nameString)") }
                         value = d
                     }
-                    guard let r = XattrRecord(fullName: v.name, value: value) else {
+                    guard let r = XattrRecord(fullName: v.name, value: value), r.index != Xattr.systemIndex, r.index != 8 else {
                         throw HoldfastError.unsupported("xattr namespace of \(v.nameString)")
                     }
                     records.append(r)
                 }
                 var rec = try ctx.inode(inode)
+                // An inline inode's data is not an attribute of the caller's: it stays.
+                records += try ctx.xattrRecords(rec).filter { InlineData.isDataXattr(index: $0.index, name: $0.name) }
                 try ctx.storeXattrs(records, in: &rec)
                 try ctx.store(rec)
             }

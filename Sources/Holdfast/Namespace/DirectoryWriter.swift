@@ -39,6 +39,10 @@ extension Operation {
     /// Adds `name` -> `inode` to the directory. The caller has checked that the name is free.
     func addEntry(_ dir: inout InodeRecord, name: [UInt8], inode: UInt32, type: FileType) throws {
         let code = fileTypeCode(type)
+        if isInline(dir) {
+            if try addInlineEntry(&dir, name: name, inode: inode, code: code) { return }
+            try convertInlineDirectory(&dir)
+        }
         if isIndexed(dir) {
             try htreeInsert(&dir, name: name, inode: inode, type: code)
             return
@@ -237,16 +241,19 @@ extension Operation {
 
     // MARK: Removal
 
-    /// Removes `name` from the directory; returns the inode it named.
-    func removeEntry(_ dir: InodeRecord, name: [UInt8]) throws -> UInt32? {
-        try editEntry(dir, name: name) { block in
+    /// Removes `name` from the directory; returns the inode it named. An inline directory changes
+    /// in its inode, stored at once (and in `dir`).
+    func removeEntry(_ dir: inout InodeRecord, name: [UInt8]) throws -> UInt32? {
+        if isInline(dir) { return try removeInlineEntry(&dir, name: name) }
+        return try editEntry(dir, name: name) { block in
             DirectoryLeaf.remove(&block, name: name, blockSize: blockSize, checksums: checksums)
         }
     }
 
     /// Points `name` at another inode (rename over an existing entry).
-    func retargetEntry(_ dir: InodeRecord, name: [UInt8], to inode: UInt32, type: FileType) throws -> Bool {
+    func retargetEntry(_ dir: inout InodeRecord, name: [UInt8], to inode: UInt32, type: FileType) throws -> Bool {
         let code = fileTypeCode(type)
+        if isInline(dir) { return try retargetInlineEntry(&dir, name: name, to: inode, code: code) }
         return try editEntry(dir, name: name) { block in
             DirectoryLeaf.retarget(&block, name: name, to: inode, fileType: code, blockSize: blockSize, checksums: checksums) ? inode : nil
         } != nil
@@ -291,7 +298,8 @@ extension Operation {
     }
 
     /// Rewrites '..' of a directory that moved to another parent.
-    func setParent(_ dir: InodeRecord, to parent: UInt32) throws {
+    func setParent(_ dir: inout InodeRecord, to parent: UInt32) throws {
+        if isInline(dir) { return try setInlineParent(&dir, to: parent) }
         let physical = try directoryBlock(dir, 0)
         var block = try handle.read(physical)
         guard DotEntries.hasDotDot(block) else {

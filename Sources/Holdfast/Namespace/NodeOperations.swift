@@ -134,10 +134,12 @@ extension Operation {
         }
         if !acls.isEmpty { try storeXattrs(acls, in: &rec) }
         if isDirectory {
-            var block = DirectoryLeaf.initial(selfInode: number, parent: parent, blockSize: blockSize, checksums: checksums,
-                                              dotFileType: fileTypeCode(.directory))
-            DirectoryLeaf.seal(&block, seed: seed(rec))
-            _ = try appendDirectoryBlock(&rec, block)
+            if try !makeInlineDirectory(&rec, parent: parent) {
+                var block = DirectoryLeaf.initial(selfInode: number, parent: parent, blockSize: blockSize, checksums: checksums,
+                                                  dotFileType: fileTypeCode(.directory))
+                DirectoryLeaf.seal(&block, seed: seed(rec))
+                _ = try appendDirectoryBlock(&rec, block)
+            }
             incrementLinks(&dir)
         }
         try store(rec)
@@ -251,7 +253,7 @@ extension Operation {
             let entries = try fs.withDirectory(try decoded(target)) { $0.count }
             guard entries <= 2 else { throw HoldfastError.notEmpty(subject) }
         }
-        guard try removeEntry(dir, name: name) == number else {
+        guard try removeEntry(&dir, name: name) == number else {
             throw CorruptionError(.directoryBlock, inode: parent, .impossible("entry \(subject) vanished between lookup and removal"))
         }
         if isDirectory { decrementDirectoryLinks(&dir) }

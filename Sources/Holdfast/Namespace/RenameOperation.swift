@@ -32,10 +32,10 @@ extension Operation {
         let subject = ErrorSubject.entry(directory: newParent, name: newName)
         try Self.checkName(oldName, subject: from)
         try Self.checkName(newName, subject: subject)
-        let source = try inode(oldParent)
+        var source = try inode(oldParent)
         guard FileType(mode: source.mode) == .directory else { throw HoldfastError.notADirectory(.inode(oldParent)) }
         guard let moving = try lookup(oldName, in: source) else { throw HoldfastError.notFound(from) }
-        let destination = try inode(newParent)
+        var destination = try inode(newParent)
         guard FileType(mode: destination.mode) == .directory else { throw HoldfastError.notADirectory(.inode(newParent)) }
         let existing = try lookup(newName, in: destination)
         // RENAME_NOREPLACE refuses any existing name, the same inode's too (as the kernel's VFS).
@@ -56,11 +56,13 @@ extension Operation {
             if otherType == .directory, newParent != oldParent, try isAncestor(other, of: oldParent) {
                 throw HoldfastError.wouldLoop(subject)
             }
-            _ = try retargetEntry(source, name: oldName, to: other, type: otherType)
-            _ = try retargetEntry(try inode(newParent), name: newName, to: moving, type: movingType)
+            // Each edit reads the record fresh: an inline directory changes in its inode.
+            _ = try retargetEntry(&source, name: oldName, to: other, type: otherType)
+            var target = try inode(newParent)
+            _ = try retargetEntry(&target, name: newName, to: moving, type: movingType)
             if oldParent != newParent {
-                if movingIsDir { try setParent(movingRec, to: newParent) }
-                if otherType == .directory { try setParent(otherRec, to: oldParent) }
+                if movingIsDir { var m = try inode(moving); try setParent(&m, to: newParent) }
+                if otherType == .directory { var o = try inode(other); try setParent(&o, to: oldParent) }
                 if movingIsDir != (otherType == .directory) {
                     var a = try inode(oldParent), b = try inode(newParent)
                     if movingIsDir { decrementDirectoryLinks(&a); incrementLinks(&b) } else { incrementLinks(&a); decrementDirectoryLinks(&b) }
@@ -80,7 +82,7 @@ extension Operation {
                     let count = try fs.withDirectory(try decoded(victimRec)) { $0.count }
                     guard count <= 2 else { throw HoldfastError.notEmpty(subject) }
                 }
-                _ = try retargetEntry(destination, name: newName, to: moving, type: movingType)
+                _ = try retargetEntry(&destination, name: newName, to: moving, type: movingType)
                 if victimIsDir {
                     var d = try inode(newParent)
                     decrementDirectoryLinks(&d)
@@ -92,11 +94,13 @@ extension Operation {
                 try addEntry(&d, name: newName, inode: moving, type: movingType)
                 try store(d)
             }
-            guard try removeEntry(try inode(oldParent), name: oldName) == moving else {
+            var origin = try inode(oldParent)
+            guard try removeEntry(&origin, name: oldName) == moving else {
                 throw CorruptionError(.directoryBlock, inode: oldParent, .impossible("entry \(from) vanished during rename"))
             }
             if movingIsDir && oldParent != newParent {
-                try setParent(movingRec, to: newParent)
+                var m = try inode(moving)
+                try setParent(&m, to: newParent)
                 var a = try inode(oldParent)
                 decrementDirectoryLinks(&a)
                 try store(a)

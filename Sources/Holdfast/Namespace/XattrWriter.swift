@@ -37,8 +37,17 @@ extension Operation {
         // Small attributes first into the inode, as many as fit; the rest go to the block.
         let room = rec.raw.count > bodyStart + 4 ? rec.raw.count - bodyStart - 4 : 0
         var used = 4
-        for r in records.sorted(by: { $0.entrySize + $0.valueSize < $1.entrySize + $1.valueSize }) {
-            if used + r.entrySize + r.valueSize <= room { inBody.append(r); used += r.entrySize + r.valueSize } else { inBlock.append(r) }
+        // Inline data's system.data must stay in the inode (the read side looks nowhere else).
+        let isData = { (r: XattrRecord) in InlineData.isDataXattr(index: r.index, name: r.name) }
+        for r in records.filter(isData) + records.filter({ !isData($0) }).sorted(by: { $0.entrySize + $0.valueSize < $1.entrySize + $1.valueSize }) {
+            if used + r.entrySize + r.valueSize <= room {
+                inBody.append(r)
+                used += r.entrySize + r.valueSize
+            } else if isData(r) {
+                throw HoldfastError.noSpace("inline data of inode \(rec.number) does not fit in the inode")
+            } else {
+                inBlock.append(r)
+            }
         }
         if rec.raw.count > bodyStart {
             guard Xattr.writeInodeBody(inBody, into: &rec.raw, start: bodyStart) else {
@@ -94,6 +103,10 @@ extension Operation {
         }
         guard let key = XattrRecord(fullName: name, value: diskValue ?? []) else {
             throw HoldfastError.unsupported("xattr namespace of \(String(decoding: name, as: UTF8.self))")
+        }
+        // ext4 has no handler for other system.* names: system.data is the inline data itself.
+        guard key.index != Xattr.systemIndex && key.index != 8 else {
+            throw HoldfastError.unsupported("xattr \(String(decoding: name, as: UTF8.self)) (no such system attribute on ext4)")
         }
         guard key.name.count <= 255 else { throw HoldfastError.nameTooLong(.attribute(inode: number, name: String(decoding: name, as: UTF8.self))) }
         var rec = try inode(number)

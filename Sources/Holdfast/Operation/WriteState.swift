@@ -44,7 +44,6 @@ extension Filesystem {
     static func writeRefusals(_ sb: Superblock) -> [String] {
         var why: [String] = []
         let notMaintained: [(Bool, String)] = [
-            (sb.featureIncompat.contains(.inlineData), "inline_data"),
             (sb.featureIncompat.contains(.mmp), "mmp"),
             (sb.featureIncompat.contains(.metaBG), "meta_bg"),
             (sb.featureROCompat.contains(.bigalloc), "bigalloc"),
