@@ -15,13 +15,25 @@ public enum InlineData {
     /// Where an inline directory's entries start in i_block: after the parent's inode number.
     public static let directoryEntriesOffset = 4
 
+    /// An inline directory's data: the parent, then i_block's record chain (56 bytes), then
+    /// system.data's.
+    public static func directory(parent: UInt32, first: [UInt8], second: [UInt8]) -> [UInt8] {
+        var b = [UInt8](repeating: 0, count: directoryEntriesOffset)
+        b.setLE32(0, parent)
+        return b + first + second
+    }
+
+    /// The parent and the two record chains of an inline directory's data (at least 60 bytes).
+    public static func directoryParts(_ data: [UInt8]) -> (parent: UInt32, first: [UInt8], second: [UInt8]) {
+        (data.le32(0), Array(data[directoryEntriesOffset..<blockAreaSize]), Array(data[blockAreaSize...]))
+    }
+
     /// An empty inline directory's data: the parent, then one unused record over the other 56
     /// bytes (as the kernel's ext4_try_create_inline_dir writes it).
     public static func emptyDirectory(parent: UInt32) -> [UInt8] {
-        var b = [UInt8](repeating: 0, count: blockAreaSize)
-        b.setLE32(0, parent)
-        b.setLE16(directoryEntriesOffset + 4, UInt16(blockAreaSize - directoryEntriesOffset))
-        return b
+        var first = [UInt8](repeating: 0, count: blockAreaSize - directoryEntriesOffset)
+        first.setLE16(4, UInt16(first.count))  // rec_len; inode 0: unused
+        return directory(parent: parent, first: first, second: [])
     }
 
     /// The space an in-inode xattr entry named "data" takes (header and name, rounded to 4).

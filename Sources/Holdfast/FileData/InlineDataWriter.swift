@@ -86,7 +86,7 @@ extension Operation {
         let xattrSectors: UInt64 = rec.fileACL != 0 ? sectors(1) : 0
         guard rec.sectors <= xattrSectors else { return false }
         if rec.flags & Inode.flagExtents != 0 {
-            return rec.blockArea.le16(2) == 0  // eh_entries: an empty root
+            return (try? ExtentHeader(rec.blockArea, inode: rec.number, block: nil))?.entries == 0
         }
         return rec.blockArea.allSatisfy { $0 == 0 }
     }

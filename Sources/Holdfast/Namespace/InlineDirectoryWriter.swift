@@ -14,20 +14,16 @@ extension Operation {
         var first: [UInt8]
         var second: [UInt8]
 
-        var bytes: [UInt8] {
-            var b = [UInt8](repeating: 0, count: InlineData.directoryEntriesOffset)
-            b.setLE32(0, parent)
-            return b + first + second
-        }
+        var bytes: [UInt8] { InlineData.directory(parent: parent, first: first, second: second) }
     }
 
     private func inlineDirectory(_ dir: InodeRecord) throws -> InlineDirectory {
         let data = try inlineBytes(dir)
-        let start = InlineData.directoryEntriesOffset, split = InlineData.blockAreaSize
-        guard data.count >= split else {
+        guard data.count >= InlineData.blockAreaSize else {
             throw CorruptionError(.inode, inode: dir.number, .impossible("inline directory shorter than i_block"))
         }
-        return InlineDirectory(parent: data.le32(0), first: Array(data[start..<split]), second: Array(data[split...]))
+        let parts = InlineData.directoryParts(data)
+        return InlineDirectory(parent: parts.parent, first: parts.first, second: parts.second)
     }
 
     private func storeInlineDirectory(_ d: InlineDirectory, in dir: inout InodeRecord) throws {
