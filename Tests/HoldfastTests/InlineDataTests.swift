@@ -70,6 +70,14 @@ struct InlineDataTests {
         try fs.write(grown, at: 0, Array("grow me".utf8))
         try fs.truncate(grown, to: 10_000)
         want["/grown"] = Expected(bytes: Array("grow me".utf8) + [UInt8](repeating: 0, count: 10_000 - 7), inline: false)
+        // An inline file is not held to the block map's reach (16 GiB at 1 KiB blocks): it
+        // leaves the inode extent-mapped.
+        let far = try fs.create(path: "/far", kind: .regular, owner: owner)
+        try fs.write(far, at: 0, Array("ten bytes!".utf8))
+        try fs.truncate(far, to: 20 << 30)
+        #expect(try fs.resolve("/far").size == 20 << 30)
+        try fs.truncate(far, to: 10)
+        want["/far"] = Expected(bytes: Array("ten bytes!".utf8), inline: false)
         // fallocate always converts first.
         let punched = try fs.create(path: "/punched", kind: .regular, owner: owner)
         try fs.write(punched, at: 0, Array(repeating: 0x43, count: 50))

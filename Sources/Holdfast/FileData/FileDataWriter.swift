@@ -205,7 +205,9 @@ extension Operation {
     /// Refuses sizes the inode's mapping or the image cannot hold (where the kernel says EFBIG).
     func checkFileSize(_ rec: InodeRecord, _ size: UInt64) throws {
         let bs = UInt64(blockSize)
-        if rec.flags & Inode.flagExtents == 0 && size > blockMapReach * bs {
+        // An inline file is extent-mapped once it leaves the inode, on an image with extents.
+        let extents = rec.flags & Inode.flagExtents != 0 || (isInline(rec) && sb.featureIncompat.contains(.extents))
+        if !extents && size > blockMapReach * bs {
             throw HoldfastError.fileTooLarge(.inode(rec.number))  // past the block map's reach
         }
         // Without large_file, i_size_high is not a size (old ext2): files stay under 2 GiB.

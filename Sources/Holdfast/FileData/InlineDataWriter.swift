@@ -115,10 +115,12 @@ extension Operation {
 
     /// truncate(2) of an inline file: shrinking (or the same size) cuts the bytes in place and
     /// returns true; growing converts the file and returns false (the block path sets the size),
-    /// as the kernel's ext4_setattr does.
+    /// as the kernel's ext4_setattr does. The inline bytes are rewritten, and the xattr block
+    /// left alone (`storeXattrs` skips a block that already holds its records).
     func truncateInline(_ rec: inout InodeRecord, to size: UInt64) throws -> Bool {
         guard isInline(rec) else { return false }
-        guard size <= rec.size else {
+        // Growing, or a size the inode cannot hold (a damaged image's): to a block first.
+        guard size <= rec.size, size <= UInt64(try inlineCapacity(rec)) else {
             try convertInlineFile(&rec)
             return false
         }

@@ -104,6 +104,7 @@ extension Operation {
             }
         }
         try clearInline(&dir)
+        dir.flags &= ~Inode.flagIndex  // one linear block; a damaged image's stray flag goes
         dir.size = 0
         DirectoryLeaf.seal(&block, seed: seed(dir))
         _ = try appendDirectoryBlock(&dir, block)

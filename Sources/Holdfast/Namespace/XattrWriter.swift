@@ -64,6 +64,12 @@ extension Operation {
         var target = rec.fileACL
         if target != 0 {
             let old = try handle.read(target)
+            // The block already holds exactly these (an inline-data or in-body change): left
+            // alone, shared or not, so such a change never costs a block or a journal write.
+            let held = try Xattr.block(old, blockNumber: target, inode: rec.number, superblock: sb)
+                .map { XattrRecord(index: $0.0.nameIndex, name: $0.0.name, value: $0.1) }
+            let order = { (a: XattrRecord, b: XattrRecord) in (a.index, a.name.count) < (b.index, b.name.count) || ((a.index, a.name.count) == (b.index, b.name.count) && a.name.lexicographicallyPrecedes(b.name)) }
+            if held.count == inBlock.count && held.sorted(by: order) == inBlock.sorted(by: order) { return }
             if Xattr.refcount(old) > 1 {
                 try releaseXattrBlock(&rec)  // shared: drop our reference, write our own copy
                 target = 0
