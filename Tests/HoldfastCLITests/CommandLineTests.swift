@@ -139,6 +139,17 @@ struct CommandLineTests {
         }
         let rm = try Support.run([Support.holdfast, "rm", big, "/big/x", "--memory", "16M"])
         #expect(!rm.signaled && rm.status == 0, "\(rm.status) \(rm.stderr)")
+        // A directory link count at 65,535 (fuzz-write, on an inline_data image): a new
+        // subdirectory overflowed it. With dir_nlink it becomes "many" (1); without, EMLINK.
+        for (features, expectStatus) in [("dir_nlink", Int32(0)), ("^dir_nlink", Int32(1))] {
+            let full = s.path("links-\(features).img")
+            try Support.sh(["mkfs.ext4", "-q", "-F", "-b", "1024", "-O", features, full, "8M"])
+            for command in ["mkdir /d", "mkdir /e", "sif /d links_count 65535"] { try Support.sh(["debugfs", "-w", "-R", command, full]) }
+            for args in [["mkdir", full, "/d/sub"], ["mv", full, "/e", "/d/e"]] {
+                let r = try Support.run([Support.holdfast] + args)
+                #expect(!r.signaled && r.status == expectStatus, "\(features) \(args): \(r.status) \(r.stderr)")
+            }
+        }
     }
 
     @Test("chown follows a symbolic link unless --no-dereference; a punch that starts past the end frees nothing")

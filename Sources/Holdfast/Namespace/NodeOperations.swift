@@ -150,12 +150,13 @@ extension Operation {
         return number
     }
 
-    /// One more link to a directory: past the limit, dir_nlink's "many" (1).
+    /// One more link to a directory: past the limit, dir_nlink's "many" (1). Callers refuse
+    /// EMLINK first without dir_nlink; a damaged count at the top stays there, never wraps.
     func incrementLinks(_ dir: inout InodeRecord) {
         if dir.linksCount == 1 { return }
-        if dir.linksCount + 1 >= linkMax && sb.featureROCompat.contains(.dirNlink) {
+        if dir.linksCount >= linkMax - 1 && sb.featureROCompat.contains(.dirNlink) {
             dir.linksCount = 1
-        } else {
+        } else if dir.linksCount < .max {
             dir.linksCount += 1
         }
     }

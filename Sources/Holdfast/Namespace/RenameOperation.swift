@@ -47,6 +47,13 @@ extension Operation {
         if movingIsDir, oldParent != newParent, try isAncestor(moving, of: newParent) {
             throw HoldfastError.wouldLoop(subject)
         }
+        // A directory moving in adds a link to its new parent: EMLINK at the limit without
+        // dir_nlink, as ext4_rename (a directory replacing one, or an exchange of two, adds none).
+        let victimIsDirectory = try existing.map { FileType(mode: try inode($0).mode) == .directory } ?? false
+        if movingIsDir, oldParent != newParent, !victimIsDirectory, destination.linksCount >= linkMax,
+           !sb.featureROCompat.contains(.dirNlink) {
+            throw HoldfastError.tooManyLinks(subject)
+        }
         let now = Self.now()
         switch mode {
         case .exchange:
