@@ -155,6 +155,10 @@ public struct XattrRecord: Sendable, Equatable {
     public var name: [UInt8]
     public var value: [UInt8]
 
+    /// A name in "system." that ext4 has no handler for (system.data, the inline data itself,
+    /// or system.richacl): never set or replaced by a caller (EOPNOTSUPP).
+    public var isUnhandledSystemName: Bool { index == Xattr.systemIndex || index == 8 }
+
     public init(index: UInt8, name: [UInt8], value: [UInt8]) {
         self.index = index
         self.name = name
@@ -228,10 +232,16 @@ extension Xattr {
         return layout(records, into: &raw, entriesStart: start + 4, end: raw.count, base: start + 4)
     }
 
+    /// The order the kernel keeps a block's entries in: name index, name length, name.
+    public static func blockOrder(_ a: XattrRecord, _ b: XattrRecord) -> Bool {
+        (a.index, a.name.count) < (b.index, b.name.count)
+            || ((a.index, a.name.count) == (b.index, b.name.count) && a.name.lexicographicallyPrecedes(b.name))
+    }
+
     /// An xattr block: header (refcount, one block, hash), entries sorted as the kernel keeps them,
     /// values from the end, and the checksum. Nil when they do not fit.
     public static func makeBlock(_ records: [XattrRecord], blockNumber: UInt64, refcount: UInt32, blockSize: Int, superblock sb: Superblock) -> [UInt8]? {
-        let sorted = records.sorted { ($0.index, $0.name.count) < ($1.index, $1.name.count) || (($0.index, $0.name.count) == ($1.index, $1.name.count) && $0.name.lexicographicallyPrecedes($1.name)) }
+        let sorted = records.sorted(by: blockOrder)
         var b = [UInt8](repeating: 0, count: blockSize)
         guard layout(sorted, into: &b, entriesStart: blockHeaderSize, end: blockSize, base: 0) else { return nil }
         b.setLE32(0x0, magic)

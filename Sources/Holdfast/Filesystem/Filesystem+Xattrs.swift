@@ -26,7 +26,7 @@ extension Filesystem {
                         guard let d = PosixACL.toDisk(v.value) else { throw HoldfastError.invalidArgument("malformed POSIX ACL \(v.nameString)") }
                         value = d
                     }
-                    guard let r = XattrRecord(fullName: v.name, value: value), r.index != Xattr.systemIndex, r.index != 8 else {
+                    guard let r = XattrRecord(fullName: v.name, value: value), !r.isUnhandledSystemName else {
                         throw HoldfastError.unsupported("xattr namespace of \(v.nameString)")
                     }
                     records.append(r)

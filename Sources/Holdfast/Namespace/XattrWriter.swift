@@ -68,8 +68,7 @@ extension Operation {
             // alone, shared or not, so such a change never costs a block or a journal write.
             let held = try Xattr.block(old, blockNumber: target, inode: rec.number, superblock: sb)
                 .map { XattrRecord(index: $0.0.nameIndex, name: $0.0.name, value: $0.1) }
-            let order = { (a: XattrRecord, b: XattrRecord) in (a.index, a.name.count) < (b.index, b.name.count) || ((a.index, a.name.count) == (b.index, b.name.count) && a.name.lexicographicallyPrecedes(b.name)) }
-            if held.count == inBlock.count && held.sorted(by: order) == inBlock.sorted(by: order) { return }
+            if held.count == inBlock.count && held.sorted(by: Xattr.blockOrder) == inBlock.sorted(by: Xattr.blockOrder) { return }
             if Xattr.refcount(old) > 1 {
                 try releaseXattrBlock(&rec)  // shared: drop our reference, write our own copy
                 target = 0
@@ -111,7 +110,7 @@ extension Operation {
             throw HoldfastError.unsupported("xattr namespace of \(String(decoding: name, as: UTF8.self))")
         }
         // ext4 has no handler for other system.* names: system.data is the inline data itself.
-        guard key.index != Xattr.systemIndex && key.index != 8 else {
+        guard !key.isUnhandledSystemName else {
             throw HoldfastError.unsupported("xattr \(String(decoding: name, as: UTF8.self)) (no such system attribute on ext4)")
         }
         guard key.name.count <= 255 else { throw HoldfastError.nameTooLong(.attribute(inode: number, name: String(decoding: name, as: UTF8.self))) }
