@@ -7,6 +7,7 @@ Usage:
   mount_checks.py expected        the name and sha256 of each file `fsynced` writes
   mount_checks.py load DIR N      append, unlink and rename in DIR/wN until the mount goes away
   mount_checks.py orphan DIR      an unlinked open file's lifetime, and 256-byte names
+  mount_checks.py pwrites FILE N  N writes of 4 KiB into FILE through one descriptor
 """
 import errno
 import hashlib
@@ -103,6 +104,13 @@ def orphan(d):
     print('ok')
 
 
+def pwrites(path, n):
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
+    for i in range(n):
+        os.pwrite(fd, b'x' * 4096, i * 4096)
+    os.close(fd)
+
+
 if __name__ == '__main__':
     command, args = (sys.argv[1], sys.argv[2:]) if len(sys.argv) > 1 else ('', [])
     if command == 'fsynced' and len(args) == 1:
@@ -113,5 +121,7 @@ if __name__ == '__main__':
         load(args[0], int(args[1]))
     elif command == 'orphan' and len(args) == 1:
         orphan(args[0])
+    elif command == 'pwrites' and len(args) == 2:
+        pwrites(args[0], int(args[1]))
     else:
         sys.exit(__doc__)

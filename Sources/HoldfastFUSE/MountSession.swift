@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import CFuse3
+import CFuseDevice
 import Holdfast
 
 /// Why a mount could not start: libfuse's words, or the system call that failed.
@@ -73,6 +74,16 @@ public final class MountSession {
             fuse_session_destroy(session)
             abandon()
             throw MountError("cannot mount at \(directory) (is /dev/fuse there, and may this user mount?)")
+        }
+        // Device I/O through CFuseDevice, which negotiates HANDLE_KILLPRIV_V2 (fuse_device.c).
+        var io = fuse_custom_io(writev: hf_device_writev, read: hf_device_read, splice_receive: nil, splice_send: nil)
+        let installed = fuse_session_custom_io(session, &io, fuse_session_fd(session))
+        guard installed == 0 else {
+            fuse_session_unmount(session)
+            fuse_remove_signal_handlers(session)
+            fuse_session_destroy(session)
+            abandon()
+            throw MountError("cannot set up the FUSE device I/O (errno \(-installed))")
         }
     }
 
@@ -198,9 +209,11 @@ extension MountSession {
         ops.`init` = { userdata, conn in
             guard let userdata, let conn else { return }
             let server = Unmanaged<MountServer>.fromOpaque(userdata).takeUnretainedValue()
-            // Writes of up to 1 MiB a request; readdirplus; no HANDLE_KILLPRIV, so the kernel, which
-            // knows the caller's capabilities, decides which setuid and setgid bits a write,
-            // truncate or chown clears and sends that as a mode change; O_TRUNC as a setattr.
+            // Writes of up to 1 MiB a request; readdirplus; O_TRUNC as a setattr. Not the old
+            // HANDLE_KILLPRIV: CFuseDevice's HANDLE_KILLPRIV_V2 takes its place where the kernel
+            // offers it (the kernel then says which writes and truncates clear setuid and setgid,
+            // and asks no security.capability before each write); elsewhere the kernel sends
+            // those clearings as mode changes.
             conn.pointee.max_write = 1 << 20
             conn.pointee.time_gran = 1
             // POSIX ACLs: the kernel caches and enforces them; this server keeps them in step with
@@ -243,7 +256,9 @@ extension MountSession {
         ops.open = { req, node, fi in serverOf(req).open(req, node, fi) }
         ops.create = { req, parent, name, mode, fi in serverOf(req).createAndOpen(req, parent, name, mode, fi) }
         ops.read = { req, node, size, offset, _ in serverOf(req).read(req, node, size, offset) }
-        ops.write = { req, node, buffer, size, offset, _ in serverOf(req).write(req, node, buffer, size, offset) }
+        ops.write = { req, node, buffer, size, offset, _ in
+            serverOf(req).write(req, node, buffer, size, offset, dropSetID: hf_write_kills_suidgid() != 0)
+        }
         ops.flush = { req, _, _ in fuse_reply_err(req, 0) }
         ops.release = { req, _, fi in serverOf(req).release(req, fi) }
         ops.fsync = { req, node, _, fi in serverOf(req).fsync(req, node, fi) }

@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import CFuse3
+import CFuseDevice
 import Holdfast
 
 // The FUSE requests, each answered from the public `Filesystem` API. Every request gets exactly
@@ -168,7 +169,9 @@ extension MountServer {
             let number = inode(node)
             let set = { (bit: Int32) in toSet & bit != 0 }
             if set(FUSE_SET_ATTR_SIZE) {
-                try fs.truncate(number, to: UInt64(bitPattern: Int64(attr.st_size)))
+                // HANDLE_KILLPRIV_V2: the kernel's word that the caller lacks CAP_FSETID (libfuse 3.14
+                // passes FATTR_KILL_SUIDGID on as KILL_SUID). A change of owner has chown's own rule.
+                try fs.truncate(number, to: UInt64(bitPattern: Int64(attr.st_size)), dropSetID: set(FUSE_SET_ATTR_KILL_SUID))
             }
             var changes = AttributeChanges()
             if set(FUSE_SET_ATTR_MODE) { changes.permissions = UInt16(truncatingIfNeeded: attr.st_mode) & 0o7777 }
@@ -183,12 +186,45 @@ extension MountServer {
             }
             // The kernel's own change time when it keeps times itself (writeback cache).
             if set(FUSE_SET_ATTR_CTIME) { changes.changeTime = Self.timestamp(attr.st_ctim) }
+            // With HANDLE_KILLPRIV_V2 the kernel drops the mode change of its own clearings
+            // (chown(f, -1, -1); file_remove_privs before a write, fallocate and the like) and sends
+            // what is left: nothing. That empty setattr is this server's word to clear them.
+            if hf_killpriv_v2() != 0, toSet & ~FUSE_SET_ATTR_CTIME == 0 {
+                let i = try fs.inode(number)
+                if i.fileType != .directory {
+                    changes.dropPrivileges = true
+                    changes.permissions = clearedSetID(i, caller: req)
+                }
+            }
             // Every setattr changes the change time, an empty one too (chown(f, -1, -1)); a
             // truncate alone has set it already.
-            if toSet & ~FUSE_SET_ATTR_SIZE != 0 || !set(FUSE_SET_ATTR_SIZE) { try fs.setAttributes(number, changes) }
+            let sizeOnly = ~(FUSE_SET_ATTR_SIZE | FUSE_SET_ATTR_KILL_SUID)
+            if toSet & sizeOnly != 0 || !set(FUSE_SET_ATTR_SIZE) { try fs.setAttributes(number, changes) }
             var st = attributes(try fs.inode(number))
             fuse_reply_attr(req, &st, options.attributeTimeout)
         }
+    }
+
+    /// The permissions left once the kernel's setattr_should_drop_suidgid has cleared what it
+    /// clears: setuid; setgid where group-execute is set, or where the caller is neither in the
+    /// file's group nor privileged (root stands for CAP_FSETID: FUSE passes no capabilities).
+    func clearedSetID(_ i: Inode, caller req: fuse_req_t?) -> UInt16 {
+        var permissions = UInt16(truncatingIfNeeded: i.mode) & 0o7777 & ~0o4000
+        guard permissions & 0o2000 != 0 else { return permissions }
+        if permissions & 0o010 != 0 || !inGroupOrPrivileged(req, i.gid) { permissions &= ~0o2000 }
+        return permissions
+    }
+
+    private func inGroupOrPrivileged(_ req: fuse_req_t?, _ gid: UInt32) -> Bool {
+        let caller = fuse_req_ctx(req)!.pointee
+        if caller.uid == 0 || UInt32(caller.gid) == gid { return true }
+        var groups = [gid_t](repeating: 0, count: 64)
+        var n = Int(fuse_req_getgroups(req, Int32(groups.count), &groups))
+        if n > groups.count {
+            groups = [gid_t](repeating: 0, count: n)
+            n = Int(fuse_req_getgroups(req, Int32(groups.count), &groups))
+        }
+        return n > 0 && groups.prefix(min(n, groups.count)).contains(gid_t(gid))
     }
 
     static func now() -> Timestamp {
@@ -276,10 +312,12 @@ extension MountServer {
         }
     }
 
-    func write(_ req: fuse_req_t?, _ node: fuse_ino_t, _ buffer: UnsafePointer<CChar>?, _ size: Int, _ offset: off_t) {
+    /// `dropSetID`: the kernel's FUSE_WRITE_KILL_SUIDGID (the writer lacks CAP_FSETID).
+    func write(_ req: fuse_req_t?, _ node: fuse_ino_t, _ buffer: UnsafePointer<CChar>?, _ size: Int, _ offset: off_t, dropSetID: Bool) {
         respond(req) { () throws(HoldfastError) in
             do throws(HoldfastError) {
-                try fs.write(inode(node), at: UInt64(bitPattern: Int64(offset)), UnsafeRawBufferPointer(start: buffer, count: size))
+                try fs.write(inode(node), at: UInt64(bitPattern: Int64(offset)), UnsafeRawBufferPointer(start: buffer, count: size),
+                             dropSetID: dropSetID)
             } catch {
                 // write(2)'s short count: the caller asks again for the rest, and hears the error then.
                 guard case .partialWrite(let written, _, _) = error, written > 0 else { throw error }

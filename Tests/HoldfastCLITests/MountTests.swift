@@ -15,11 +15,10 @@ struct MountTests {
     func semanticsMatchKernel() throws {
         try FuseMount.require("the POSIX semantics suite")
         try Support.requireLoopMount("the kernel side of the POSIX semantics suite")
-        // The known limits (docs/compatibility.md): collapse and insert range, O_TMPFILE, and a
-        // setgid bit FUSE before HANDLE_KILLPRIV_V2 cannot clear.
+        // The known limits (docs/compatibility.md): collapse and insert range, and O_TMPFILE.
         try compareWithKernel(["semantics", "--known", ["fallocate/collapse", "fallocate/collapse_unaligned",
             "fallocate/collapse_past_eof", "fallocate/insert", "fallocate/insert_unaligned", "fallocate/insert_at_eof",
-            "tmpfile", "suid_cleared_by_write/write_2664_foreign_group"].joined(separator: ",")])
+            "tmpfile"].joined(separator: ",")])
     }
 
     @Test("random operations give the kernel's results, data, errno and stat fields (posix_diff.py random)",
@@ -146,6 +145,31 @@ struct MountTests {
         let out = try Support.sh(["python3", checks, "orphan", mount.directory])
         #expect(out.contains("ok"))
         #expect(try mount.unmount() == 0)
+        try Images.expectClean(image)
+    }
+
+    @Test("a write is one round trip: HANDLE_KILLPRIV_V2 spares the security.capability probe before each")
+    func writesAskNoCapability() throws {
+        try FuseMount.require("the write round-trip test")
+        let s = try Scratch()
+        let image = s.path("k.img")
+        try Images.make(image, blockSize: 4096, megabytes: 32)
+        let mount = try FuseMount(image: image, scratch: s, extra: ["-d"])
+        // 64 writes of 4 KiB into one file through one descriptor.
+        try Support.sh(["python3", checks, "pwrites", mount.directory + "/f", "64"])
+        #expect(try mount.unmount() == 0)
+        let log = mount.log
+        // libfuse's -d output: the kernel's INIT flags first; bit 28 is HANDLE_KILLPRIV_V2 (Linux 5.11).
+        let offered = log.split(separator: "\n").first { $0.hasPrefix("flags=0x") }
+            .flatMap { UInt32($0.dropFirst(8), radix: 16) }.map { $0 & (1 << 28) != 0 } ?? false
+        guard offered else {
+            print("SKIPPED (this kernel does not offer FUSE_HANDLE_KILLPRIV_V2): the write round-trip count")
+            return
+        }
+        let count = { (op: String) in log.components(separatedBy: "opcode: \(op) ").count - 1 }
+        #expect(count("WRITE") >= 64, "every write reached the server")
+        // At most the first write of the inode asks (the kernel then marks it S_NOSEC).
+        #expect(count("GETXATTR") <= 1, "\(count("GETXATTR")) security.capability probes for \(count("WRITE")) writes")
         try Images.expectClean(image)
     }
 

@@ -10,6 +10,9 @@ public struct AttributeChanges: Sendable {
     public var modificationTime: Timestamp?
     /// The change time to store; nil stores now (the usual case: every change sets it).
     public var changeTime: Timestamp?
+    /// Drop what chown drops (setuid, setgid with group-execute, file capabilities) with no new
+    /// owner: chown(f, -1, -1), and the kernel's own clearing that a FUSE mount passes on.
+    public var dropPrivileges = false
 
     public init(permissions: UInt16? = nil, uid: UInt32? = nil, gid: UInt32? = nil,
                 accessTime: Timestamp? = nil, modificationTime: Timestamp? = nil, changeTime: Timestamp? = nil) {
@@ -38,7 +41,7 @@ extension Filesystem {
                     rec.mode = rec.mode & 0xF000 | p & 0o7777
                     try ctx.chmodAccessACL(&rec)
                 }
-                if changes.uid != nil || changes.gid != nil {
+                if changes.uid != nil || changes.gid != nil || changes.dropPrivileges {
                     // chown's rule (PrivilegeRules.swift). A mode given with the owner is the
                     // caller's decision (the mount's kernel sends both): the set-id bits stay as given.
                     let given = rec.mode

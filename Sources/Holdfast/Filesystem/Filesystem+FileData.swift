@@ -7,8 +7,10 @@ extension Filesystem {
     /// Writes `data` at byte `offset` of a regular file, in steps of bounded size. Each step is an
     /// operation: a failure in the first changes nothing, a later one throws `partialWrite` with
     /// the bytes the earlier steps wrote (write(2)'s short count).
-    public func write(_ inode: UInt32, at offset: UInt64, _ data: UnsafeRawBufferPointer) throws(HoldfastError) {
-        try write(inode, at: offset, source: .memory(data))
+    /// `dropSetID`: the caller lacks CAP_FSETID, so the write also drops setuid, and setgid where
+    /// group-execute is set (PrivilegeRules.swift).
+    public func write(_ inode: UInt32, at offset: UInt64, _ data: UnsafeRawBufferPointer, dropSetID: Bool = false) throws(HoldfastError) {
+        try write(inode, at: offset, source: .memory(data), dropSetID: dropSetID)
     }
 
     /// Writes `count` bytes of the host file `fd`, from its byte `source`, at byte `offset` of a regular file.
@@ -25,7 +27,8 @@ extension Filesystem {
     /// otherwise the write drops the capabilities, as the kernel's does (PrivilegeRules.swift).
     /// `delay`: holes get delayed pages, their blocks allocated at writeback (import writes each
     /// file whole in one call, so it allocates at once: no second handle per file).
-    func write(_ inode: UInt32, at offset: UInt64, source data: DataSource, keepTimes: Bool = false, delay: Bool = true) throws(HoldfastError) {
+    func write(_ inode: UInt32, at offset: UInt64, source data: DataSource, keepTimes: Bool = false, delay: Bool = true,
+               dropSetID: Bool = false) throws(HoldfastError) {
         try guarded {
             let step = max(blockSize, min(8 << 20, budget.limit / 8))
             var done = 0
@@ -42,6 +45,7 @@ extension Filesystem {
                             throw FileType(mode: rec.mode) == .directory ? HoldfastError.isADirectory(.inode(inode)) : HoldfastError.invalidArgument("inode \(inode) is not a regular file")
                         }
                         if done == 0 && !keepTimes { try ctx.dropFileCapabilities(&rec) }
+                        if done == 0 && dropSetID { ctx.dropSetIDBits(&rec) }
                         try ctx.writeData(&rec, offset: offset + UInt64(done), source: part, delay: delay)
                         if !keepTimes {
                             let now = Operation.now()
@@ -99,8 +103,8 @@ extension Filesystem {
 
     /// Sets a regular file's size: blocks past a smaller size are freed, a larger size leaves a hole.
     /// `keepTimes` leaves mtime, ctime and file capabilities alone (an import); otherwise the
-    /// capabilities go, as the kernel's truncate drops them.
-    public func truncate(_ inode: UInt32, to size: UInt64, keepTimes: Bool = false) throws(HoldfastError) {
+    /// capabilities go, as the kernel's truncate drops them. `dropSetID` as for `write`.
+    public func truncate(_ inode: UInt32, to size: UInt64, keepTimes: Bool = false, dropSetID: Bool = false) throws(HoldfastError) {
         try guarded {
             // A cut of many blocks runs in steps, with the file on the orphan list meanwhile: if it
             // stops part-way, the next open (Holdfast's or the kernel's) frees the rest.
@@ -110,6 +114,7 @@ extension Filesystem {
                 guard FileType(mode: rec.mode) == .regular, size <= rec.size,
                       try ctx.mappedEnd(rec) > (size + bs - 1) / bs + truncateStepBlocks else { return false }
                 if !keepTimes { try ctx.dropFileCapabilities(&rec) }
+                if dropSetID { ctx.dropSetIDBits(&rec) }
                 try ctx.truncateTail(&rec, to: size)
                 if !ctx.isOrphan(inode) { try ctx.addOrphan(&rec) }
                 if !keepTimes {
@@ -140,6 +145,7 @@ extension Filesystem {
                 }
                 guard size <= UInt64(UInt32.max) * UInt64(blockSize) else { throw HoldfastError.fileTooLarge(.inode(inode)) }
                 if !keepTimes { try ctx.dropFileCapabilities(&rec) }
+                if dropSetID { ctx.dropSetIDBits(&rec) }
                 try ctx.truncateData(&rec, to: size)
                 if !keepTimes {
                     let now = Operation.now()
@@ -152,13 +158,15 @@ extension Filesystem {
     }
 
     /// fallocate(2): preallocate, punch a hole or zero a range of a regular file. Drops the file's
-    /// capabilities, as the kernel's does.
-    public func fallocate(_ inode: UInt32, offset: UInt64, length: UInt64, mode: FallocateMode) throws(HoldfastError) {
+    /// capabilities, as the kernel's does. `dropSetID` as for `write`.
+    public func fallocate(_ inode: UInt32, offset: UInt64, length: UInt64, mode: FallocateMode,
+                          dropSetID: Bool = false) throws(HoldfastError) {
         try guarded {
             try mutate(credits: 64) { ctx in
                 var rec = try ctx.inode(inode)
                 guard FileType(mode: rec.mode) == .regular else { throw HoldfastError.invalidArgument("inode \(inode) is not a regular file") }
                 try ctx.dropFileCapabilities(&rec)
+                if dropSetID { ctx.dropSetIDBits(&rec) }
                 try ctx.fallocate(&rec, offset: offset, length: length, mode: mode)
                 // Every mode changes both times, as the kernel's ext4 does (KEEP_SIZE too).
                 let now = Operation.now()
