@@ -8,12 +8,15 @@ Usage:
   mount_checks.py load DIR N      append, unlink and rename in DIR/wN until the mount goes away
   mount_checks.py orphan DIR      an unlinked open file's lifetime, and 256-byte names
   mount_checks.py pwrites FILE N  N writes of 4 KiB into FILE through one descriptor
+  mount_checks.py beside DIR      lookups of new names while one copy_file_range of 256 MiB runs;
+                                  prints how many answered before the copy did
 """
 import errno
 import hashlib
 import os
 import random
 import sys
+import threading
 import time
 
 KEPT = 40
@@ -111,6 +114,40 @@ def pwrites(path, n):
     os.close(fd)
 
 
+def beside(d):
+    """One slow request (a copy_file_range the server does in one go) and, beside it, lookups of
+    names that exist nowhere (each a round trip: nothing is cached): a server that serves one
+    request at a time answers none of them before the copy."""
+    src, dst = os.path.join(d, 'src'), os.path.join(d, 'dst')
+    with open(src, 'wb') as f:
+        f.write(os.urandom(1 << 20) * 256)
+    fin, fout = os.open(src, os.O_RDONLY), os.open(dst, os.O_WRONLY | os.O_CREAT, 0o644)
+    copying = threading.Event()
+    finished = threading.Event()
+
+    def copy():
+        copying.set()
+        left = 256 << 20
+        while left > 0:
+            left -= os.copy_file_range(fin, fout, left)
+        finished.set()
+
+    worker = threading.Thread(target=copy)
+    worker.start()
+    copying.wait()
+    time.sleep(0.05)  # the copy's request is in the server by now
+    answered, i = 0, 0
+    while not finished.is_set() and answered < 50:
+        i += 1
+        assert not os.path.exists(os.path.join(d, f'missing-{i}'))
+        if not finished.is_set():
+            answered += 1
+    worker.join()
+    os.close(fin)
+    os.close(fout)
+    print(answered)
+
+
 if __name__ == '__main__':
     command, args = (sys.argv[1], sys.argv[2:]) if len(sys.argv) > 1 else ('', [])
     if command == 'fsynced' and len(args) == 1:
@@ -121,6 +158,8 @@ if __name__ == '__main__':
         load(args[0], int(args[1]))
     elif command == 'orphan' and len(args) == 1:
         orphan(args[0])
+    elif command == 'beside' and len(args) == 1:
+        beside(args[0])
     elif command == 'pwrites' and len(args) == 2:
         pwrites(args[0], int(args[1]))
     else:

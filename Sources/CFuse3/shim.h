@@ -6,22 +6,154 @@
 
 #define FUSE_USE_VERSION 312
 #include <fuse_lowlevel.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
 #include <signal.h>
+#include <time.h>
 #include <stdlib.h>
 #include <sys/types.h>
 #include <unistd.h>
 
-/// Runs the multithreaded session loop with at most `max_threads` workers, `max_idle` of them
-/// kept when idle. Returns 0 after an unmount or fuse_session_exit, else a negative errno.
-static inline int hf_fuse_loop_mt(struct fuse_session *se, unsigned max_threads, unsigned max_idle) {
-    struct fuse_loop_config *config = fuse_loop_cfg_create();
-    if (config == NULL) return -12; /* ENOMEM */
-    fuse_loop_cfg_set_max_threads(config, max_threads);
-    fuse_loop_cfg_set_idle_threads(config, max_idle);
-    fuse_loop_cfg_set_clone_fd(config, 0);
-    int rc = fuse_session_loop_mt(se, config);
-    fuse_loop_cfg_destroy(config);
-    return rc;
+// MARK: The polling session loop
+//
+// A FUSE request costs two sleeps and two wake-ups: the client's, and the server thread's that
+// reads /dev/fuse. This loop saves the server's while requests keep coming: one worker at a time
+// (the reader) reads the device, made non-blocking, and answers what it reads itself; after an
+// answer it spins up to `spin_ns` for the next request before it sleeps in poll(2). The other
+// workers wait on a condition variable, never on the device, so a request wakes nobody. A request
+// that keeps the reader busy for longer than `rescue_ns` (an fsync, a commit's wait) hands the
+// reader's role to a waiting worker: a watchdog thread, ticking only while the reader is awake,
+// sees to that, so slow requests do not hold up the others.
+
+struct hf_poll_loop {
+    struct fuse_session *se;
+    long spin_ns, rescue_ns;
+    pthread_mutex_t lock;
+    pthread_cond_t followers;  /* workers waiting for the reader's role */
+    pthread_cond_t watchdog;   /* the watchdog, parked while the reader sleeps */
+    unsigned long generation;  /* counts readers: a demoted reader's number is stale */
+    int leading;               /* a worker holds the reader's role */
+    int busy;                  /* the reader is answering a request, since `busy_since` */
+    struct timespec busy_since;
+    int asleep;                /* the reader sleeps in poll(2) */
+    int done;                  /* the session ended: every thread leaves */
+    int error;                 /* the negative errno that ended it, or 0 */
+};
+
+static inline long hf_ns_since(const struct timespec *start) {
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (now.tv_sec - start->tv_sec) * 1000000000L + (now.tv_nsec - start->tv_nsec);
+}
+
+/// The reader takes one request: spinning while one arrives within `spin_ns`, then asleep in
+/// poll(2) (200 ms at a time, to see a signal's fuse_session_exit). What
+/// fuse_session_receive_buf returns: > 0 for a request.
+static inline int hf_poll_receive(struct hf_poll_loop *l, struct fuse_buf *buf) {
+    struct timespec start;
+    clock_gettime(CLOCK_MONOTONIC, &start);
+    for (;;) {
+        if (fuse_session_exited(l->se)) return 0;
+        int res = fuse_session_receive_buf(l->se, buf);
+        if (res != -EAGAIN && res != -EINTR) return res;
+        if (hf_ns_since(&start) < l->spin_ns) continue;
+        pthread_mutex_lock(&l->lock);
+        l->asleep = 1;
+        pthread_mutex_unlock(&l->lock);
+        struct pollfd p = { .fd = fuse_session_fd(l->se), .events = POLLIN };
+        poll(&p, 1, 200);
+        pthread_mutex_lock(&l->lock);
+        l->asleep = 0;
+        pthread_cond_signal(&l->watchdog);
+        pthread_mutex_unlock(&l->lock);
+        clock_gettime(CLOCK_MONOTONIC, &start);
+    }
+}
+
+static void *hf_poll_worker(void *arg) {
+    struct hf_poll_loop *l = (struct hf_poll_loop *)arg;
+    struct fuse_buf buf = { .mem = NULL };
+    pthread_mutex_lock(&l->lock);
+    while (!l->done) {
+        if (l->leading) { pthread_cond_wait(&l->followers, &l->lock); continue; }
+        l->leading = 1;
+        unsigned long mine = ++l->generation;
+        pthread_mutex_unlock(&l->lock);
+        for (;;) {  /* the reader, until demoted or the session ends */
+            int res = hf_poll_receive(l, &buf);
+            pthread_mutex_lock(&l->lock);
+            if (res <= 0) {
+                l->done = 1;
+                if (res < 0 && l->error == 0) l->error = res;
+                pthread_cond_broadcast(&l->followers);
+                pthread_cond_signal(&l->watchdog);
+                break;
+            }
+            l->busy = 1;
+            clock_gettime(CLOCK_MONOTONIC, &l->busy_since);
+            pthread_mutex_unlock(&l->lock);
+            fuse_session_process_buf(l->se, &buf);
+            pthread_mutex_lock(&l->lock);
+            if (l->generation != mine) break;  /* demoted meanwhile: a follower reads now */
+            l->busy = 0;
+            pthread_mutex_unlock(&l->lock);
+        }
+    }
+    pthread_mutex_unlock(&l->lock);
+    free(buf.mem);
+    return NULL;
+}
+
+static void *hf_poll_watchdog(void *arg) {
+    struct hf_poll_loop *l = (struct hf_poll_loop *)arg;
+    pthread_mutex_lock(&l->lock);
+    while (!l->done) {
+        if (l->leading && l->busy && hf_ns_since(&l->busy_since) >= l->rescue_ns) {
+            /* The reader is stuck in a slow request: a follower takes its role. */
+            l->leading = 0;
+            l->busy = 0;
+            l->generation++;
+            pthread_cond_signal(&l->followers);
+        }
+        if (l->asleep || !l->leading) {
+            pthread_cond_wait(&l->watchdog, &l->lock);
+        } else {
+            struct timespec until;
+            clock_gettime(CLOCK_REALTIME, &until);
+            until.tv_nsec += l->rescue_ns / 2;
+            while (until.tv_nsec >= 1000000000L) { until.tv_sec++; until.tv_nsec -= 1000000000L; }
+            pthread_cond_timedwait(&l->watchdog, &l->lock, &until);
+        }
+    }
+    pthread_mutex_unlock(&l->lock);
+    return NULL;
+}
+
+/// Serves the session on up to `threads` workers, as described above. Returns 0 after an
+/// unmount or fuse_session_exit, else a negative errno.
+static inline int hf_fuse_loop_poll(struct fuse_session *se, unsigned threads, long spin_ns, long rescue_ns) {
+    int fd = fuse_session_fd(se);
+    int flags = fcntl(fd, F_GETFL);
+    if (flags < 0 || fcntl(fd, F_SETFL, flags | O_NONBLOCK) != 0) return -errno;
+    struct hf_poll_loop l = { .se = se, .spin_ns = spin_ns, .rescue_ns = rescue_ns };
+    pthread_mutex_init(&l.lock, NULL);
+    pthread_cond_init(&l.followers, NULL);
+    pthread_cond_init(&l.watchdog, NULL);
+    pthread_t ids[256], watchdog;
+    unsigned started = 0;
+    if (threads > 256) threads = 256;
+    int watching = pthread_create(&watchdog, NULL, hf_poll_watchdog, &l) == 0;
+    while (watching && started + 1 < threads && pthread_create(&ids[started], NULL, hf_poll_worker, &l) == 0) started++;
+    hf_poll_worker(&l);  /* the calling thread serves too: it takes the stop signals */
+    for (unsigned i = 0; i < started; i++) pthread_join(ids[i], NULL);
+    if (watching) pthread_join(watchdog, NULL);
+    pthread_cond_destroy(&l.watchdog);
+    pthread_cond_destroy(&l.followers);
+    pthread_mutex_destroy(&l.lock);
+    fuse_session_reset(se);
+    return l.error;
 }
 
 /// The capability bits of a connection, read and changed from Swift without the struct's layout.

@@ -49,11 +49,16 @@ struct MountCommand: ParsableCommand {
     @Option(name: .short, help: ArgumentHelp("Mount options, comma-separated (see above).", valueName: "options"))
     var o: [String] = []
     @Option(help: "Worker threads serving requests.") var threads = 8
+    @Option(help: ArgumentHelp(
+        "How long the worker that answered a request waits awake for the next one before it sleeps (busy polling; a stream of requests is answered without waking a thread each time; an idle mount spends nothing). 0 sleeps at once.",
+        valueName: "microseconds"))
+    var spin = 50
     @Option(help: ArgumentHelp("Without -f: the file the server appends its warnings and errors to (else errors go to the system log).", valueName: "file"))
     var log: String?
 
     func validate() throws {
         guard threads >= 1, threads <= 256 else { throw ValidationError("--threads: give 1 to 256") }
+        guard spin >= 0, spin <= 1_000_000 else { throw ValidationError("--spin: give 0 to 1000000 microseconds") }
         _ = try parsedOptions()
         var st = stat()
         guard stat(directory, &st) == 0, st.st_mode & S_IFMT == S_IFDIR else {
@@ -65,6 +70,7 @@ struct MountCommand: ParsableCommand {
     func parsedOptions() throws -> MountOptions {
         var mount = MountOptions()
         mount.threads = threads
+        mount.spinMicroseconds = spin
         mount.debug = debug
         for word in o.flatMap({ $0.split(separator: ",").map(String.init) }) {
             let (key, value) = word.firstIndex(of: "=").map { (String(word[..<$0]), String(word[word.index(after: $0)...])) } ?? (word, "")

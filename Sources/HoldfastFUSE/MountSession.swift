@@ -14,7 +14,8 @@ public struct MountError: Error, CustomStringConvertible, Sendable {
 /// One FUSE session serving an open `Filesystem` at a directory, on libfuse3's low-level API.
 ///
 /// The life of a mount: `init` mounts (the directory shows the image from then on), `run` serves
-/// requests on `MountOptions.threads` worker threads until `umount DIR`, `fusermount3 -u DIR`,
+/// requests on up to `MountOptions.threads` worker threads (one reads the device at a time and
+/// answers what it reads; see `hf_fuse_loop_poll`) until `umount DIR`, `fusermount3 -u DIR`,
 /// SIGTERM, SIGINT or SIGHUP; `finish` then drops every reference the kernel held (unlinked files
 /// are freed) and unmounts. Closing the `Filesystem` afterwards, which writes and commits
 /// everything and marks the journal clean, is the caller's.
@@ -142,8 +143,13 @@ public final class MountSession {
         for s in Self.stopSignals { sigaddset(&signals, s) }
         pthread_sigmask(SIG_UNBLOCK, &signals, nil)
         let threads = UInt32(max(1, server.options.threads))
-        return hf_fuse_loop_mt(session, threads, min(threads, 4))
+        // The polling loop (shim.h): a worker spins for the next request before it sleeps, and a
+        // request that keeps it busy past a millisecond hands the device to another worker.
+        return hf_fuse_loop_poll(session, threads, server.options.spinMicroseconds * 1000, Self.rescueNanoseconds)
     }
+
+    /// How long one request may keep the device's reader before another worker reads on.
+    static let rescueNanoseconds = 1_000_000
 
     /// The signals that unmount: the caller blocks them before it starts any thread.
     public static let stopSignals: [Int32] = [SIGTERM, SIGINT, SIGHUP, SIGQUIT]

@@ -173,6 +173,22 @@ struct MountTests {
         try Images.expectClean(image)
     }
 
+    @Test("a slow request does not hold up the others: lookups are answered while a large copy_file_range runs")
+    func slowRequestBeside() throws {
+        try FuseMount.require("the slow-request test")
+        let s = try Scratch()
+        let image = s.path("b.img")
+        try Images.make(image, blockSize: 4096, megabytes: 1024)
+        // One worker reads the device at a time; a request that keeps it past a millisecond hands
+        // the device on (MountSession.rescueNanoseconds). Without that, no lookup is answered
+        // before the copy (a second or more of work in one request).
+        let mount = try FuseMount(image: image, scratch: s)
+        let answered = Int(try Support.sh(["python3", checks, "beside", mount.directory]).trimmingCharacters(in: .whitespacesAndNewlines)) ?? -1
+        #expect(answered >= 10, "\(answered) lookups answered while the copy ran")
+        #expect(try mount.unmount() == 0)
+        try Images.expectClean(image)
+    }
+
     @Test("usage errors: a missing image, a file as the mount point, an unknown -o word; one server per image, no CLI writer beside it")
     func refusals() throws {
         try FuseMount.require("the mount refusals")
