@@ -453,6 +453,8 @@ def case_chown(c):
     os.symlink(target, link)
     c.call("lchown_symlink", os.chown, link, OTHER, OTHER, follow_symlinks=False)
     c.lstat("symlink_after_lchown", "link")
+    c.call("lchown_symlink_minus_one", os.chown, link, -1, -1, follow_symlinks=False)
+    c.lstat("symlink_after_lchown_minus_one", "link")
     c.lstat("target_after_lchown", target)
     c.call("chown_through_symlink", os.chown, link, OTHER, OTHER)
     c.lstat("target_after_chown_through_symlink", target)

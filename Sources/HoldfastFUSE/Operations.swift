@@ -191,9 +191,10 @@ extension MountServer {
             // what is left: nothing. That empty setattr is this server's word to clear them.
             if hf_killpriv_v2() != 0, toSet & ~FUSE_SET_ATTR_CTIME == 0 {
                 let i = try fs.inode(number)
-                if i.fileType != .directory {
+                if i.fileType != .directory && i.fileType != .symlink {  // a link's mode cannot change
                     changes.dropPrivileges = true
-                    changes.permissions = clearedSetID(i, caller: req)
+                    let cleared = clearedSetID(i, caller: req)
+                    if cleared != UInt16(truncatingIfNeeded: i.mode) & 0o7777 { changes.permissions = cleared }
                 }
             }
             // Every setattr changes the change time, an empty one too (chown(f, -1, -1)); a

@@ -11,14 +11,14 @@ struct MountTests {
     /// The workloads run inside the mounts (scripts/mount_checks.py).
     private let checks = Support.scripts + "/mount_checks.py"
 
-    @Test("POSIX semantics match the kernel's ext4 on a twin image (posix_diff.py semantics)")
-    func semanticsMatchKernel() throws {
+    @Test("POSIX semantics match the kernel's ext4 on a twin image (posix_diff.py semantics)", arguments: [1024, 4096])
+    func semanticsMatchKernel(blockSize: Int) throws {
         try FuseMount.require("the POSIX semantics suite")
         try Support.requireLoopMount("the kernel side of the POSIX semantics suite")
         // The known limits (docs/compatibility.md): collapse and insert range, and O_TMPFILE.
         try compareWithKernel(["semantics", "--known", ["fallocate/collapse", "fallocate/collapse_unaligned",
             "fallocate/collapse_past_eof", "fallocate/insert", "fallocate/insert_unaligned", "fallocate/insert_at_eof",
-            "tmpfile"].joined(separator: ",")])
+            "tmpfile"].joined(separator: ",")], blockSize: blockSize)
     }
 
     @Test("random operations give the kernel's results, data, errno and stat fields (posix_diff.py random)",
@@ -31,11 +31,11 @@ struct MountTests {
 
     /// Runs posix_diff.py between a kernel loop mount and a holdfast mount of twin fresh images,
     /// then checks the holdfast image with e2fsck.
-    private func compareWithKernel(_ mode: [String], mountOptions: [String] = []) throws {
+    private func compareWithKernel(_ mode: [String], mountOptions: [String] = [], blockSize: Int = 4096) throws {
         let s = try Scratch()
         let kernelImage = s.path("kernel.img"), image = s.path("holdfast.img")
-        try Images.make(kernelImage, blockSize: 4096, megabytes: 256)
-        try Images.make(image, blockSize: 4096, megabytes: 256)
+        try Images.make(kernelImage, blockSize: blockSize, megabytes: 256)
+        try Images.make(image, blockSize: blockSize, megabytes: 256)
         let mount = try FuseMount(image: image, scratch: s, extra: mountOptions + ["-o", "allow_other"])
         let report = try Support.withLoopMount(kernelImage, options: "loop") { kernelDir in
             defer { _ = try? Support.run(["sync"]) }

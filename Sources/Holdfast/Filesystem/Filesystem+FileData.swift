@@ -29,6 +29,15 @@ extension Filesystem {
     /// file whole in one call, so it allocates at once: no second handle per file).
     func write(_ inode: UInt32, at offset: UInt64, source data: DataSource, keepTimes: Bool = false, delay: Bool = true,
                dropSetID: Bool = false) throws(HoldfastError) {
+        // A write that starts below the largest file size and runs past it writes what fits and
+        // says so (write(2)'s short count, as generic_write_checks clips it); one that starts at or
+        // past it is EFBIG, from the write itself.
+        let reach = UInt64(UInt32.max) * UInt64(blockSize)
+        if offset < reach, UInt64(data.count) > reach - offset {
+            let fits = Int(reach - offset)
+            try write(inode, at: offset, source: data.slice(0, fits), keepTimes: keepTimes, delay: delay, dropSetID: dropSetID)
+            throw .partialWrite(written: fits, requested: data.count, cause: .fileTooLarge(.inode(inode)))
+        }
         try guarded {
             let step = max(blockSize, min(8 << 20, budget.limit / 8))
             var done = 0
