@@ -283,8 +283,10 @@ extension MountServer {
             let buffer = try ReplyBuffer(size, budget: fs.budget)
             defer { buffer.free() }
             let node = try fs.inode(number)
+            // The kernel keeps what it reads (keep_cache): what this cache does not hold comes
+            // from the image straight into the reply, and is not kept twice.
             let count = try fs.read(node, offset: UInt64(bitPattern: Int64(offset)),
-                                    into: UnsafeMutableRawBufferPointer(start: buffer.pointer, count: size))
+                                    into: UnsafeMutableRawBufferPointer(start: buffer.pointer, count: size), caching: false)
             noteAccess(node)
             fuse_reply_buf(req, buffer.pointer, count)
         }

@@ -48,6 +48,44 @@ struct PageCacheTests {
         #expect(stride(from: 0, to: back.count, by: 1 << 20).allSatisfy { Array(back[$0..<($0 + (1 << 20))]) == piece })
     }
 
+    @Test("a read that does not cache returns what the cache holds (dirty bytes too) and the image the rest, and keeps nothing")
+    func readAroundTheCache() throws {
+        let scratch = try Scratch()
+        let image = scratch.path("r.img")
+        try Images.make(image, blockSize: 4096, megabytes: 64)
+        let a = Patterns.random(2 << 20, seed: 11), b = Patterns.random(512 << 10, seed: 12), c = Patterns.random(5000, seed: 13)
+        // On the image: 2 MiB of data, a 1 MiB hole, 512 KiB of data, 1 MiB preallocated (unwritten).
+        var fs = try Images.openWritable(image)
+        let f = try fs.create(path: "/f", kind: .regular, owner: Ownership(permissions: 0o644))
+        try fs.write(f, at: 0, a)
+        try fs.write(f, at: 3 << 20, b)
+        try fs.fallocate(f, offset: (3 << 20) + (512 << 10), length: 1 << 20, mode: .allocate)
+        try fs.close()
+        // A fresh open: nothing cached; then 5,000 bytes overwritten, dirty in the cache only.
+        fs = try Images.openWritable(image)
+        try fs.write(f, at: 100_000, c)
+        var expected = a + [UInt8](repeating: 0, count: 1 << 20) + b + [UInt8](repeating: 0, count: 1 << 20)
+        expected.replaceSubrange(100_000..<105_000, with: c)
+        let node = try fs.inode(f)
+        #expect(node.size == UInt64(expected.count))
+        // Pages held, whatever state the flusher moves them to meanwhile.
+        let held = { () -> Int in let st = fs.pageCache!.statistics; return st.cleanPages + st.dirtyPages + st.writebackPages }
+        let before = held()
+        for (offset, count) in [(0, expected.count), (4095, 10_000), (99_000, 8000), ((2 << 20) - 10, 20), ((3 << 20) + (512 << 10) - 3, 4100),
+                                (expected.count - 7, 100)] {
+            var out = [UInt8](repeating: 0xAA, count: count)
+            let n = try out.withUnsafeMutableBytes { try fs.read(node, offset: UInt64(offset), into: $0, caching: false) }
+            let want = Array(expected[offset..<min(expected.count, offset + count)])
+            #expect(n == want.count && Array(out[..<n]) == want, "bytes \(offset)..<\(offset + count)")
+        }
+        #expect(held() == before, "no page was kept")
+        // The cached read agrees, and keeps pages.
+        #expect(try fs.read(node, offset: 0, count: expected.count) == expected)
+        #expect(held() > before)
+        try fs.close()
+        try Images.expectClean(image)
+    }
+
     @Test("writeback out of memory is retried and never reported: exact data, the retries counted", arguments: [1, 2, 3])
     func writebackOutOfMemory(seed: Int) throws {
         let scratch = try Scratch()

@@ -15,7 +15,8 @@ extension Filesystem {
     /// Fills `out` with bytes [offset, offset + out.count) of `given`, which the caller has
     /// clipped to i_size. Short of memory a read first reads ahead less, then reads around the
     /// cache: it never fails for want of pages.
-    func readCached(_ given: Inode, offset: UInt64, into out: UnsafeMutableRawBufferPointer) throws {
+    /// `caching: false` takes no pages: what is not cached is read around the cache.
+    func readCached(_ given: Inode, offset: UInt64, into out: UnsafeMutableRawBufferPointer, caching: Bool = true) throws {
         guard pageCache != nil, !given.hasInlineData, out.count > 0 else {
             return try readStreamed(given, offset: offset, into: out)
         }
@@ -26,17 +27,22 @@ extension Filesystem {
         while at < UInt64(out.count) {
             // Piece ends fall on block boundaries of the file, so the next piece reads on sequentially.
             let stop = min(UInt64(out.count), (offset + at) / UInt64(blockSize) * UInt64(blockSize) + piece - offset)
-            try readCachedPiece(given, offset: offset + at, into: UnsafeMutableRawBufferPointer(rebasing: out[Int(at)..<Int(stop)]))
+            try readCachedPiece(given, offset: offset + at, into: UnsafeMutableRawBufferPointer(rebasing: out[Int(at)..<Int(stop)]),
+                                caching: caching)
             at = stop
         }
     }
 
-    private func readCachedPiece(_ given: Inode, offset: UInt64, into out: UnsafeMutableRawBufferPointer) throws {
+    private func readCachedPiece(_ given: Inode, offset: UInt64, into out: UnsafeMutableRawBufferPointer, caching: Bool) throws {
         guard let cache = pageCache else { return }
         let bs = UInt64(blockSize)
         let number = given.number
         let first = offset / bs, end = (offset + UInt64(out.count) + bs - 1) / bs
-        let plan = cache.readPlan(number, first: first, end: end, limit: (given.size + bs - 1) / bs, maxWindow: readaheadBlocks)
+        var plan: (fillEnd: UInt64, missingDemand: Int, missingAhead: Int) = (end, 0, 0)
+        if caching {
+            let p = cache.readPlan(number, first: first, end: end, limit: (given.size + bs - 1) / bs, maxWindow: readaheadBlocks)
+            plan = (p.fillEnd, p.missingDemand, p.missingAhead)
+        }
         // Nothing is pinned while the read maps blocks (which may need memory, and reclaim may take
         // this file's clean pages): a writeback or drop meanwhile makes it start over instead.
         var spare: [Page] = []
@@ -88,7 +94,7 @@ extension Filesystem {
                 cache.countRestart(fellBack: false)
                 continue
             }
-            if uncached > 0 || cut { cache.countShortRead(uncachedBlocks: uncached, readaheadCut: cut) }
+            if caching && (uncached > 0 || cut) { cache.countShortRead(uncachedBlocks: uncached, readaheadCut: cut) }
             return
         }
         // Changes kept racing this read: read as a stream does.

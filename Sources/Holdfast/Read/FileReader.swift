@@ -253,12 +253,15 @@ extension Filesystem {
     }
 
     /// pread(2) into the caller's buffer: up to `into.count` bytes at `offset` (fewer at the end of
-    /// the file, zeros for holes), through the page cache; returns how many.
-    public func read(_ inode: Inode, offset: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws(HoldfastError) -> Int {
+    /// the file, zeros for holes), through the page cache; returns how many. `caching: false` is
+    /// for a caller with a cache of its own (the FUSE mount: the kernel keeps what it reads):
+    /// pages in the cache are copied as always, the rest is read from the device straight into
+    /// `buffer` and not kept, and there is no readahead.
+    public func read(_ inode: Inode, offset: UInt64, into buffer: UnsafeMutableRawBufferPointer, caching: Bool = true) throws(HoldfastError) -> Int {
         let end = min(inode.size, offset + UInt64(buffer.count))
         guard offset < end else { return 0 }
         let count = Int(end - offset)
-        try guarded { try readCached(inode, offset: offset, into: UnsafeMutableRawBufferPointer(rebasing: buffer[..<count])) }
+        try guarded { try readCached(inode, offset: offset, into: UnsafeMutableRawBufferPointer(rebasing: buffer[..<count]), caching: caching) }
         return count
     }
 
