@@ -75,6 +75,13 @@ struct RecordingCLITests {
         let line = try #require(whole.stderr.split(separator: "\n").first { $0.hasPrefix("journal transactions=") })
         let transactions = Int(line.split(separator: " ")[1].dropFirst("transactions=".count)) ?? 0
         #expect(transactions > 2 && line.contains("oversized=0"), "\(line)")
+        // And the write lock: an operation or more per file of the 3,000, each commit under it.
+        let lock = try #require(whole.stderr.split(separator: "\n").first { $0.hasPrefix("write-lock operations=") })
+        let fields = Dictionary(uniqueKeysWithValues: lock.split(separator: " ").dropFirst().map { field in
+            let pair = field.split(separator: "=")
+            return (String(pair[0]), Int(pair[1]) ?? -1)
+        })
+        #expect((fields["operations"] ?? 0) >= 3000 && (fields["commits"] ?? 0) >= transactions, "\(lock)")
         let length = Date().timeIntervalSince(started)
         let delays = [0.2, 0.4, 0.6, 0.75, 0.9].map { UInt32($0 * length * 1_000_000) }
         for delay in delays {

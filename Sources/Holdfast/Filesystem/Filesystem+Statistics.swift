@@ -50,6 +50,7 @@ public final class StatisticsReport: Sendable {
         let extentStatus: ExtentStatusCache?
         let inodeCache: InodeCache?
         var journal: JournalCounters? = nil
+        var writeLock: WriteLockCounters? = nil
 
         init(_ fs: Filesystem) {
             budget = fs.budget
@@ -57,6 +58,7 @@ public final class StatisticsReport: Sendable {
             extentStatus = fs.extentStatus
             inodeCache = fs.inodeCache
             journal = fs.journalCounters
+            writeLock = fs.writer == nil ? nil : fs.writeLockCounters
         }
 
         init(budget: MemoryBudget) {
@@ -72,6 +74,7 @@ public final class StatisticsReport: Sendable {
             if let extentStatus { caches.append(extentStatus.statistics.line) }
             if let inodeCache { caches.append(inodeCache.statistics.line) }
             if let journal { caches.append(journal.statistics.line) }
+            if let writeLock { caches.append(writeLock.line) }
             return Statistics(budget: budget, caches: caches)
         }
     }

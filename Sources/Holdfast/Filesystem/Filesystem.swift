@@ -87,6 +87,8 @@ public final class Filesystem: Sendable {
     /// The write path's state (the running transaction, free counts, the orphan list), behind
     /// the write lock.
     let writer: Locked<WriteState>?
+    /// Waits for the write lock, time held, commits under it (`--stats`).
+    let writeLockCounters = WriteLockCounters()
     /// The inode table of the group read last, as its descriptor gave it (checksum verified):
     /// a listing reads inodes of one group after another without decoding the descriptor each time.
     /// Inode tables never move while an image is open.

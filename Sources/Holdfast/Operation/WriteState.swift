@@ -116,7 +116,10 @@ extension Filesystem {
             for p in pages { budget.freePage(p, for: .pageCachePage) }
             throw HoldfastError.readOnly(readOnlyReasons.isEmpty ? ["opened read-only"] : readOnlyReasons)
         }
+        let asked = WriteLockCounters.now()
         return try writer.withLock { state throws -> R in
+            let got = WriteLockCounters.now()
+            defer { writeLockCounters.operation(asked: asked, got: got, released: WriteLockCounters.now()) }
             guard !state.closed else {
                 for p in pages { budget.freePage(p, for: .pageCachePage) }
                 throw HoldfastError.invalidArgument("the filesystem is closed")
@@ -199,6 +202,8 @@ extension Filesystem {
     /// Commits the running transaction, then writes the superblock (free counts, write time) straight
     /// to the device. Nothing here allocates from the budget: a commit cannot fail for want of memory.
     func commitLocked(_ state: WriteState, force: Bool = false, flush: Bool = true, data: CommitData = .all) throws {
+        let started = WriteLockCounters.now()
+        defer { writeLockCounters.commit(nanoseconds: WriteLockCounters.now() - started) }
         // Ordered data: file data goes to the device before the metadata that points at it. A page
         // whose write fails stays dirty and its error is the file's (fsync reports it). Delayed
         // pages get their blocks first.
