@@ -8,8 +8,8 @@ Usage:
   mount_checks.py load DIR N      append, unlink and rename in DIR/wN until the mount goes away
   mount_checks.py orphan DIR      an unlinked open file's lifetime, and 256-byte names
   mount_checks.py pwrites FILE N  N writes of 4 KiB into FILE through one descriptor
-  mount_checks.py beside DIR      lookups of new names while one copy_file_range of 256 MiB runs;
-                                  prints how many answered before the copy did
+  mount_checks.py beside DIR      a stream of lookups of new names while two copy_file_range calls
+                                  of 256 MiB run; prints how many were answered while both ran
 """
 import errno
 import hashlib
@@ -115,36 +115,51 @@ def pwrites(path, n):
 
 
 def beside(d):
-    """One slow request (a copy_file_range the server does in one go) and, beside it, lookups of
-    names that exist nowhere (each a round trip: nothing is cached): a server that serves one
-    request at a time answers none of them before the copy."""
-    src, dst = os.path.join(d, 'src'), os.path.join(d, 'dst')
+    """Two slow requests (copy_file_range calls the server does in one go, each of 256 MiB), the
+    second sent while the first runs, and beside them a stream of lookups of names that exist
+    nowhere (each a round trip: nothing is cached), which keeps the server's reader awake. A
+    server that serves one request at a time, or rescues the others from a first slow request
+    only, answers no lookup while both copies run. Prints how many were answered then."""
+    src = os.path.join(d, 'src')
     with open(src, 'wb') as f:
         f.write(os.urandom(1 << 20) * 256)
-    fin, fout = os.open(src, os.O_RDONLY), os.open(dst, os.O_WRONLY | os.O_CREAT, 0o644)
-    copying = threading.Event()
     finished = threading.Event()
+    stop = threading.Event()
+    looked = [0]
 
-    def copy():
-        copying.set()
+    def copy(k):
+        fin = os.open(src, os.O_RDONLY)
+        fout = os.open(os.path.join(d, f'dst{k}'), os.O_WRONLY | os.O_CREAT, 0o644)
         left = 256 << 20
         while left > 0:
             left -= os.copy_file_range(fin, fout, left)
         finished.set()
+        os.close(fin)
+        os.close(fout)
 
-    worker = threading.Thread(target=copy)
-    worker.start()
-    copying.wait()
-    time.sleep(0.05)  # the copy's request is in the server by now
-    answered, i = 0, 0
-    while not finished.is_set() and answered < 50:
-        i += 1
-        assert not os.path.exists(os.path.join(d, f'missing-{i}'))
-        if not finished.is_set():
-            answered += 1
-    worker.join()
-    os.close(fin)
-    os.close(fout)
+    def lookups():
+        i = 0
+        while not stop.is_set():
+            i += 1
+            assert not os.path.exists(os.path.join(d, f'missing-{i}'))
+            looked[0] += 1
+
+    looker = threading.Thread(target=lookups)
+    looker.start()
+    time.sleep(0.05)
+    copies = [threading.Thread(target=copy, args=(k,)) for k in (0, 1)]
+    copies[0].start()
+    time.sleep(0.1)  # the first copy holds a worker; another reads the lookups
+    copies[1].start()
+    time.sleep(0.05)  # the second copy's request is in the server by now
+    before = looked[0]
+    answered = 0
+    while not finished.is_set():
+        answered = looked[0] - before
+        time.sleep(0.005)
+    stop.set()
+    for t in copies + [looker]:
+        t.join()
     print(answered)
 
 

@@ -469,10 +469,12 @@ def case_chmod(c):
         c.call(f"{label}/chmod", os.chmod, c.path(label), mode)
         c.lstat(f"{label}/after", label)
     owners = {"own_foreign_group": (USER, 0), "own_own_group": (USER, USER),
-              "own_suid": (USER, USER), "not_owned": (OTHER, OTHER)}
+              "own_suid": (USER, USER), "not_owned": (OTHER, OTHER),
+              "own_foreign_2644": (USER, 0)}
     for name, (uid, gid) in owners.items():
         write_file(c.path(name), b"x")
         os.chown(c.path(name), uid, gid)
+    os.chmod(c.path("own_foreign_2644"), 0o2644)  # setgid, no group-execute, a group USER is not in
 
     def as_user():
         return {
@@ -484,6 +486,7 @@ def case_chmod(c):
             "chgrp_to_own_group": attempt(os.chown, c.path("own_foreign_group"), -1, USER),
             "chgrp_to_foreign_group": attempt(os.chown, c.path("own_suid"), -1, OTHER),
             "chgrp_suid_file_own_group": attempt(os.chown, c.path("own_suid"), -1, USER),
+            "chgrp_2644_from_foreign_group": attempt(os.chown, c.path("own_foreign_2644"), -1, USER),
         }
     c.as_user("as_user", as_user)
     for name in owners:
@@ -502,6 +505,9 @@ SUID_WRITE_CASES = (  # label, owner uid, owner gid, mode, action by USER
     ("truncate_6777_root_owned", 0, 0, 0o6777, "truncate"),
     ("write_2664_own_group", USER, USER, 0o2664, "write"),
     ("write_2664_foreign_group", USER, 0, 0o2664, "write"),
+    ("truncate_2664_foreign_group", USER, 0, 0o2664, "truncate"),
+    ("ftruncate_2664_foreign_group", USER, 0, 0o2664, "ftruncate"),
+    ("open_trunc_2664_foreign_group", USER, 0, 0o2664, "open_trunc"),
 )
 
 WRITE_ACTIONS = {

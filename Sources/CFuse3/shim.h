@@ -80,6 +80,7 @@ static void *hf_poll_worker(void *arg) {
         if (l->leading) { pthread_cond_wait(&l->followers, &l->lock); continue; }
         l->leading = 1;
         unsigned long mine = ++l->generation;
+        pthread_cond_signal(&l->watchdog);  /* a new reader, awake: the watchdog watches it */
         pthread_mutex_unlock(&l->lock);
         for (;;) {  /* the reader, until demoted or the session ends */
             int res = hf_poll_receive(l, &buf);
@@ -121,7 +122,7 @@ static void *hf_poll_watchdog(void *arg) {
             pthread_cond_wait(&l->watchdog, &l->lock);
         } else {
             struct timespec until;
-            clock_gettime(CLOCK_REALTIME, &until);
+            clock_gettime(CLOCK_MONOTONIC, &until);
             until.tv_nsec += l->rescue_ns / 2;
             while (until.tv_nsec >= 1000000000L) { until.tv_sec++; until.tv_nsec -= 1000000000L; }
             pthread_cond_timedwait(&l->watchdog, &l->lock, &until);
@@ -140,13 +141,24 @@ static inline int hf_fuse_loop_poll(struct fuse_session *se, unsigned threads, l
     struct hf_poll_loop l = { .se = se, .spin_ns = spin_ns, .rescue_ns = rescue_ns };
     pthread_mutex_init(&l.lock, NULL);
     pthread_cond_init(&l.followers, NULL);
-    pthread_cond_init(&l.watchdog, NULL);
+    /* The watchdog's timed waits on the monotonic clock: a step of the wall clock cannot stall it. */
+    pthread_condattr_t monotonic;
+    pthread_condattr_init(&monotonic);
+    pthread_condattr_setclock(&monotonic, CLOCK_MONOTONIC);
+    pthread_cond_init(&l.watchdog, &monotonic);
+    pthread_condattr_destroy(&monotonic);
     pthread_t ids[256], watchdog;
     unsigned started = 0;
     if (threads > 256) threads = 256;
+    /* The threads started here take no signal (as libfuse's own workers): the stop signals stay
+       the calling thread's, where libfuse's handlers end the session. */
+    sigset_t all, kept;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, &kept);
     int watching = pthread_create(&watchdog, NULL, hf_poll_watchdog, &l) == 0;
     while (watching && started + 1 < threads && pthread_create(&ids[started], NULL, hf_poll_worker, &l) == 0) started++;
-    hf_poll_worker(&l);  /* the calling thread serves too: it takes the stop signals */
+    pthread_sigmask(SIG_SETMASK, &kept, NULL);
+    hf_poll_worker(&l);  /* the calling thread serves too */
     for (unsigned i = 0; i < started; i++) pthread_join(ids[i], NULL);
     if (watching) pthread_join(watchdog, NULL);
     pthread_cond_destroy(&l.watchdog);

@@ -161,19 +161,30 @@ extension MountServer {
     }
 
     /// chmod, chown, truncate and utimens. The kernel has already decided what the caller may do
-    /// (default_permissions) and which setuid and setgid bits the change clears (this server
-    /// does not take HANDLE_KILLPRIV, so the kernel sends those as a mode change).
+    /// (default_permissions). Which setuid and setgid bits a change clears is this server's to do
+    /// under HANDLE_KILLPRIV_V2 (`CFuseDevice`): the kernel marks a truncate or chown whose caller
+    /// lacks CAP_FSETID with FATTR_KILL_SUIDGID (libfuse 3.14 passes it on as KILL_SUID), and
+    /// sends its other clearings (chown(f, -1, -1); file_remove_privs before fallocate and the
+    /// like) as a setattr with nothing left in it. Without v2 the kernel sends a mode change.
     func setattr(_ req: fuse_req_t?, _ node: fuse_ino_t, _ attr: UnsafeMutablePointer<stat>?, _ toSet: Int32) {
         respond(req) { () throws(HoldfastError) in
             guard let attr = attr?.pointee else { throw .invalidArgument("no attributes") }
             let number = inode(node)
             let set = { (bit: Int32) in toSet & bit != 0 }
+            var changes = AttributeChanges()
+            let empty = toSet & ~FUSE_SET_ATTR_CTIME == 0
+            if hf_killpriv_v2() != 0, set(FUSE_SET_ATTR_KILL_SUID) || empty, !set(FUSE_SET_ATTR_MODE) {
+                // Read before anything changes: setattr_should_drop_sgid judges the group the file has.
+                let i = try fs.inode(number)
+                if i.fileType != .directory && i.fileType != .symlink {  // a link's mode cannot change
+                    let cleared = clearedSetID(i, caller: req)
+                    if cleared != UInt16(truncatingIfNeeded: i.mode) & 0o7777 { changes.permissions = cleared }
+                    if empty { changes.dropPrivileges = true }  // the capabilities too
+                }
+            }
             if set(FUSE_SET_ATTR_SIZE) {
-                // HANDLE_KILLPRIV_V2: the kernel's word that the caller lacks CAP_FSETID (libfuse 3.14
-                // passes FATTR_KILL_SUIDGID on as KILL_SUID). A change of owner has chown's own rule.
                 try fs.truncate(number, to: UInt64(bitPattern: Int64(attr.st_size)), dropSetID: set(FUSE_SET_ATTR_KILL_SUID))
             }
-            var changes = AttributeChanges()
             if set(FUSE_SET_ATTR_MODE) { changes.permissions = UInt16(truncatingIfNeeded: attr.st_mode) & 0o7777 }
             if set(FUSE_SET_ATTR_UID) { changes.uid = UInt32(attr.st_uid) }
             if set(FUSE_SET_ATTR_GID) { changes.gid = UInt32(attr.st_gid) }
@@ -186,21 +197,10 @@ extension MountServer {
             }
             // The kernel's own change time when it keeps times itself (writeback cache).
             if set(FUSE_SET_ATTR_CTIME) { changes.changeTime = Self.timestamp(attr.st_ctim) }
-            // With HANDLE_KILLPRIV_V2 the kernel drops the mode change of its own clearings
-            // (chown(f, -1, -1); file_remove_privs before a write, fallocate and the like) and sends
-            // what is left: nothing. That empty setattr is this server's word to clear them.
-            if hf_killpriv_v2() != 0, toSet & ~FUSE_SET_ATTR_CTIME == 0 {
-                let i = try fs.inode(number)
-                if i.fileType != .directory && i.fileType != .symlink {  // a link's mode cannot change
-                    changes.dropPrivileges = true
-                    let cleared = clearedSetID(i, caller: req)
-                    if cleared != UInt16(truncatingIfNeeded: i.mode) & 0o7777 { changes.permissions = cleared }
-                }
-            }
             // Every setattr changes the change time, an empty one too (chown(f, -1, -1)); a
             // truncate alone has set it already.
             let sizeOnly = ~(FUSE_SET_ATTR_SIZE | FUSE_SET_ATTR_KILL_SUID)
-            if toSet & sizeOnly != 0 || !set(FUSE_SET_ATTR_SIZE) { try fs.setAttributes(number, changes) }
+            if toSet & sizeOnly != 0 || !set(FUSE_SET_ATTR_SIZE) || changes.permissions != nil { try fs.setAttributes(number, changes) }
             var st = attributes(try fs.inode(number))
             fuse_reply_attr(req, &st, options.attributeTimeout)
         }
@@ -225,7 +225,10 @@ extension MountServer {
             groups = [gid_t](repeating: 0, count: n)
             n = Int(fuse_req_getgroups(req, Int32(groups.count), &groups))
         }
-        return n > 0 && groups.prefix(min(n, groups.count)).contains(gid_t(gid))
+        // Unknown (a caller in another pid namespace): kept. A setgid bit without group-execute
+        // gives no privilege, so keeping it errs on the harmless side.
+        guard n >= 0 else { return true }
+        return groups.prefix(min(n, groups.count)).contains(gid_t(gid))
     }
 
     static func now() -> Timestamp {

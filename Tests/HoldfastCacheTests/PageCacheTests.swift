@@ -61,8 +61,11 @@ struct PageCacheTests {
         try fs.write(f, at: 3 << 20, b)
         try fs.fallocate(f, offset: (3 << 20) + (512 << 10), length: 1 << 20, mode: .allocate)
         try fs.close()
-        // A fresh open: nothing cached; then 5,000 bytes overwritten, dirty in the cache only.
-        fs = try Images.openWritable(image)
+        // A fresh open: nothing cached; then 5,000 bytes overwritten, dirty in the cache only (no
+        // flusher: they stay dirty while the reads run, so only the cache can give them).
+        var quiet = OpenOptions(memoryBudget: 16 << 20, writable: true)
+        quiet.flusher = false
+        fs = try Filesystem.open(path: image, options: quiet)
         try fs.write(f, at: 100_000, c)
         var expected = a + [UInt8](repeating: 0, count: 1 << 20) + b + [UInt8](repeating: 0, count: 1 << 20)
         expected.replaceSubrange(100_000..<105_000, with: c)

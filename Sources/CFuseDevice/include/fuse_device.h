@@ -16,8 +16,9 @@ ssize_t hf_device_read(int fd, void *buf, size_t len, void *userdata);
 ssize_t hf_device_writev(int fd, struct iovec *iov, int count, void *userdata);
 
 /// 1 once the kernel has taken HANDLE_KILLPRIV_V2: it then leaves clearing setuid, setgid and
-/// file capabilities on write, truncate and chown to this server, and asks no security.capability
-/// before each write.
+/// file capabilities on write, truncate and chown to this server, and asks for security.capability
+/// only before an inode's first write after its attributes were refreshed (S_NOSEC), not before
+/// each. (libfuse's -d output prints the init reply's flags before this layer adds the flag.)
 unsigned hf_killpriv_v2(void);
 
 /// 1 when the write request this thread is handling carries FUSE_WRITE_KILL_SUIDGID (the writer
