@@ -77,11 +77,9 @@ struct MountTests {
 
     @Test("SIGKILL of the server: the kernel and Holdfast recover the journal with every fsync'd byte; e2fsck agrees")
     func killedServerRecovers() throws {
-        try FuseMount.require("the killed-server test")
         let s = try Scratch()
-        let image = s.path("k.img")
-        try Images.make(image, blockSize: 4096, megabytes: 128)
-        let mount = try FuseMount(image: image, scratch: s)
+        let mount = try FuseMount.fresh("the killed-server test", s, name: "k.img", blockSize: 4096, megabytes: 128)
+        let image = mount.image
         // Files written and fsync'd one by one, then more written without fsync, then a file
         // unlinked while still open: the crash must keep the first and free the last.
         let holder = try BackgroundProcess(["python3", checks, "fsynced", mount.directory], scratch: s, name: "writer")
@@ -120,11 +118,9 @@ struct MountTests {
 
     @Test("SIGTERM under load: the server unmounts, commits everything and exits 0; the image is clean")
     func sigtermUnderLoad() throws {
-        try FuseMount.require("the unmount under load")
         let s = try Scratch()
-        let image = s.path("l.img")
-        try Images.make(image, blockSize: 4096, megabytes: 256)
-        let mount = try FuseMount(image: image, scratch: s)
+        let mount = try FuseMount.fresh("the unmount under load", s, name: "l.img", blockSize: 4096, megabytes: 256)
+        let image = mount.image
         let workers = try (0..<4).map { try BackgroundProcess(["python3", checks, "load", mount.directory, String($0)], scratch: s, name: "load\($0)") }
         for w in workers { try w.waitForOutput(timeout: 60) }
         usleep(1_500_000)
@@ -137,11 +133,9 @@ struct MountTests {
 
     @Test("an unlinked file stays readable while open and is freed at its last close; names over 255 bytes change nothing")
     func orphanLifetime() throws {
-        try FuseMount.require("the orphan lifetime test")
         let s = try Scratch()
-        let image = s.path("o.img")
-        try Images.make(image, blockSize: 1024, megabytes: 64)
-        let mount = try FuseMount(image: image, scratch: s)
+        let mount = try FuseMount.fresh("the orphan lifetime test", s, name: "o.img", blockSize: 1024, megabytes: 64)
+        let image = mount.image
         let out = try Support.sh(["python3", checks, "orphan", mount.directory])
         #expect(out.contains("ok"))
         #expect(try mount.unmount() == 0)
@@ -150,11 +144,10 @@ struct MountTests {
 
     @Test("a write is one round trip: HANDLE_KILLPRIV_V2 spares the security.capability probe before each")
     func writesAskNoCapability() throws {
-        try FuseMount.require("the write round-trip test")
         let s = try Scratch()
-        let image = s.path("k.img")
-        try Images.make(image, blockSize: 4096, megabytes: 32)
-        let mount = try FuseMount(image: image, scratch: s, extra: ["-d"])
+        let mount = try FuseMount.fresh("the write round-trip test", s, name: "k.img", blockSize: 4096, megabytes: 32,
+                                        extra: ["-d"])
+        let image = mount.image
         // 64 writes of 4 KiB into one file through one descriptor.
         try Support.sh(["python3", checks, "pwrites", mount.directory + "/f", "64"])
         #expect(try mount.unmount() == 0)
@@ -175,17 +168,16 @@ struct MountTests {
 
     @Test("slow requests do not hold up the others: lookups are answered while two large copy_file_range calls run")
     func slowRequestBeside() throws {
-        try FuseMount.require("the slow-request test")
         let s = try Scratch()
-        let image = s.path("b.img")
-        try Images.make(image, blockSize: 4096, megabytes: 1024)
         // One worker reads the device at a time; a request that keeps it past a millisecond hands
         // the device on (MountSession.rescueNanoseconds), and so does the next slow one. Without
         // that, no lookup is answered before a copy ends (a second or more of work in one request).
         // A spin of a second keeps every reader awake through the test: a reader that never
         // sleeps must still be watched (with the watchdog left parked after the first hand-on,
         // the second copy blocks every lookup: 0 answered).
-        let mount = try FuseMount(image: image, scratch: s, extra: ["--spin", "1000000"])
+        let mount = try FuseMount.fresh("the slow-request test", s, name: "b.img", blockSize: 4096, megabytes: 1024,
+                                        extra: ["--spin", "1000000"])
+        let image = mount.image
         let answered = Int(try Support.sh(["python3", checks, "beside", mount.directory]).trimmingCharacters(in: .whitespacesAndNewlines)) ?? -1
         #expect(answered >= 10, "\(answered) lookups answered while the copies ran")
         #expect(try mount.unmount() == 0)
@@ -242,6 +234,16 @@ final class FuseMount {
             print("SKIPPED (FUSE mounts are not permitted here: no /dev/fuse, or not root): \(test): \(what)")
             try Test.cancel(Comment(rawValue: "FUSE mounts are not permitted here: skipping \(what)"))
         }
+    }
+
+    /// A test's mount: skipped (visibly) where FUSE mounts are not permitted, else a fresh image
+    /// `name` of `megabytes` in `scratch`, mounted.
+    static func fresh(_ what: String, _ scratch: Scratch, name: String, blockSize: Int, megabytes: Int,
+                      extra: [String] = []) throws -> FuseMount {
+        try require(what)
+        let image = scratch.path(name)
+        try Images.make(image, blockSize: blockSize, megabytes: megabytes)
+        return try FuseMount(image: image, scratch: scratch, extra: extra)
     }
 
     init(image: String, scratch: Scratch, extra: [String] = []) throws {
