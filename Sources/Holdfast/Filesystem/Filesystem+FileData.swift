@@ -167,15 +167,14 @@ extension Filesystem {
     }
 
     /// fallocate(2): preallocate, punch a hole or zero a range of a regular file. Drops the file's
-    /// capabilities, as the kernel's does. `dropSetID` as for `write`.
-    public func fallocate(_ inode: UInt32, offset: UInt64, length: UInt64, mode: FallocateMode,
-                          dropSetID: Bool = false) throws(HoldfastError) {
+    /// capabilities, as the kernel's does. (The mount's kernel sends the set-id clearing of a
+    /// fallocate as a setattr of its own.)
+    public func fallocate(_ inode: UInt32, offset: UInt64, length: UInt64, mode: FallocateMode) throws(HoldfastError) {
         try guarded {
             try mutate(credits: 64) { ctx in
                 var rec = try ctx.inode(inode)
                 guard FileType(mode: rec.mode) == .regular else { throw HoldfastError.invalidArgument("inode \(inode) is not a regular file") }
                 try ctx.dropFileCapabilities(&rec)
-                if dropSetID { ctx.dropSetIDBits(&rec) }
                 try ctx.fallocate(&rec, offset: offset, length: length, mode: mode)
                 // Every mode changes both times, as the kernel's ext4 does (KEEP_SIZE too).
                 let now = Operation.now()
