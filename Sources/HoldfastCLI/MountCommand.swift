@@ -52,7 +52,7 @@ struct MountCommand: ParsableCommand {
     @Option(help: ArgumentHelp(
         "How long the worker that answered a request waits awake for the next one before it sleeps (busy polling; a stream of requests is answered without waking a thread each time; an idle mount only wakes every 200 ms). 0 sleeps at once.",
         valueName: "microseconds"))
-    var spin = 50
+    var spin = 150
     @Option(help: ArgumentHelp("Without -f: the file the server appends its warnings and errors to (else errors go to the system log).", valueName: "file"))
     var log: String?
 

@@ -22,7 +22,7 @@ public struct MountOptions: Sendable {
     /// How long a worker that answered a request stays awake for the next one before it sleeps
     /// in poll(2) (microseconds; 0: at once). A stream of requests then finds it awake, which
     /// saves a server thread's wake-up per request; an idle mount wakes once every 200 ms.
-    public var spinMicroseconds = 50
+    public var spinMicroseconds = 150
     /// The source shown by `mount` and `df` (FUSE's fsname); the image path by default.
     public var sourceName: String?
     /// Print every FUSE request (libfuse's debug output), with `-f`.
