@@ -42,8 +42,9 @@ let package = Package(
         .target(name: "HoldfastHost", dependencies: ["Holdfast", "CHoldfastShim"]),
         // libfuse3's low-level API from the system (libfuse3-dev), found through pkg-config.
         .systemLibrary(name: "CFuse3", pkgConfig: "fuse3", providers: [.apt(["libfuse3-dev"])]),
-        // The FUSE device's reads and writes, for what libfuse 3.14 does not carry (HANDLE_KILLPRIV_V2).
-        .target(name: "CFuseDevice"),
+        // The FUSE device's reads and writes, for what libfuse 3.14 does not carry (HANDLE_KILLPRIV_V2),
+        // and read replies spliced from the image.
+        .target(name: "CFuseDevice", dependencies: ["CFuse3"]),
         // Front end: the FUSE mount, over the public API only.
         .target(name: "HoldfastFUSE", dependencies: ["Holdfast", "CFuse3", "CFuseDevice"]),
         // Front end: the `holdfast` command-line tool.

@@ -10,11 +10,17 @@ Usage:
   mount_checks.py pwrites FILE N  N writes of 4 KiB into FILE through one descriptor
   mount_checks.py beside DIR      a stream of lookups of new names while two copy_file_range calls
                                   of 256 MiB run; prints how many were answered while both ran
+  mount_checks.py spliced-write DIR  DIR/s: data, a punched hole, a preallocated (unwritten)
+                                  range and a hole at the end; what it holds is remembered in DIR/../s.expected
+  mount_checks.py spliced-read DIR   reads DIR/s whole and in odd pieces against s.expected; then
+                                  overwrites pieces, drops the kernel's copy of the file and
+                                  reads it again (the server holds the new bytes, maybe dirty)
 """
 import errno
 import hashlib
 import os
 import random
+import subprocess
 import sys
 import threading
 import time
@@ -163,6 +169,71 @@ def beside(d):
     print(answered)
 
 
+MIB = 1 << 20
+
+
+def spliced_expected(d):
+    return os.path.join(os.path.dirname(os.path.abspath(d)), 's.expected')
+
+
+def spliced_write(d):
+    rng = random.Random(7)
+    data = bytearray(rng.randbytes(6 * MIB))
+    path = os.path.join(d, 's')
+    with open(path, 'wb') as f:
+        f.write(data)
+    # A hole in the data, unwritten blocks past it, and a hole after those up to the odd size.
+    subprocess.run(['fallocate', '-p', '-o', str(2 * MIB + 4096), '-l', str(MIB), path], check=True)
+    data[2 * MIB + 4096:3 * MIB + 4096] = bytes(MIB)
+    fd = os.open(path, os.O_RDWR)
+    os.posix_fallocate(fd, 6 * MIB, 2 * MIB)
+    size = 9 * MIB + 1234
+    os.ftruncate(fd, size)
+    os.close(fd)
+    data += bytes(size - len(data))
+    with open(spliced_expected(d), 'wb') as f:
+        f.write(data)
+    print('ok')
+
+
+def spliced_check(path, want, what):
+    with open(path, 'rb', buffering=0) as f:
+        got = bytearray()
+        while True:
+            piece = f.read(MIB)
+            if not piece:
+                break
+            got += piece
+    if got != want:
+        at = next((i for i in range(min(len(got), len(want))) if got[i] != want[i]), min(len(got), len(want)))
+        sys.exit(f'{what}: {len(got)} bytes read, {len(want)} expected, first difference at byte {at}')
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        for offset, count in [(12345, 300000), (2 * MIB - 100, 200), (6 * MIB - 5, MIB + 10), (len(want) - 10, 100)]:
+            if os.pread(fd, count, offset) != want[offset:offset + count]:
+                sys.exit(f'{what}: bytes {offset}..{offset + count} differ')
+    finally:
+        os.close(fd)
+
+
+def spliced_read(d):
+    path = os.path.join(d, 's')
+    with open(spliced_expected(d), 'rb') as f:
+        want = bytearray(f.read())
+    spliced_check(path, want, 'after the remount')
+    # New bytes through the mount, then the kernel's copy of the file goes: the reads reach the
+    # server again, which holds the new bytes in its own cache.
+    fd = os.open(path, os.O_RDWR)
+    for offset, n in [(100000, 5000), (4 * MIB, 70000), (7 * MIB + 3, 10)]:
+        piece = bytes([offset % 251 + 1]) * n
+        os.pwrite(fd, piece, offset)
+        want[offset:offset + n] = piece
+    os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    os.close(fd)
+    spliced_check(path, want, 'after the overwrite')
+    print('ok')
+
+
 if __name__ == '__main__':
     command, args = (sys.argv[1], sys.argv[2:]) if len(sys.argv) > 1 else ('', [])
     if command == 'fsynced' and len(args) == 1:
@@ -175,6 +246,10 @@ if __name__ == '__main__':
         orphan(args[0])
     elif command == 'beside' and len(args) == 1:
         beside(args[0])
+    elif command == 'spliced-write' and len(args) == 1:
+        spliced_write(args[0])
+    elif command == 'spliced-read' and len(args) == 1:
+        spliced_read(args[0])
     elif command == 'pwrites' and len(args) == 2:
         pwrites(args[0], int(args[1]))
     else:

@@ -5,12 +5,19 @@
 // neither the init flag nor the write bit (its setattr passes FATTR_KILL_SUIDGID on, as
 // FUSE_SET_ATTR_KILL_SUID), so the session's device I/O goes through these two calls. The layouts
 // are the kernel's own, from <linux/fuse.h>.
+#define _GNU_SOURCE
+#define FUSE_USE_VERSION 312
 #include "fuse_device.h"
 
+#include <fuse_lowlevel.h>
 #include <linux/fuse.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <sys/mman.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <string.h>
+#include <fcntl.h>
 #include <unistd.h>
 
 static _Atomic uint64_t init_unique;        /* the FUSE_INIT request's id, until its reply */
@@ -59,6 +66,93 @@ ssize_t hf_device_writev(int fd, struct iovec *iov, int count, void *userdata) {
     return writev(fd, iov, count);
 }
 
+ssize_t hf_device_splice_send(int fdin, off_t *offin, int fdout, off_t *offout, size_t len, unsigned flags,
+                              void *userdata) {
+    (void)userdata;
+    return splice(fdin, offin, fdout, offout, len, flags);
+}
+
 unsigned hf_killpriv_v2(void) { return atomic_load(&killpriv_granted); }
 
 unsigned hf_write_kills_suidgid(void) { return (write_flags & FUSE_WRITE_KILL_SUIDGID) != 0; }
+
+// MARK: Replies spliced from the image
+//
+// libfuse splices a reply whose data lies in a file (fuse_reply_data with FUSE_BUF_IS_FD pieces):
+// the header and the data go into a pipe of its own (one per thread), and from there into
+// /dev/fuse, so the bytes never pass through this process. It does so only when that pipe holds
+// the whole reply; else it reads the file into a buffer it allocates for the one reply, which is
+// slower than the server's own read. So the server splices only replies that fit.
+
+/* The most buffers one spliced reply takes (a reply in more pieces goes the usual way). */
+#define SPLICE_PIECES 64
+#define ZEROS_SIZE ((size_t)1 << 20)
+
+static void *zeros = MAP_FAILED;
+static size_t pipe_limit;
+static pthread_once_t splice_once = PTHREAD_ONCE_INIT;
+
+static void splice_setup(void) {
+    /* Zeros to send: a private anonymous mapping never written takes no memory. */
+    zeros = mmap(NULL, ZEROS_SIZE, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    /* The largest pipe this process gets (past /proc/sys/fs/pipe-max-size only with
+       CAP_SYS_RESOURCE), asked for as libfuse asks for its own. */
+    int p[2];
+    if (pipe(p) != 0) return;
+    int got = fcntl(p[0], F_SETPIPE_SZ, 4 << 20);
+    if (got < 0) {
+        int max = 0;
+        FILE *f = fopen("/proc/sys/fs/pipe-max-size", "r");
+        if (f) {
+            if (fscanf(f, "%d", &max) != 1) max = 0;
+            fclose(f);
+        }
+        got = max > 0 ? fcntl(p[0], F_SETPIPE_SZ, max) : -1;
+    }
+    if (got > 0) pipe_limit = (size_t)got;
+    close(p[0]);
+    close(p[1]);
+}
+
+size_t hf_splice_limit(size_t pieces) {
+    pthread_once(&splice_once, splice_setup);
+    /* libfuse's pipe for a reply: a page per buffer, the header's and one more, and the bytes. */
+    size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    size_t overhead = page * (pieces + 2) + sizeof(struct fuse_out_header);
+    return pipe_limit > overhead ? pipe_limit - overhead : 0;
+}
+
+int hf_reply_pieces(fuse_req_t req, const struct hf_read_piece *pieces, size_t count) {
+    size_t slots = 0, bytes = 0;
+    for (size_t i = 0; i < count; i++) {
+        slots += pieces[i].fd >= 0 ? 1 : (pieces[i].size + ZEROS_SIZE - 1) / ZEROS_SIZE;
+        bytes += pieces[i].size;
+    }
+    if (slots == 0 || slots > SPLICE_PIECES || bytes > hf_splice_limit(slots)) return 1;
+    for (size_t i = 0; i < count; i++) {
+        if (pieces[i].fd < 0 && zeros == MAP_FAILED) return 1;
+    }
+    /* A vector of `slots` buffers: fuse_bufvec ends in a one-element array that runs on. */
+    _Alignas(struct fuse_bufvec) char storage[sizeof(struct fuse_bufvec) + (SPLICE_PIECES - 1) * sizeof(struct fuse_buf)];
+    memset(storage, 0, sizeof(storage));
+    struct fuse_bufvec *v = (struct fuse_bufvec *)storage;
+    v->count = slots;
+    size_t k = 0;
+    for (size_t i = 0; i < count; i++) {
+        if (pieces[i].fd >= 0) {
+            v->buf[k].size = pieces[i].size;
+            v->buf[k].flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK | FUSE_BUF_FD_RETRY;
+            v->buf[k].fd = pieces[i].fd;
+            v->buf[k].pos = pieces[i].pos;
+            k++;
+            continue;
+        }
+        for (size_t left = pieces[i].size; left > 0; k++) {
+            size_t n = left < ZEROS_SIZE ? left : ZEROS_SIZE;
+            v->buf[k].size = n;
+            v->buf[k].mem = zeros;
+            left -= n;
+        }
+    }
+    return fuse_reply_data(req, v, 0);
+}

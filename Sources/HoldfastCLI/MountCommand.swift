@@ -31,6 +31,8 @@ struct MountCommand: ParsableCommand {
               rw                 read-write (the default)
               allow_other        let other users use the mount
               writeback_cache    the kernel gathers writes before sending them
+              nosplice           copy large reads through the server (by default
+                                 they are spliced from the image into the reply)
               entry_timeout=S    seconds the kernel trusts a name (default 60)
               attr_timeout=S     seconds the kernel trusts attributes (default 1)
               fsname=NAME        the source mount and df show (default: the image)
@@ -79,6 +81,7 @@ struct MountCommand: ParsableCommand {
             case "rw": mount.readOnly = false
             case "allow_other": mount.allowOther = true
             case "writeback_cache": mount.writebackCache = true
+            case "nosplice": mount.splice = false
             case "entry_timeout", "attr_timeout":
                 guard let seconds = Double(value), seconds >= 0 else { throw ValidationError("-o \(word): give seconds, like \(key)=1") }
                 if key == "entry_timeout" { mount.entryTimeout = seconds } else { mount.attributeTimeout = seconds }

@@ -14,6 +14,10 @@ public protocol BlockDevice: AnyObject, Sendable {
     /// Fills `pieces` back to back from `offset`, in one call where the device can (preadv): the
     /// page cache reads a run of blocks straight into its pages.
     func read(scattering pieces: [UnsafeMutableRawBufferPointer], at offset: UInt64) throws(DeviceError)
+    /// The open file that holds bytes [offset, offset + count) of the device at those offsets,
+    /// for a caller that moves them on without a user-space buffer (splice(2)); nil where there is
+    /// none. A device that checks or counts its reads does so here, as for a read.
+    func spliceSource(at offset: UInt64, count: Int) throws(DeviceError) -> Int32?
     /// Copies `count` bytes at `offset` into the host file `fd` at `destination`, without passing
     /// through a user-space buffer where the device can (extraction's bulk path).
     func copy(from offset: UInt64, count: Int, to fd: Int32, at destination: UInt64) throws(DeviceError)
@@ -30,6 +34,8 @@ public protocol BlockDevice: AnyObject, Sendable {
 }
 
 extension BlockDevice {
+    public func spliceSource(at offset: UInt64, count: Int) throws(DeviceError) -> Int32? { nil }
+
     /// Reads `count` bytes at `offset` into a new array.
     public func read(count: Int, at offset: UInt64) throws(DeviceError) -> [UInt8] {
         var out = [UInt8](repeating: 0, count: count)
@@ -96,6 +102,13 @@ public final class ImageFile: BlockDevice {
     }
 
     deinit { Syscall.close(fd) }
+
+    public func spliceSource(at offset: UInt64, count: Int) throws(DeviceError) -> Int32? {
+        guard offset + UInt64(count) <= byteCount else {
+            throw DeviceError(.read, path: path, offset: offset, errno: 0, shortBy: Int(offset + UInt64(count) - byteCount))
+        }
+        return fd
+    }
 
     public func copy(from offset: UInt64, count: Int, to out: Int32, at destination: UInt64) throws(DeviceError) {
         guard offset + UInt64(count) <= byteCount else {

@@ -59,6 +59,10 @@ public final class RecordingDevice: BlockDevice {
         try underlying.read(scattering: pieces, at: offset)
     }
 
+    public func spliceSource(at offset: UInt64, count: Int) throws(DeviceError) -> Int32? {
+        try underlying.spliceSource(at: offset, count: count)
+    }
+
     public func copy(from offset: UInt64, count: Int, to fd: Int32, at destination: UInt64) throws(DeviceError) {
         try underlying.copy(from: offset, count: count, to: fd, at: destination)
     }

@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import CFuse3
+import CFuseDevice
 import Holdfast
 import Synchronization
 
@@ -23,6 +24,9 @@ public struct MountOptions: Sendable {
     /// in poll(2) (microseconds; 0: at once). A stream of requests then finds it awake, which
     /// saves a server thread's wake-up per request; an idle mount wakes once every 200 ms.
     public var spinMicroseconds = 150
+    /// Reads of 32 KiB and more move the image's bytes into the reply with splice(2), not
+    /// through a buffer of this process (`Filesystem.readSpliced`); false: always through one.
+    public var splice = true
     /// The source shown by `mount` and `df` (FUSE's fsname); the image path by default.
     public var sourceName: String?
     /// Print every FUSE request (libfuse's debug output), with `-f`.
@@ -72,11 +76,20 @@ final class MountServer: Sendable {
     let directory: String
     private let readaheadPending = Atomic(true)
 
+    /// The readahead the mount asks for, in KiB: 1 MiB, or less where a spliced reply could not
+    /// carry 1 MiB. (libfuse's pipe for a reply holds it whole; without CAP_SYS_RESOURCE a pipe
+    /// is at most /proc/sys/fs/pipe-max-size, 1 MiB by default, which leaves 1008 KiB for data.)
+    var readaheadKiB: Int {
+        guard options.splice else { return 1024 }
+        let fits = hf_splice_limit(1) / 4096 * 4
+        return fits >= 1024 ? 1024 : max(128, fits)
+    }
+
     /// Once the kernel has taken the init reply (which can only lower its readahead), the first
     /// lookup or getattr raises it (`MountSession.raiseReadahead`).
     func raiseReadaheadOnce() {
         guard readaheadPending.load(ordering: .relaxed), readaheadPending.exchange(false, ordering: .relaxed) else { return }
-        MountSession.raiseReadahead(of: directory, kib: 1024)
+        MountSession.raiseReadahead(of: directory, kib: readaheadKiB)
     }
 
     // MARK: Node ids

@@ -76,8 +76,9 @@ public final class MountSession {
             abandon()
             throw MountError("cannot mount at \(directory) (is /dev/fuse there, and may this user mount?)")
         }
-        // Device I/O through CFuseDevice, which negotiates HANDLE_KILLPRIV_V2 (fuse_device.c).
-        var io = fuse_custom_io(writev: hf_device_writev, read: hf_device_read, splice_receive: nil, splice_send: nil)
+        // Device I/O through CFuseDevice, which negotiates HANDLE_KILLPRIV_V2 (fuse_device.c) and
+        // sends spliced replies.
+        var io = fuse_custom_io(writev: hf_device_writev, read: hf_device_read, splice_receive: nil, splice_send: hf_device_splice_send)
         let installed = fuse_session_custom_io(session, &io, fuse_session_fd(session))
         guard installed == 0 else {
             fuse_session_unmount(session)
@@ -228,6 +229,9 @@ extension MountSession {
             var want = UInt32(FUSE_CAP_READDIRPLUS | FUSE_CAP_READDIRPLUS_AUTO | FUSE_CAP_ASYNC_READ | FUSE_CAP_PARALLEL_DIROPS
                 | FUSE_CAP_POSIX_ACL | FUSE_CAP_DONT_MASK)
             var drop = UInt32(FUSE_CAP_HANDLE_KILLPRIV | FUSE_CAP_ATOMIC_O_TRUNC)
+            // Large reads spliced from the image (`MountOptions.splice`); libfuse offers it with
+            // the custom io's splice_send.
+            if server.options.splice { want |= UInt32(FUSE_CAP_SPLICE_WRITE) } else { drop |= UInt32(FUSE_CAP_SPLICE_WRITE) }
             if server.options.writebackCache { want |= UInt32(FUSE_CAP_WRITEBACK_CACHE) } else { drop |= UInt32(FUSE_CAP_WRITEBACK_CACHE) }
             hf_conn_want(conn, want, drop)
         }

@@ -280,16 +280,40 @@ extension MountServer {
         }
     }
 
+    /// Reads from this size on are spliced where they can be (smaller ones cost more to set up
+    /// than their copy).
+    static let spliceMinimum = 32 << 10
+
     func read(_ req: fuse_req_t?, _ node: fuse_ino_t, _ size: Int, _ offset: off_t) {
         respond(req) { () throws(HoldfastError) in
             let number = inode(node)
+            let at = UInt64(bitPattern: Int64(offset))
+            if options.splice && size >= Self.spliceMinimum {
+                // Large reads: the image's bytes go into the reply without passing through here.
+                let node = try fs.inode(number)
+                let replied = try fs.readSpliced(node, offset: at, count: size) { plan -> Bool? in
+                    var pieces: [hf_read_piece] = []
+                    pieces.reserveCapacity(plan.pieces.count)
+                    for piece in plan.pieces {
+                        switch piece {
+                        case .image(let from, let n): pieces.append(hf_read_piece(fd: plan.descriptor, pos: off_t(from), size: n))
+                        case .zeros(let n): pieces.append(hf_read_piece(fd: -1, pos: 0, size: n))
+                        }
+                    }
+                    // 1: not a reply libfuse can splice (too large for its pipe, too many pieces).
+                    return pieces.withUnsafeBufferPointer { hf_reply_pieces(req, $0.baseAddress, $0.count) } == 1 ? nil : true
+                }
+                if replied == true {
+                    noteAccess(node)
+                    return
+                }
+            }
             let buffer = try ReplyBuffer(size, budget: fs.budget)
             defer { buffer.free() }
             let node = try fs.inode(number)
             // The kernel keeps what it reads (keep_cache): what this cache does not hold comes
             // from the image straight into the reply, and is not kept twice.
-            let count = try fs.read(node, offset: UInt64(bitPattern: Int64(offset)),
-                                    into: UnsafeMutableRawBufferPointer(start: buffer.pointer, count: size), caching: false)
+            let count = try fs.read(node, offset: at, into: UnsafeMutableRawBufferPointer(start: buffer.pointer, count: size), caching: false)
             noteAccess(node)
             fuse_reply_buf(req, buffer.pointer, count)
         }

@@ -142,6 +142,24 @@ struct MountTests {
         try Images.expectClean(image)
     }
 
+    @Test("large reads are spliced from the image: data, holes, unwritten blocks and a short tail read back exact; bytes the server holds win")
+    func splicedReads() throws {
+        let s = try Scratch()
+        var mount = try FuseMount.fresh("the spliced reads test", s, name: "s.img", blockSize: 4096, megabytes: 64)
+        let image = mount.image
+        #expect(try Support.sh(["python3", checks, "spliced-write", mount.directory]).contains("ok"))
+        #expect(try mount.unmount() == 0)
+        try Images.expectClean(image)
+        // A fresh server: nothing of the file is in its cache, so large reads splice.
+        mount = try FuseMount(image: image, scratch: s, extra: ["--stats"])
+        #expect(try Support.sh(["python3", checks, "spliced-read", mount.directory]).contains("ok"))
+        #expect(try mount.unmount() == 0)
+        let line = mount.log.split(separator: "\n").first { $0.hasPrefix("spliced-reads ") }.map(String.init) ?? "(no line)"
+        let reads = line.split(separator: " ").first { $0.hasPrefix("reads=") }.flatMap { Int($0.dropFirst(6)) } ?? 0
+        #expect(reads >= 5, "the sequential reads were spliced: \(line)")
+        try Images.expectClean(image)
+    }
+
     @Test("a write is one round trip: HANDLE_KILLPRIV_V2 spares the security.capability probe before each")
     func writesAskNoCapability() throws {
         let s = try Scratch()

@@ -4,6 +4,7 @@
 #define HOLDFAST_FUSE_DEVICE_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/types.h>
 #include <sys/uio.h>
 
@@ -15,6 +16,11 @@ ssize_t hf_device_read(int fd, void *buf, size_t len, void *userdata);
 /// the old HANDLE_KILLPRIV) when the kernel offered it.
 ssize_t hf_device_writev(int fd, struct iovec *iov, int count, void *userdata);
 
+/// splice(2) of a reply from libfuse's pipe to /dev/fuse (a read's data spliced from the image).
+/// libfuse offers the kernel spliced replies only when the custom io has this.
+ssize_t hf_device_splice_send(int fdin, off_t *offin, int fdout, off_t *offout, size_t len, unsigned flags,
+                              void *userdata);
+
 /// 1 once the kernel has taken HANDLE_KILLPRIV_V2: it then leaves clearing setuid, setgid and
 /// file capabilities on write, truncate and chown to this server, and asks for security.capability
 /// only before an inode's first write after its attributes were refreshed (S_NOSEC), not before
@@ -24,5 +30,21 @@ unsigned hf_killpriv_v2(void);
 /// 1 when the write request this thread is handling carries FUSE_WRITE_KILL_SUIDGID (the writer
 /// lacks CAP_FSETID).
 unsigned hf_write_kills_suidgid(void);
+
+/// One piece of a read's reply: `size` bytes of the file `fd` from byte `pos`, or zeros when
+/// `fd` < 0.
+struct hf_read_piece { int fd; off_t pos; size_t size; };
+
+struct fuse_req;  /* libfuse's request (fuse_req_t) */
+
+/// The bytes of the largest reply libfuse can splice in `pieces` buffers (0: none), from the
+/// largest pipe this process can have.
+size_t hf_splice_limit(size_t pieces);
+
+/// Replies to the read request `req` (a fuse_req_t) with `count` pieces, spliced into /dev/fuse
+/// (FUSE_CAP_SPLICE_WRITE, with `hf_device_splice_send`). Returns 1, having replied nothing, when
+/// the reply is not one to splice (too many pieces, too large for the pipe, no zeros to send);
+/// else what fuse_reply_data returns: 0, or a negative errno.
+int hf_reply_pieces(struct fuse_req *req, const struct hf_read_piece *pieces, size_t count);
 
 #endif

@@ -51,6 +51,7 @@ public final class StatisticsReport: Sendable {
         let inodeCache: InodeCache?
         var journal: JournalCounters? = nil
         var writeLock: WriteLockCounters? = nil
+        var splicedReads: SplicedReads? = nil
 
         init(_ fs: Filesystem) {
             budget = fs.budget
@@ -59,6 +60,7 @@ public final class StatisticsReport: Sendable {
             inodeCache = fs.inodeCache
             journal = fs.journalCounters
             writeLock = fs.writer == nil ? nil : fs.writeLockCounters
+            splicedReads = fs.splicedReads
         }
 
         init(budget: MemoryBudget) {
@@ -75,6 +77,7 @@ public final class StatisticsReport: Sendable {
             if let inodeCache { caches.append(inodeCache.statistics.line) }
             if let journal { caches.append(journal.statistics.line) }
             if let writeLock { caches.append(writeLock.line) }
+            if let splicedReads { caches.append(splicedReads.line) }
             return Statistics(budget: budget, caches: caches)
         }
     }

@@ -89,6 +89,8 @@ public final class Filesystem: Sendable {
     let writer: Locked<WriteState>?
     /// Waits for the write lock, time held, commits under it (`--stats`).
     let writeLockCounters = WriteLockCounters()
+    /// Spliced reads under way, which a release of freed blocks waits out (SplicedRead.swift).
+    let splicedReads = SplicedReads()
     /// The inode table of the group read last, as its descriptor gave it (checksum verified):
     /// a listing reads inodes of one group after another without decoding the descriptor each time.
     /// Inode tables never move while an image is open.

@@ -258,13 +258,16 @@ extension Filesystem {
         }
     }
 
-    /// The commit that freed them is done: blocks freed since the last commit may be handed out.
+    /// The commit that freed them is done: blocks freed since the last commit may be handed out,
+    /// once no spliced read that may still be moving their old bytes is under way (SplicedRead.swift).
     func releaseFreed(_ state: WriteState) {
         guard state.space.freedUncommittedBlocks > 0 else { return }
-        for (g, ranges) in state.space.freedUncommitted {
-            buddies?.update(g) { buddy in for r in ranges { buddy.mark(r.start, r.count, taken: false) } }
+        splicedReads.releasing {
+            for (g, ranges) in state.space.freedUncommitted {
+                buddies?.update(g) { buddy in for r in ranges { buddy.mark(r.start, r.count, taken: false) } }
+            }
+            state.space.freedUncommitted.removeAll()
+            state.space.freedUncommittedBlocks = 0
         }
-        state.space.freedUncommitted.removeAll()
-        state.space.freedUncommittedBlocks = 0
     }
 }
