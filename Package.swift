@@ -69,7 +69,9 @@ let package = Package(
         .testTarget(name: "HoldfastTests", dependencies: [
             "Holdfast", "HoldfastHost", "HoldfastFormat", "HoldfastMemory", "HoldfastCache", "HoldfastDevice", "HoldfastTestSupport", log,
         ]),
-        .testTarget(name: "HoldfastCLITests", dependencies: ["HoldfastCLI", "Holdfast", "HoldfastDevice", "HoldfastTestSupport"]),
+        .testTarget(name: "HoldfastCLITests", dependencies: [
+            "HoldfastCLI", "Holdfast", "HoldfastDevice", "HoldfastTestSupport", "CFuseDevice",
+        ]),
     ],
     swiftLanguageModes: [.v6]
 )

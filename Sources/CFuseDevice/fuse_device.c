@@ -14,6 +14,7 @@
 #include <pthread.h>
 #include <stdio.h>
 #include <sys/mman.h>
+#include <errno.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <string.h>
@@ -66,9 +67,38 @@ ssize_t hf_device_writev(int fd, struct iovec *iov, int count, void *userdata) {
     return writev(fd, iov, count);
 }
 
+/* The spliced reply this thread is sending (`hf_reply_pieces`): its header and bytes, or 0. */
+static _Thread_local size_t splice_expected;
+
+void hf_splice_expect(size_t bytes) { splice_expected = bytes; }
+
+/* Sends EIO for the request whose reply waits in the pipe `fdin` (`len` bytes, header first),
+   and empties the pipe. */
+static ssize_t splice_fail(int fdin, int fdout, size_t len) {
+    struct fuse_out_header out;
+    if (read(fdin, &out, sizeof(out)) != (ssize_t)sizeof(out)) return -1;
+    char sink[16384];
+    for (size_t left = len - sizeof(out); left > 0;) {
+        ssize_t n = read(fdin, sink, left < sizeof(sink) ? left : sizeof(sink));
+        if (n <= 0) break;
+        left -= (size_t)n;
+    }
+    out.len = sizeof(out);
+    out.error = -EIO;
+    if (write(fdout, &out, sizeof(out)) != (ssize_t)sizeof(out)) return -1;
+    return (ssize_t)len;
+}
+
 ssize_t hf_device_splice_send(int fdin, off_t *offin, int fdout, off_t *offout, size_t len, unsigned flags,
                               void *userdata) {
     (void)userdata;
+    size_t expected = splice_expected;
+    if (expected != 0 && len != expected && len >= sizeof(struct fuse_out_header)) {
+        /* libfuse got fewer bytes from the image than the pieces hold (they lie inside it: a read
+           error part-way) and would send a short reply, which the kernel takes for the end of the
+           file. The request gets EIO instead, as a read through the server's buffer would. */
+        return splice_fail(fdin, fdout, len);
+    }
     return splice(fdin, offin, fdout, offout, len, flags);
 }
 
@@ -129,9 +159,16 @@ int hf_reply_pieces(fuse_req_t req, const struct hf_read_piece *pieces, size_t c
         bytes += pieces[i].size;
     }
     if (slots == 0 || slots > SPLICE_PIECES || bytes > hf_splice_limit(slots)) return 1;
+    /* libfuse's estimate counts whole pages; pieces that start inside a page (blocks smaller
+       than a page) take a pipe slot more each. Such a reply must fit too, or libfuse reads the
+       pipe back and sends the reply from memory. */
+    size_t page = (size_t)sysconf(_SC_PAGESIZE), taken = 2;
     for (size_t i = 0; i < count; i++) {
         if (pieces[i].fd < 0 && zeros == MAP_FAILED) return 1;
+        size_t start = pieces[i].fd >= 0 ? (size_t)pieces[i].pos % page : 0;
+        taken += (start + pieces[i].size + page - 1) / page + (pieces[i].fd < 0);
     }
+    if (taken > pipe_limit / page) return 1;
     /* A vector of `slots` buffers: fuse_bufvec ends in a one-element array that runs on. */
     _Alignas(struct fuse_bufvec) char storage[sizeof(struct fuse_bufvec) + (SPLICE_PIECES - 1) * sizeof(struct fuse_buf)];
     memset(storage, 0, sizeof(storage));
@@ -154,5 +191,8 @@ int hf_reply_pieces(fuse_req_t req, const struct hf_read_piece *pieces, size_t c
             left -= n;
         }
     }
-    return fuse_reply_data(req, v, 0);
+    hf_splice_expect(sizeof(struct fuse_out_header) + bytes);
+    int res = fuse_reply_data(req, v, 0);
+    hf_splice_expect(0);
+    return res;
 }

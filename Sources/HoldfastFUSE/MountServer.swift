@@ -80,9 +80,9 @@ final class MountServer: Sendable {
     /// carry 1 MiB. (libfuse's pipe for a reply holds it whole; without CAP_SYS_RESOURCE a pipe
     /// is at most /proc/sys/fs/pipe-max-size, 1 MiB by default, which leaves 1008 KiB for data.)
     var readaheadKiB: Int {
-        guard options.splice else { return 1024 }
-        let fits = hf_splice_limit(1) / 4096 * 4
-        return fits >= 1024 ? 1024 : max(128, fits)
+        let fits = options.splice ? hf_splice_limit(1) / 4096 * 4 : 0
+        // No pipe to splice through at all: nothing is spliced, and the readahead stays.
+        return fits >= 1024 || fits < 128 ? 1024 : fits
     }
 
     /// Once the kernel has taken the init reply (which can only lower its readahead), the first

@@ -228,6 +228,7 @@ struct CachedReadTests {
                     case .spliced:
                         let inode = try fs.inode(files[0])
                         let handed = try fs.readSpliced(inode, offset: offset, count: 65536) { plan -> Bool in
+                            usleep(100)  // a slow splice: the window a release of freed blocks must wait out
                             var at = offset
                             var buffer = [UInt8](repeating: 0, count: 65536)
                             for piece in plan.pieces {
@@ -241,7 +242,6 @@ struct CachedReadTests {
                                     at += UInt64(n)
                                 }
                             }
-                            usleep(100)  // a slow splice: the window a release of freed blocks must wait out
                             return true
                         }
                         if handed != nil { spliced.withLock { $0 += 1 } }
@@ -452,7 +452,7 @@ extension CachedReadTests {
             synced.withLock { $0 = true }
         }
         syncer.start()
-        usleep(300_000)
+        usleep(500_000)
         #expect(!synced.withLock { $0 }, "the commit released the freed blocks while a spliced read was moving them")
         leave.withLock { $0 = true }
         while !synced.withLock({ $0 }) || !reader.isFinished { usleep(1000) }

@@ -17,9 +17,14 @@ ssize_t hf_device_read(int fd, void *buf, size_t len, void *userdata);
 ssize_t hf_device_writev(int fd, struct iovec *iov, int count, void *userdata);
 
 /// splice(2) of a reply from libfuse's pipe to /dev/fuse (a read's data spliced from the image).
-/// libfuse offers the kernel spliced replies only when the custom io has this.
+/// libfuse offers the kernel spliced replies only when the custom io has this. A reply shorter
+/// than `hf_splice_expect` said (libfuse splices what the image gave and sends that, even when a
+/// read error cut it short) goes as EIO instead, and the pipe is emptied.
 ssize_t hf_device_splice_send(int fdin, off_t *offin, int fdout, off_t *offout, size_t len, unsigned flags,
                               void *userdata);
+
+/// The length (header and data) of the spliced reply the calling thread sends next, or 0 after it.
+void hf_splice_expect(size_t bytes);
 
 /// 1 once the kernel has taken HANDLE_KILLPRIV_V2: it then leaves clearing setuid, setgid and
 /// file capabilities on write, truncate and chown to this server, and asks for security.capability
