@@ -448,22 +448,32 @@ struct PageCacheTortureTests {
         }
         // P: an overwrite of cached pages while the budget is full of memory held elsewhere. The
         // write counts no page missing, then its metadata reads under the lock reclaim those very
-        // pages: the page cache tops up under its lock (`pagecache.page-locked`, noWait).
+        // pages: the page cache tops up under its lock (`pagecache.page-locked`, noWait). (A write
+        // reads its inode before the lock, so that is cached here; its extent tree's leaf it reads
+        // under the lock: five pieces apart give the file more extents than the inode holds.)
         _ = step {
             try fs.sync()
             fs.pageCache?.dropAllClean()  // the file's pages will be the only clean ones
             let n = try fs.create(path: "/p", kind: .regular, owner: owner)
             try fs.write(n, at: 0, Patterns.random(16 << 10, seed: 16))
+            var whole = [UInt8](repeating: 0, count: (5 << 16) + 4096)
+            for k in 1...5 {
+                let piece = Patterns.random(4096, seed: 30 + UInt64(k))
+                try fs.write(n, at: UInt64(k) << 16, piece)
+                whole.replaceSubrange((k << 16)..<((k << 16) + 4096), with: piece)
+            }
             try fs.sync()
             // Newer clean pages, of another file: what the top-up frees once the file's own are gone.
             let q = try fs.create(path: "/q", kind: .regular, owner: owner)
             try fs.write(q, at: 0, Patterns.random(32 << 10, seed: 20))
             try fs.sync()
             fs.cache.drain()  // nothing dirty after a sync: the write must read its metadata again
+            _ = try fs.inode(n)  // but not its inode, which a write reads before the lock
             let p = Patterns.random(16 << 10, seed: 17)
             try withBallast(fs.budget, leaving: fs.blockSize / 2) { try fs.write(n, at: 0, p) }
             try fs.fsync(n)
-            out.acknowledged["/p"] = p
+            whole.replaceSubrange(0..<p.count, with: p)
+            out.acknowledged["/p"] = whole
         }
         // R: an fsync with no memory left for the write's page list: it writes from the writeback
         // reserve (`writeback.reserve`).
@@ -574,5 +584,97 @@ struct PageCacheTortureTests {
         let reached = Set(sites.map(\.site.name))
         let never = Filesystem.allocationSites.filter { $0.category != .io && !reached.contains($0.name) }.map(\.name)
         print("torture coverage:\n  " + report.joined(separator: "\n  ") + "\n  never reached: " + never.joined(separator: ", "))
+    }
+}
+
+/// A device whose reads of one byte range take 600 ms: a disk slow there.
+final class SlowReadsDevice: BlockDevice, @unchecked Sendable {
+    let underlying: ImageFile
+    private let slow = Locked<Range<UInt64>>(0..<0)
+
+    init(path: String) throws { underlying = try ImageFile(path: path, writable: true) }
+
+    func slowDown(_ bytes: Range<UInt64>) { slow.withLock { $0 = bytes } }
+
+    var byteCount: UInt64 { underlying.byteCount }
+    var path: String { underlying.path }
+    var isWritable: Bool { true }
+
+    private func pause(_ offset: UInt64, _ count: Int) {
+        let range = slow.withLock { $0 }
+        if offset < range.upperBound && offset + UInt64(count) > range.lowerBound { usleep(600_000) }
+    }
+
+    func read(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws(DeviceError) {
+        pause(offset, buffer.count)
+        try underlying.read(into: buffer, at: offset)
+    }
+    func read(scattering pieces: [UnsafeMutableRawBufferPointer], at offset: UInt64) throws(DeviceError) {
+        pause(offset, pieces.reduce(0) { $0 + $1.count })
+        try underlying.read(scattering: pieces, at: offset)
+    }
+    func copy(from offset: UInt64, count: Int, to fd: Int32, at destination: UInt64) throws(DeviceError) {
+        pause(offset, count)
+        try underlying.copy(from: offset, count: count, to: fd, at: destination)
+    }
+    func write(_ bytes: UnsafeRawBufferPointer, at offset: UInt64) throws(DeviceError) { try underlying.write(bytes, at: offset) }
+    func write(fromFile fd: Int32, at source: UInt64, count: Int, to offset: UInt64) throws(DeviceError) {
+        try underlying.write(fromFile: fd, at: source, count: count, to: offset)
+    }
+    func write(gathering pieces: [UnsafeRawBufferPointer], at offset: UInt64) throws(DeviceError) {
+        try underlying.write(gathering: pieces, at: offset)
+    }
+    func flush() throws(DeviceError) { try underlying.flush() }
+}
+
+extension PageCacheTests {
+    @Test("a write waiting for the disk holds up no write to another file: what it reads, it reads before the write lock",
+          arguments: [10, 4000])
+    func writeReadsBeforeTheLock(offset: Int) throws {
+        let scratch = try Scratch()
+        let image = scratch.path("slow.img")
+        try Images.make(image, blockSize: 4096, megabytes: 64)
+        let a0 = Patterns.random(64 << 10, seed: 41), b0 = Patterns.random(64 << 10, seed: 42)
+        do {
+            let fs = try Images.openWritable(image)
+            let a = try fs.create(path: "/a", kind: .regular, owner: Ownership(permissions: 0o644))
+            let b = try fs.create(path: "/b", kind: .regular, owner: Ownership(permissions: 0o644))
+            try fs.write(a, at: 0, a0)
+            try fs.write(b, at: 0, b0)
+            try fs.close()
+        }
+        let first = try Self.physicalBlock(image, "/a")
+        let device = try SlowReadsDevice(path: image)
+        var options = OpenOptions(memoryBudget: 16 << 20, writable: true)
+        options.flusher = false
+        let fs = try Filesystem(device: device, options: options)
+        let a = try fs.resolve("/a").number, b = try fs.resolve("/b").number
+        // /a's blocks read slowly from now on; nothing of either file's data is cached.
+        device.slowDown((first * 4096)..<((first + 16) * 4096))
+        // 100 bytes inside /a's blocks (crossing a block edge at 4000): the write needs the
+        // rest of each block it covers in part, a slow read.
+        let piece = [UInt8](repeating: 7, count: 100)
+        let aTook = Locked<Double?>(nil)
+        let writer = Thread {
+            let start = Date()
+            try? fs.write(a, at: UInt64(offset), piece)
+            aTook.withLock { $0 = Date().timeIntervalSince(start) }
+        }
+        writer.start()
+        usleep(150_000)  // /a's write is in its slow read now
+        let start = Date()
+        try fs.write(b, at: UInt64(offset), piece)
+        let bTook = Date().timeIntervalSince(start)
+        while aTook.withLock({ $0 }) == nil { usleep(1000) }
+        #expect(aTook.withLock { $0 }! >= 0.5, "the write to /a waited for its read")
+        #expect(bTook < 0.3, "the write to /b waited \(bTook) s for /a's read (it held the write lock)")
+        device.slowDown(0..<0)
+        var a1 = a0, b1 = b0
+        a1.replaceSubrange(offset..<(offset + 100), with: piece)
+        b1.replaceSubrange(offset..<(offset + 100), with: piece)
+        #expect(Bytes(try fs.read(try fs.inode(a), offset: 0, count: a1.count)) == Bytes(a1))
+        #expect(Bytes(try fs.read(try fs.inode(b), offset: 0, count: b1.count)) == Bytes(b1))
+        try fs.close()
+        try Images.expectClean(image)
     }
 }

@@ -47,6 +47,7 @@ extension Filesystem {
                 // Bitmaps and descriptors, plus a block map's indirect blocks (one per blockSize/4 blocks).
                 let credits = 16 + 2 * (n / blockSize / (blockSize * 8) + 1) + n / blockSize / (blockSize / 4) + 3
                 do {
+                    prefetchForWrite(inode, at: offset + UInt64(done), count: n)
                     let pages = try pagesForWrite(inode, at: offset + UInt64(done), count: n)
                     try mutate(credits: credits, pages: pages) { ctx in
                         var rec = try ctx.inode(inode)
@@ -70,6 +71,31 @@ extension Filesystem {
                 }
                 done += n
             } while done < data.count
+        }
+    }
+
+    /// Reads before the write lock what a write of `count` bytes at `offset` would otherwise read
+    /// under it: the inode, and as clean pages (their mapping with them) the blocks the write
+    /// covers only in part and the old last block, whose tail a write past the end zeroes. The
+    /// write lock is then held for work in memory, and a write waiting for the disk holds up no
+    /// change to other files. Best effort: what is gone again by the time the lock is taken is
+    /// read under it, as before. A write of whole blocks inside the file reads nothing here.
+    func prefetchForWrite(_ number: UInt32, at offset: UInt64, count: Int) {
+        guard writer != nil, let pageCache, count > 0,
+              let node = try? inode(number), node.fileType == .regular, !node.hasInlineData else { return }
+        let bs = UInt64(blockSize)
+        let end = offset + UInt64(count)
+        guard end > offset, end / bs < UInt64(UInt32.max) else { return }
+        let candidates = [offset % bs != 0 ? offset / bs : nil,
+                          end % bs != 0 ? end / bs : nil,
+                          node.size % bs != 0 && end > node.size ? node.size / bs : nil]
+        var block: [UInt8] = []
+        for case let b? in candidates where b * bs < node.size && !pageCache.hasPage(number, b) {
+            // The block's bytes up to the end of the file (a read never passes i_size); its page
+            // holds the whole block.
+            if block.isEmpty { block = [UInt8](repeating: 0, count: blockSize) }
+            let part = Int(min(bs, node.size - b * bs))
+            _ = try? block.withUnsafeMutableBytes { try readCached(node, offset: b * bs, into: UnsafeMutableRawBufferPointer(rebasing: $0[..<part])) }
         }
     }
 
