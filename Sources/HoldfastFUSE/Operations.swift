@@ -286,11 +286,10 @@ extension MountServer {
 
     func read(_ req: fuse_req_t?, _ node: fuse_ino_t, _ size: Int, _ offset: off_t) {
         respond(req) { () throws(HoldfastError) in
-            let number = inode(node)
+            let node = try fs.inode(inode(node))
             let at = UInt64(bitPattern: Int64(offset))
             if options.splice && size >= Self.spliceMinimum {
                 // Large reads: the image's bytes go into the reply without passing through here.
-                let node = try fs.inode(number)
                 let replied = try fs.readSpliced(node, offset: at, count: size) { plan -> Bool? in
                     var pieces: [hf_read_piece] = []
                     pieces.reserveCapacity(plan.pieces.count)
@@ -310,7 +309,6 @@ extension MountServer {
             }
             let buffer = try ReplyBuffer(size, budget: fs.budget)
             defer { buffer.free() }
-            let node = try fs.inode(number)
             // The kernel keeps what it reads (keep_cache): what this cache does not hold comes
             // from the image straight into the reply, and is not kept twice.
             let count = try fs.read(node, offset: at, into: UnsafeMutableRawBufferPointer(start: buffer.pointer, count: size), caching: false)
