@@ -206,6 +206,52 @@ struct WritePathTests {
         }
     }
 
+    @Test("writes into a preallocated file turn its blocks written in place, through leaf splits and a deep tree")
+    func writesIntoPreallocation() throws {
+        let scratch = try Scratch()
+        let image = scratch.path("pre.img")
+        // 1 KiB blocks: 84 extents to a leaf, so a few thousand scattered writes need index levels.
+        try Images.make(image, blockSize: 1024, megabytes: 64)
+        let fs = try Images.openWritable(image)
+        let f = try fs.create(path: "/f", kind: .regular, owner: Ownership(permissions: 0o644))
+        let size = 16 << 20
+        try fs.fallocate(f, offset: 0, length: UInt64(size), mode: .allocate)
+        var model = [UInt8](repeating: 0, count: size)
+        var rng = SplitMix64(seed: 7)
+        for i in 0..<3000 {
+            // Mostly one whole block, sometimes a few blocks or a part of one.
+            let block = Int(rng.next() % UInt64(size / 1024 - 4))
+            let (offset, count) = switch i % 10 {
+            case 0: (block * 1024 + 100, 300)
+            case 1: (block * 1024, 3 * 1024)
+            default: (block * 1024, 1024)
+            }
+            let byte = UInt8(truncatingIfNeeded: i % 250 + 1)
+            try fs.write(f, at: UInt64(offset), [UInt8](repeating: byte, count: count))
+            for k in offset..<(offset + count) { model[k] = byte }
+            if i % 1000 == 999 { try fs.sync() }
+        }
+        var runs = 0, unwritten = 0
+        try fs.blockRuns(try fs.inode(f)) { runs += 1; if $0.unwritten { unwritten += 1 } }
+        #expect(runs > 2 * 84 && unwritten > 0, "the writes should have split the extents over many leaves (\(runs) runs)")
+        #expect(try fs.read(try fs.inode(f), offset: 0, count: size) == model)
+        // Writes in order over a preallocated range join the written extent before them.
+        let g = try fs.create(path: "/g", kind: .regular, owner: Ownership(permissions: 0o644))
+        try fs.fallocate(g, offset: 0, length: 1 << 20, mode: .allocate)
+        for k in 0..<200 { try fs.write(g, at: UInt64(k * 1024), [UInt8](repeating: 0x5A, count: 1024)) }
+        var gRuns: [BlockRun] = []
+        try fs.blockRuns(try fs.inode(g)) { gRuns.append($0) }
+        #expect(gRuns.count == 2 && !gRuns[0].unwritten && gRuns[0].length == 200 && gRuns[1].unwritten,
+                "expected one written extent of 200 blocks, then the unwritten rest: \(gRuns)")
+        try fs.close()
+        try Images.expectClean(image)
+        try Support.requireLoopMount("the kernel's reading of the converted file")
+        try Support.withLoopMount(image) { mnt in
+            let data = try #require(FileManager.default.contents(atPath: mnt + "/f"))
+            #expect(Array(data) == model, "the kernel reads the file differently")
+        }
+    }
+
     @Test("a truncate, punch or zero range that fails leaves the data as it was; a failed extending write leaves nothing a later grow shows")
     func failedOperationsKeepData() throws {
         let scratch = try Scratch()

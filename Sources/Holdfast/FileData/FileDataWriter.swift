@@ -129,8 +129,10 @@ extension Operation {
                 if runs[r].unwritten {
                     // Preallocated blocks read as zeros: written, they become initialized extents
                     // (partial blocks are zero-filled, never read).
-                    try unmapRange(logical, logical + length, of: &rec, free: false)
-                    try insertExtent(Extent(logical: UInt32(logical), length: UInt16(length), physical: physical, unwritten: false), into: &rec)
+                    if try !markWritten(logical, logical + length, of: &rec) {
+                        try unmapRange(logical, logical + length, of: &rec, free: false)
+                        try insertExtent(Extent(logical: UInt32(logical), length: UInt16(length), physical: physical, unwritten: false), into: &rec)
+                    }
                     fresh = true
                 }
             } else if delayed {
