@@ -271,10 +271,8 @@ public final class BufferCache: Sendable {
     }
 
     private func release(_ pages: [Page]) {
-        for p in pages {
-            budget.freePage(p, for: .bufferBlock)
-            budget.uncharge(Self.indexEntryBytes, for: .bufferIndex)
-        }
+        budget.freePages(pages, for: .bufferBlock)
+        budget.uncharge(Self.indexEntryBytes * pages.count, for: .bufferIndex)
     }
 
     // MARK: Dirty blocks (the write path)

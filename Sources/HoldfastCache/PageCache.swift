@@ -81,7 +81,7 @@ public final class PageCache: Sendable {
     deinit {
         if let token = shrinkerToken.withLock({ $0 }) { budget.unregister(token) }
         let pages = state.withLock { s in s.files.values.flatMap { $0.pages.values.map(\.page) } }
-        for page in pages { budget.freePage(page, for: .pageCachePage) }
+        budget.freePages(pages, for: .pageCachePage)
     }
 
     /// Sets the writeback reserve aside (a writable open); false if the budget cannot hold it.
@@ -221,7 +221,7 @@ public final class PageCache: Sendable {
             s.forgetIfEmpty(inode, file)
             return freed
         }
-        for p in freed { budget.freePage(p, for: .pageCachePage) }
+        budget.freePages(freed, for: .pageCachePage)
     }
 
     /// Drops the pages of logical blocks [first, end) of `inode`, dirty or not: their blocks were
@@ -254,7 +254,7 @@ public final class PageCache: Sendable {
             }
             return (freed, delayed)
         }
-        for p in freed { budget.freePage(p, for: .pageCachePage) }
+        budget.freePages(freed, for: .pageCachePage)
         return delayed
     }
 
@@ -404,7 +404,7 @@ public final class PageCache: Sendable {
             s.counters.reclaimedPages += freed.count
             return freed
         }
-        for p in freed { budget.freePage(p, for: .pageCachePage) }
+        budget.freePages(freed, for: .pageCachePage)
         return freed.count * blockSize
     }
 
@@ -436,7 +436,7 @@ public final class PageCache: Sendable {
             s.forgetIfEmpty(inode, file)
             return freed
         }
-        for p in freed { budget.freePage(p, for: .pageCachePage) }
+        budget.freePages(freed, for: .pageCachePage)
         return freed.count * blockSize
     }
 

@@ -270,6 +270,13 @@ public final class MemoryBudget: Sendable {
         uncharge(arena.pageSize, for: site)
     }
 
+    /// Frees pages taken at one site, in one pass (`PageArena.give(_:)` for a batch).
+    public func freePages(_ pages: [Page], for site: AllocationSite) {
+        guard !pages.isEmpty else { return }
+        arena.give(pages)
+        uncharge(arena.pageSize * pages.count, for: site)
+    }
+
     /// The bytes of a page this budget handed out.
     @inline(__always)
     public func bytes(_ page: Page) -> UnsafeMutableRawBufferPointer { arena.bytes(page) }

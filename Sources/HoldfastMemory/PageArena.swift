@@ -120,6 +120,40 @@ public final class PageArena: @unchecked Sendable {
         lists.withLock { $0.cold.append(page.index) }
     }
 
+    /// Returns many pages at once (a reclaim pass, a cache emptied at close): one pass under the
+    /// lock, and the pages past the warm limit go back to the kernel one madvise per run of
+    /// neighbouring pages, not one per page (at close, 60,000 calls took a fifth of an unmount).
+    func give(_ pages: [Page]) {
+        guard pages.count > 1 else {
+            if let p = pages.first { give(p) }
+            return
+        }
+        let release = lists.withLock { l -> [UInt32] in
+            var release: [UInt32] = []
+            for page in pages {
+                precondition(Int(page.index) < capacity, "page \(page.index) is not one of this arena's")
+                precondition(markGiven(page.index), "page \(page.index) given back twice, or never taken")
+                if l.warm.count < warmLimit {
+                    l.warm.append(page.index)
+                } else {
+                    release.append(page.index)
+                }
+            }
+            return release
+        }
+        guard !release.isEmpty else { return }
+        // As in `give(_:)`: zeroed before they are listed, so no taker sees one go to zeros.
+        let sorted = release.sorted()
+        var first = 0
+        while first < sorted.count {
+            var end = first + 1
+            while end < sorted.count && sorted[end] == sorted[end - 1] + 1 { end += 1 }
+            madvise(address(Page(index: sorted[first])), pageSize * (end - first), MADV_DONTNEED)
+            first = end
+        }
+        lists.withLock { $0.cold.append(contentsOf: release) }
+    }
+
     /// Gives every warm page's memory back to the kernel (after a cache is drained).
     public func trim() {
         guard canGiveBack else { return }

@@ -22,6 +22,34 @@ struct ArenaTests {
     }
 }
 
+@Suite("page arena batches")
+struct ArenaBatchTests {
+    @Test("a batch given back past the warm limit goes to the kernel in runs, and spares the pages still held")
+    func batchGiveBack() {
+        // 64 pages, of which 16 stay warm: a batch of 40 sends 24 back to the kernel.
+        let budget = MemoryBudget(limit: 64 * 4096, pageSize: 4096)
+        let pages = (0..<64).map { _ in budget.allocatePage(at: .testArenaPage)! }
+        for (k, p) in pages.enumerated() { budget.bytes(p).initializeMemory(as: UInt8.self, repeating: UInt8(k + 1)) }
+        let touched = budget.arena.touchedPages
+        // Every third page stays: the batch is runs of two with gaps, out of order.
+        let kept = pages.enumerated().filter { $0.offset % 3 == 0 }.map(\.element)
+        let batch = pages.enumerated().filter { $0.offset % 3 != 0 }.map(\.element).reversed()
+        budget.freePages(Array(batch), for: .testArenaPage)
+        #expect(budget.used == kept.count * 4096)
+        #expect(budget.arena.touchedPages == touched - (batch.count - 16), "pages past the warm limit should be given back")
+        for p in kept {
+            let k = pages.firstIndex(of: p)!
+            #expect(budget.bytes(p).allSatisfy { $0 == UInt8(k + 1) }, "page \(k), still held, lost its contents")
+        }
+        // Everything can be taken again, each page by one taker.
+        let again = (0..<batch.count).map { _ in budget.allocatePage(at: .testArenaPage)! }
+        #expect(Set(again.map(\.index)).count == batch.count)
+        #expect(Set(again.map(\.index)).isDisjoint(with: Set(kept.map(\.index))))
+        budget.freePages(again + kept, for: .testArenaPage)
+        #expect(budget.used == 0)
+    }
+}
+
 @Suite("page ownership")
 struct PageOwnershipTests {
     #if os(Linux) || os(macOS)
