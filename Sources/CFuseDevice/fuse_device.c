@@ -24,6 +24,7 @@
 static _Atomic uint64_t init_unique;        /* the FUSE_INIT request's id, until its reply */
 static _Atomic unsigned killpriv_offered;   /* the kernel offered HANDLE_KILLPRIV_V2 */
 static _Atomic unsigned killpriv_granted;   /* and the init reply took it */
+static _Atomic int init_error;              /* the init reply's error (negative errno), or 0 */
 static _Thread_local uint32_t write_flags;  /* write_flags of this thread's last FUSE_WRITE */
 
 ssize_t hf_device_read(int fd, void *buf, size_t len, void *userdata) {
@@ -48,12 +49,13 @@ ssize_t hf_device_read(int fd, void *buf, size_t len, void *userdata) {
 ssize_t hf_device_writev(int fd, struct iovec *iov, int count, void *userdata) {
     (void)userdata;
     uint64_t init = atomic_load(&init_unique);
-    if (init != 0 && count >= 2 && iov[0].iov_len >= sizeof(struct fuse_out_header)) {
+    if (init != 0 && count >= 1 && iov[0].iov_len >= sizeof(struct fuse_out_header)) {
         struct fuse_out_header out;
         memcpy(&out, iov[0].iov_base, sizeof(out));
         if (out.unique == init) {
+            if (out.error != 0) atomic_store(&init_error, out.error);  /* an error reply is the header alone */
             size_t at = offsetof(struct fuse_init_out, flags);
-            if (out.error == 0 && atomic_load(&killpriv_offered) && iov[1].iov_len >= at + sizeof(uint32_t)) {
+            if (out.error == 0 && count >= 2 && atomic_load(&killpriv_offered) && iov[1].iov_len >= at + sizeof(uint32_t)) {
                 char *reply = (char *)iov[1].iov_base;  /* libfuse's own reply, about to be sent */
                 uint32_t flags;
                 memcpy(&flags, reply + at, sizeof(flags));
@@ -103,6 +105,8 @@ ssize_t hf_device_splice_send(int fdin, off_t *offin, int fdout, off_t *offout, 
 }
 
 unsigned hf_killpriv_v2(void) { return atomic_load(&killpriv_granted); }
+
+int hf_init_error(void) { return atomic_load(&init_error); }
 
 unsigned hf_write_kills_suidgid(void) { return (write_flags & FUSE_WRITE_KILL_SUIDGID) != 0; }
 

@@ -146,7 +146,9 @@ public final class MountSession {
         let threads = UInt32(max(1, server.options.threads))
         // The polling loop (shim.h): a worker spins for the next request before it sleeps, and a
         // request that keeps it busy past a millisecond hands the device to another worker.
-        return hf_fuse_loop_poll(session, threads, server.options.spinMicroseconds * 1000, Self.rescueNanoseconds)
+        let result = hf_fuse_loop_poll(session, threads, server.options.spinMicroseconds * 1000, Self.rescueNanoseconds)
+        // A refused FUSE_INIT ends the session at once: that is the error, as libfuse's loop says.
+        return result == 0 ? hf_init_error() : result
     }
 
     /// How long one request may keep the device's reader before another worker reads on.

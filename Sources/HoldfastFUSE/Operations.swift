@@ -183,7 +183,10 @@ extension MountServer {
                 }
             }
             if set(FUSE_SET_ATTR_SIZE) {
-                try fs.truncate(number, to: UInt64(bitPattern: Int64(attr.st_size)), dropSetID: set(FUSE_SET_ATTR_KILL_SUID))
+                // The set-id clearing goes with the size, in one operation.
+                try fs.truncate(number, to: UInt64(bitPattern: Int64(attr.st_size)), dropSetID: set(FUSE_SET_ATTR_KILL_SUID),
+                                permissions: set(FUSE_SET_ATTR_MODE) ? nil : changes.permissions)
+                if !set(FUSE_SET_ATTR_MODE) { changes.permissions = nil }
             }
             if set(FUSE_SET_ATTR_MODE) { changes.permissions = UInt16(truncatingIfNeeded: attr.st_mode) & 0o7777 }
             if set(FUSE_SET_ATTR_UID) { changes.uid = UInt32(attr.st_uid) }

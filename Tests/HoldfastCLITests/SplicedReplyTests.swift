@@ -46,4 +46,36 @@ struct SplicedReplyTests {
         #expect(spliced == whole.count)
         #expect(Bytes(FileManager.default.contents(atPath: devicePath) ?? Data()) == Bytes(failed + whole))
     }
+
+    @Test("a refused FUSE_INIT is remembered as the session's error, which the mount's loop returns")
+    func refusedInit() throws {
+        let scratch = try Scratch()
+        // fuse_in_header (len, opcode 26 = FUSE_INIT, unique 5, nodeid, uid, gid, pid, extlen,
+        // padding), then fuse_init_in's major, minor, max_readahead and flags.
+        var request: [UInt8] = []
+        for word: UInt32 in [56, 26] { withUnsafeBytes(of: word.littleEndian) { request += $0 } }
+        for long: UInt64 in [5, 0] { withUnsafeBytes(of: long.littleEndian) { request += $0 } }
+        for word: UInt32 in [0, 0, 0, 0, 7, 45, 131_072, 0] { withUnsafeBytes(of: word.littleEndian) { request += $0 } }
+        #expect(request.count == 56)
+        let requestPath = scratch.path("request")
+        #expect(FileManager.default.createFile(atPath: requestPath, contents: Data(request)))
+        let input = open(requestPath, O_RDONLY)
+        defer { close(input) }
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        #expect(hf_device_read(input, &buffer, buffer.count, nil) == 56)
+        let device = open(scratch.path("device"), O_RDWR | O_CREAT | O_TRUNC, 0o600)
+        defer { close(device) }
+        func send(_ header: [UInt8]) -> Int {
+            var bytes = header
+            return bytes.withUnsafeMutableBytes { raw in
+                var iov = iovec(iov_base: raw.baseAddress, iov_len: raw.count)
+                return hf_device_writev(device, &iov, 1, nil)
+            }
+        }
+        // Another request's error is not the session's.
+        #expect(send(Self.reply(unique: 4, error: -ENOENT, data: [])) == 16)
+        #expect(hf_init_error() == 0)
+        #expect(send(Self.reply(unique: 5, error: -EPROTO, data: [])) == 16)
+        #expect(hf_init_error() == -EPROTO, "the init reply's error should be kept for the loop")
+    }
 }

@@ -32,6 +32,11 @@ void hf_splice_expect(size_t bytes);
 /// each. (libfuse's -d output prints the init reply's flags before this layer adds the flag.)
 unsigned hf_killpriv_v2(void);
 
+/// The error libfuse answered FUSE_INIT with (a negative errno: EPROTO when the kernel lacks a
+/// capability the server asked for, or speaks too old a protocol), or 0. libfuse's own loop
+/// returns it; the server's polling loop cannot see libfuse's session state, so it asks here.
+int hf_init_error(void);
+
 /// 1 when the write request this thread is handling carries FUSE_WRITE_KILL_SUIDGID (the writer
 /// lacks CAP_FSETID).
 unsigned hf_write_kills_suidgid(void);

@@ -139,7 +139,11 @@ extension Filesystem {
     /// Sets a regular file's size: blocks past a smaller size are freed, a larger size leaves a hole.
     /// `keepTimes` leaves mtime, ctime and file capabilities alone (an import); otherwise the
     /// capabilities go, as the kernel's truncate drops them. `dropSetID` as for `write`.
-    public func truncate(_ inode: UInt32, to size: UInt64, keepTimes: Bool = false, dropSetID: Bool = false) throws(HoldfastError) {
+    /// `permissions`, when given, replace the mode's permission bits in the same operation (the
+    /// mount's set-id clearing, which knows the caller's groups and so may clear more than
+    /// `dropSetID`): a crash never leaves the size changed and the bits not.
+    public func truncate(_ inode: UInt32, to size: UInt64, keepTimes: Bool = false, dropSetID: Bool = false,
+                         permissions: UInt16? = nil) throws(HoldfastError) {
         try guarded {
             // A cut of many blocks runs in steps, with the file on the orphan list meanwhile: if it
             // stops part-way, the next open (Holdfast's or the kernel's) frees the rest.
@@ -150,6 +154,7 @@ extension Filesystem {
                       try ctx.mappedEnd(rec) > (size + bs - 1) / bs + truncateStepBlocks else { return false }
                 if !keepTimes { try ctx.dropFileCapabilities(&rec) }
                 if dropSetID { ctx.dropSetIDBits(&rec) }
+                if let permissions { rec.mode = rec.mode & ~0o7777 | permissions & 0o7777 }
                 try ctx.truncateTail(&rec, to: size)
                 if !ctx.isOrphan(inode) { try ctx.addOrphan(&rec) }
                 if !keepTimes {
@@ -181,6 +186,7 @@ extension Filesystem {
                 guard size <= UInt64(UInt32.max) * UInt64(blockSize) else { throw HoldfastError.fileTooLarge(.inode(inode)) }
                 if !keepTimes { try ctx.dropFileCapabilities(&rec) }
                 if dropSetID { ctx.dropSetIDBits(&rec) }
+                if let permissions { rec.mode = rec.mode & ~0o7777 | permissions & 0o7777 }
                 try ctx.truncateData(&rec, to: size)
                 if !keepTimes {
                     let now = Operation.now()
