@@ -41,6 +41,7 @@ ssize_t hf_device_read(int fd, void *buf, size_t len, void *userdata) {
         uint32_t flags;
         memcpy(&flags, arg + offsetof(struct fuse_init_in, flags), sizeof(flags));
         atomic_store(&killpriv_offered, (flags & FUSE_HANDLE_KILLPRIV_V2) != 0);
+        atomic_store(&init_error, 0);  /* a new session's INIT: nothing refused yet */
         atomic_store(&init_unique, in.unique);
     }
     return n;

@@ -271,6 +271,7 @@ public final class BufferCache: Sendable {
     }
 
     private func release(_ pages: [Page]) {
+        guard !pages.isEmpty else { return }
         budget.freePages(pages, for: .bufferBlock)
         budget.uncharge(Self.indexEntryBytes * pages.count, for: .bufferIndex)
     }

@@ -38,13 +38,13 @@ public enum ExtentNodeEncoding {
 
     /// ee_block, ee_len (plus 32768 when unwritten), ee_start_hi, ee_start_lo.
     public static func write(_ e: Extent, into b: inout [UInt8], at i: Int) {
-        precondition(ExtentHeader.size + 12 * (i + 1) <= b.count, "extent entry \(i) past \(b.count) bytes")
+        precondition(i >= 0 && ExtentHeader.size + 12 * (i + 1) <= b.count, "extent entry \(i) past \(b.count) bytes")
         b.withUnsafeMutableBytes { store(e, into: $0, at: i) }
     }
 
     /// ei_block, ei_leaf_lo, ei_leaf_hi, ei_unused.
     public static func write(_ e: ExtentIndex, into b: inout [UInt8], at i: Int) {
-        precondition(ExtentHeader.size + 12 * (i + 1) <= b.count, "index entry \(i) past \(b.count) bytes")
+        precondition(i >= 0 && ExtentHeader.size + 12 * (i + 1) <= b.count, "index entry \(i) past \(b.count) bytes")
         b.withUnsafeMutableBytes { store(e, into: $0, at: i) }
     }
 

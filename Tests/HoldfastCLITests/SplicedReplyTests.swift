@@ -77,5 +77,11 @@ struct SplicedReplyTests {
         #expect(hf_init_error() == 0)
         #expect(send(Self.reply(unique: 5, error: -EPROTO, data: [])) == 16)
         #expect(hf_init_error() == -EPROTO, "the init reply's error should be kept for the loop")
+        // A new session's INIT starts with nothing refused.
+        #expect(lseek(input, 0, SEEK_SET) == 0)
+        #expect(hf_device_read(input, &buffer, buffer.count, nil) == 56)
+        #expect(hf_init_error() == 0)
+        #expect(send(Self.reply(unique: 5, error: 0, data: [UInt8](repeating: 0, count: 64))) == 80)
+        #expect(hf_init_error() == 0, "an accepted INIT is no error")
     }
 }

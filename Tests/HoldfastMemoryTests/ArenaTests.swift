@@ -1,3 +1,8 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
 import HoldfastMemory
 import Testing
 
@@ -26,7 +31,7 @@ struct ArenaTests {
 struct ArenaBatchTests {
     @Test("a batch given back past the warm limit goes to the kernel in runs, and spares the pages still held")
     func batchGiveBack() {
-        // 64 pages, of which 16 stay warm: a batch of 40 sends 24 back to the kernel.
+        // 64 pages, of which 16 stay warm: a batch of 42 sends 26 back to the kernel.
         let budget = MemoryBudget(limit: 64 * 4096, pageSize: 4096)
         let pages = (0..<64).map { _ in budget.allocatePage(at: .testArenaPage)! }
         for (k, p) in pages.enumerated() { budget.bytes(p).initializeMemory(as: UInt8.self, repeating: UInt8(k + 1)) }
@@ -36,7 +41,10 @@ struct ArenaBatchTests {
         let batch = pages.enumerated().filter { $0.offset % 3 != 0 }.map(\.element).reversed()
         budget.freePages(Array(batch), for: .testArenaPage)
         #expect(budget.used == kept.count * 4096)
-        #expect(budget.arena.touchedPages == touched - (batch.count - 16), "pages past the warm limit should be given back")
+        // Only where arena pages are whole system pages (not with 16 KiB or 64 KiB system pages).
+        if sysconf(Int32(_SC_PAGESIZE)) <= 4096 {
+            #expect(budget.arena.touchedPages == touched - (batch.count - 16), "pages past the warm limit should be given back")
+        }
         for p in kept {
             let k = pages.firstIndex(of: p)!
             #expect(budget.bytes(p).allSatisfy { $0 == UInt8(k + 1) }, "page \(k), still held, lost its contents")
