@@ -99,13 +99,23 @@ public final class PageCache: Sendable {
 
     // MARK: Writing into pages
 
-    /// How many of logical blocks [first, first+count) of `inode` have no page yet.
-    public func missing(_ inode: UInt32, first: UInt64, count: UInt64) -> Int {
+    /// How many of logical blocks [first, first+count) of `inode` have no page yet, nor one in `ready`.
+    public func missing(_ inode: UInt32, first: UInt64, count: UInt64, except ready: [UInt64: Page] = [:]) -> Int {
         state.withLock { s in
-            guard let file = s.files[inode], !file.pages.isEmpty else { return Int(count) }
+            guard let file = s.files[inode], !file.pages.isEmpty else {
+                return ready.isEmpty ? Int(count) : (first..<(first + count)).reduce(0) { $0 + (ready[$1] == nil ? 1 : 0) }
+            }
             var n = 0
-            for i in first..<(first + count) where file.pages[i] == nil { n += 1 }
+            for i in first..<(first + count) where file.pages[i] == nil && ready[i] == nil { n += 1 }
             return n
+        }
+    }
+
+    /// The blocks of [first, first+count) of `inode` that have no page now.
+    public func absent(_ inode: UInt32, first: UInt64, count: UInt64) -> [UInt64] {
+        state.withLock { s in
+            guard let file = s.files[inode], !file.pages.isEmpty else { return Array(first..<(first + count)) }
+            return (first..<(first + count)).filter { file.pages[$0] == nil }
         }
     }
 
@@ -115,6 +125,8 @@ public final class PageCache: Sendable {
         public let index: UInt64
         public let isNew: Bool
         let page: Page
+        /// A new page the writer filled before it was held (`hold`'s `ready`): it holds the block.
+        public var prefilled = false
     }
 
     /// The bytes of `pages`, in order, for the length of `body`. The pages are held (by `hold`),
@@ -124,13 +136,15 @@ public final class PageCache: Sendable {
     }
 
     /// Holds the pages of logical blocks [first, first+count), block `first` at device block
-    /// `physical`: existing pages once their writeback finished, new ones from `spare` (topped up
-    /// at `.pageCacheLocked` if short). Fill them, then `publish` or `discard`. Throws only for want
-    /// of a page, holding nothing then.
-    public func hold(_ inode: UInt32, first: UInt64, count: UInt64, physical: UInt64?, spare: inout [Page]) throws(OutOfMemoryError) -> [HeldPage] {
+    /// `physical`: existing pages once their writeback finished, new ones from `ready` where it
+    /// has the block's (taken out of it; they hold their blocks already), else from `spare` (topped
+    /// up at `.pageCacheLocked` if short). Fill the others, then `publish` or `discard`. Throws only
+    /// for want of a page, holding nothing then.
+    public func hold(_ inode: UInt32, first: UInt64, count: UInt64, physical: UInt64?, spare: inout [Page],
+                     ready: inout [UInt64: Page]) throws(OutOfMemoryError) -> [HeldPage] {
         let range = first..<(first + count)
         while true {
-            let short = missing(inode, first: first, count: count) - spare.count
+            let short = missing(inode, first: first, count: count, except: ready) - spare.count
             for _ in 0..<max(0, short) {
                 var page = budget.allocatePage(at: .pageCacheLocked)
                 if page == nil {
@@ -147,7 +161,7 @@ public final class PageCache: Sendable {
             let held = state.wait(until: { s in !(s.files[inode]?.inFlight(range) ?? false) }) { s -> [HeldPage]? in
                 let file = s.file(inode)
                 var absent = 0
-                for i in range where file.pages[i] == nil { absent += 1 }
+                for i in range where file.pages[i] == nil && ready[i] == nil { absent += 1 }
                 guard absent <= available else { return nil }
                 var out: [HeldPage] = []
                 out.reserveCapacity(Int(count))
@@ -156,11 +170,13 @@ public final class PageCache: Sendable {
                         file.pages[i]!.held = true
                         out.append(HeldPage(index: i, isNew: false, page: file.pages[i]!.page))
                     } else {
-                        let page = spare.removeLast()
+                        let filled = ready.removeValue(forKey: i)
+                        let page = filled ?? spare.removeLast()
                         file.pages[i] = .init(page: page, physical: physical.map { $0 + (i - first) }, held: true)
                         s.cachedPages += 1
                         if physical == nil { file.delayed += 1; s.delayedPages += 1 }
-                        out.append(HeldPage(index: i, isNew: true, page: page))
+                        if filled != nil { s.counters.prefilledPages += 1 }
+                        out.append(HeldPage(index: i, isNew: true, page: page, prefilled: filled != nil))
                     }
                 }
                 return out
@@ -483,12 +499,14 @@ public struct PageCacheStatistics: Sendable {
     /// cache after many such restarts and streamed instead.
     public var readRestarts = 0
     public var readFallbacks = 0
+    /// Pages a writer filled before the write lock and `hold` put in place (whole new blocks).
+    public var prefilledPages = 0
 
     public var line: String {
         "pagecache dirty=\(dirtyPages) delayed=\(delayedPages) writeback=\(writebackPages) clean=\(cleanPages) written=\(pagesWritten) "
             + "flusher-passes=\(flusherPasses) writeback-retries=\(writebackRetries) reserve-runs=\(reserveRuns) pool-runs=\(poolRuns) "
             + "throttled=\(throttledWriters) write-errors=\(writeErrors) reclaimed=\(reclaimedPages) "
             + "read-hits=\(readHits) read-misses=\(readMisses) readahead=\(readaheadPages) readahead-cut=\(readaheadCut) uncached=\(uncachedBlocks) "
-            + "read-restarts=\(readRestarts) read-fallbacks=\(readFallbacks)"
+            + "read-restarts=\(readRestarts) read-fallbacks=\(readFallbacks) prefilled=\(prefilledPages)"
     }
 }

@@ -277,11 +277,12 @@ extension PageCacheTests {
         let cache = PageCache(device: try ImageFile(path: image, writable: true), budget: budget)
         let baseline = budget.used
         var spare: [Page] = []
+        var ready: [UInt64: Page] = [:]
         if failing {
-            #expect(throws: OutOfMemoryError.self) { _ = try cache.hold(7, first: 0, count: 4, physical: 100, spare: &spare) }
+            #expect(throws: OutOfMemoryError.self) { _ = try cache.hold(7, first: 0, count: 4, physical: 100, spare: &spare, ready: &ready) }
             #expect(!cache.hasPages(7), "nothing held after the failure")
         } else {
-            let held = try cache.hold(7, first: 0, count: 4, physical: 100, spare: &spare)
+            let held = try cache.hold(7, first: 0, count: 4, physical: 100, spare: &spare, ready: &ready)
             #expect(held.count == 4 && held.allSatisfy(\.isNew))
             #expect(budget.statistics(.pageCacheLocked).hits == 4)
             cache.discard(7, held.map { ($0.index, $0.isNew) })

@@ -252,6 +252,69 @@ struct WritePathTests {
         }
     }
 
+    /// `prefilled=` of the page cache's statistics line: pages a write filled before the write lock.
+    private func prefilled(_ fs: Filesystem) throws -> Int {
+        let line = try #require(fs.statistics.caches.first { $0.hasPrefix("pagecache ") })
+        let field = try #require(line.split(separator: " ").first { $0.hasPrefix("prefilled=") })
+        return try #require(Int(field.dropFirst("prefilled=".count)))
+    }
+
+    @Test("whole new blocks are filled before the write lock; cached, partial and inline blocks under it", arguments: [1024, 4096])
+    func fillsBeforeTheLock(blockSize bs: Int) throws {
+        let scratch = try Scratch()
+        let image = scratch.path("fill.img")
+        try Images.make(image, blockSize: bs, megabytes: 64, extra: ["-O", "inline_data"])
+        var model: [UInt8] = []
+        func apply(_ fs: Filesystem, _ f: UInt32, at offset: Int, _ bytes: [UInt8]) throws {
+            try fs.write(f, at: UInt64(offset), bytes)
+            if model.count < offset + bytes.count { model += [UInt8](repeating: 0, count: offset + bytes.count - model.count) }
+            model.replaceSubrange(offset..<(offset + bytes.count), with: bytes)
+        }
+        func pattern(_ n: Int, _ seed: Int) -> [UInt8] { (0..<n).map { UInt8(truncatingIfNeeded: $0 &* 31 &+ seed) } }
+        var fs = try Images.openWritable(image)
+        let f = try fs.create(path: "/f", kind: .regular, owner: Ownership(permissions: 0o644))
+        // 16 new blocks, all whole: each filled before the lock.
+        try apply(fs, f, at: 0, pattern(16 * bs, 1))
+        #expect(try prefilled(fs) == 16)
+        // Blocks 2 (in part) to 15 are cached, 16 to 39 new and whole, 40 new and in part: 24.
+        try apply(fs, f, at: 2 * bs + 100, pattern(38 * bs - 93, 2))
+        #expect(try prefilled(fs) == 40)
+        // A write that ends in the middle of one new block and starts inside another fills none.
+        try apply(fs, f, at: 60 * bs + 1, pattern(bs - 2, 3))
+        #expect(try prefilled(fs) == 40)
+        // An inline file's first whole-block write converts it: its old bytes go to block 0 first.
+        let g = try fs.create(path: "/g", kind: .regular, owner: Ownership(permissions: 0o644))
+        let small = pattern(40, 4)
+        try fs.write(g, at: 0, small)
+        #expect(try fs.inode(g).hasInlineData, "the first 40 bytes should stay in the inode")
+        let big = pattern(3 * bs, 5)
+        try fs.write(g, at: 0, big)
+        #expect(try prefilled(fs) == 40, "an inline file's blocks are not filled before the lock")
+        #expect(try fs.read(try fs.inode(g), offset: 0, count: 3 * bs) == big)
+        #expect(try fs.read(try fs.inode(f), offset: 0, count: model.count) == model)
+        try fs.close()
+        try Images.expectClean(image)
+
+        // A write whose operation fails after its pages were filled gives them all back and
+        // changes nothing; the next write of the same blocks lands.
+        fs = try Images.openWritable(image, faults: try FaultPlan(parsing: "site=handle.undo,nth=1"))
+        let before = try fs.read(try fs.inode(f), offset: 0, count: model.count)
+        #expect(throws: HoldfastError.self) { try fs.write(f, at: UInt64(model.count), pattern(8 * bs, 6)) }
+        #expect(try fs.inode(f).size == UInt64(model.count), "the failed write grew the file")
+        #expect(try fs.read(try fs.inode(f), offset: 0, count: model.count) == before)
+        try apply(fs, f, at: 64 * bs, pattern(8 * bs, 7))
+        try fs.close()
+        #expect(fs.budget.used == 0, "close gives back everything it charged (\(fs.budget.used) bytes left)")
+        try Images.expectClean(image)
+        try Support.requireLoopMount("the kernel's reading of the written files")
+        try Support.withLoopMount(image) { mnt in
+            let fData = try #require(FileManager.default.contents(atPath: mnt + "/f"))
+            let gData = try #require(FileManager.default.contents(atPath: mnt + "/g"))
+            #expect(Array(fData) == model, "the kernel reads /f differently")
+            #expect(Array(gData) == big, "the kernel reads /g differently")
+        }
+    }
+
     @Test("a truncate, punch or zero range that fails leaves the data as it was; a failed extending write leaves nothing a later grow shows")
     func failedOperationsKeepData() throws {
         let scratch = try Scratch()

@@ -170,7 +170,8 @@ extension Operation {
             let n = min(chunk, count - done)
             let blockStart = (logical + done) * bs
             let from = max(blockStart, offset), to = min(blockStart + n * bs, offset + UInt64(data.count))
-            let pages = try cache.hold(inode, first: logical + done, count: n, physical: physical.map { $0 + done }, spare: &pending.spare)
+            let pages = try cache.hold(inode, first: logical + done, count: n, physical: physical.map { $0 + done },
+                                       spare: &pending.spare, ready: &pending.ready)
             pending.heldPages[inode, default: []].append(contentsOf: pages.map { ($0.index, $0.isNew) })
             if physical == nil {
                 // New delayed pages reserve their blocks now: no space is an error of this write,
@@ -179,11 +180,19 @@ extension Operation {
                 pending.delayedRuns.append((inode, logical + done, n))
             }
             // The part of each page the source covers; new pages get their other bytes first.
+            // Prefilled pages hold their whole blocks already: the source is read around them.
             try cache.withBytes(of: pages) { buffers throws in
                 var pieces: [UnsafeMutableRawBufferPointer] = []
                 pieces.reserveCapacity(pages.count)
+                var piecesFrom = from
                 for (k, (page, bytes)) in zip(pages, buffers).enumerated() {
                     let start = blockStart + UInt64(k) * bs
+                    if page.prefilled {
+                        if !pieces.isEmpty { try data.slice(Int(piecesFrom - offset), Int(start - offset)).read(into: pieces) }
+                        pieces.removeAll(keepingCapacity: true)
+                        piecesFrom = start + bs
+                        continue
+                    }
                     let head = Int(max(from, start) - start), tail = Int(min(to, start + bs) - start)
                     // On a block mapped just now, a clean page a read left holds the block's old bytes,
                     // not the file's: its uncovered part is zeros too. (Delayed pages, physical nil,
@@ -197,7 +206,7 @@ extension Operation {
                     }
                     pieces.append(UnsafeMutableRawBufferPointer(rebasing: bytes[head..<tail]))
                 }
-                try data.slice(Int(from - offset), Int(to - offset)).read(into: pieces)
+                if !pieces.isEmpty { try data.slice(Int(piecesFrom - offset), Int(to - offset)).read(into: pieces) }
             }
             cache.filled(inode, pages)
             done += n

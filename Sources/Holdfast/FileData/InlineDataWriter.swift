@@ -74,6 +74,10 @@ extension Operation {
         try clearInline(&rec)
         // i_size stays: a file with a size never goes inline again, so this write takes a block.
         if !bytes.isEmpty {
+            // Pages filled before the lock hold the caller's write, not these bytes.
+            let ready = pending.ready
+            pending.ready = [:]
+            defer { pending.ready = ready }
             try bytes.withUnsafeBytes { try writeData(&rec, offset: 0, source: .memory($0), delay: false) }
         }
     }

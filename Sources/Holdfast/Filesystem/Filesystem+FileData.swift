@@ -48,8 +48,8 @@ extension Filesystem {
                 let credits = 16 + 2 * (n / blockSize / (blockSize * 8) + 1) + n / blockSize / (blockSize / 4) + 3
                 do {
                     prefetchForWrite(inode, at: offset + UInt64(done), count: n)
-                    let pages = try pagesForWrite(inode, at: offset + UInt64(done), count: n)
-                    try mutate(credits: credits, pages: pages) { ctx in
+                    let (pages, ready) = try pagesForWrite(inode, at: offset + UInt64(done), source: part)
+                    try mutate(credits: credits, pages: pages, ready: ready) { ctx in
                         var rec = try ctx.inode(inode)
                         guard FileType(mode: rec.mode) == .regular else {
                             throw FileType(mode: rec.mode) == .directory ? HoldfastError.isADirectory(.inode(inode)) : HoldfastError.invalidArgument("inode \(inode) is not a regular file")
@@ -99,20 +99,24 @@ extension Filesystem {
         }
     }
 
-    /// The pages a write of `count` bytes at `offset` will add to the cache, taken before the
-    /// write lock; first the writer waits while dirty data is over its limit (the throttle).
-    func pagesForWrite(_ inode: UInt32, at offset: UInt64, count: Int) throws -> [Page] {
+    /// The pages a write of `data` at `offset` will add to the cache, taken before the write lock;
+    /// first the writer waits while dirty data is over its limit (the throttle). The blocks the
+    /// write covers whole and the cache lacks are filled here (`ready`, by block): the copy, and
+    /// a fresh page's first touch, then hold up no change to other files. Under the lock
+    /// `PageCache.hold` puts them in place where their blocks are still absent; the rest go back.
+    func pagesForWrite(_ inode: UInt32, at offset: UInt64, source data: DataSource) throws -> (blank: [Page], ready: [UInt64: Page]) {
         // A write past the largest file size is refused by the write itself, with its error.
+        let count = data.count
         guard writer != nil, let pageCache, count > 0, offset < UInt64(UInt32.max) * UInt64(blockSize),
-              UInt64(count) <= UInt64(UInt32.max) * UInt64(blockSize) - offset else { return [] }
+              UInt64(count) <= UInt64(UInt32.max) * UInt64(blockSize) - offset else { return ([], [:]) }
         let bs = UInt64(blockSize)
         let first = offset / bs, end = (offset + UInt64(count) + bs - 1) / bs
         try pageCache.throttle()
+        let absent = pageCache.absent(inode, first: first, count: end - first)
         var pages: [Page] = []
-        let needed = pageCache.missing(inode, first: first, count: end - first)
-        pages.reserveCapacity(needed)
+        pages.reserveCapacity(absent.count)
         var wroteBack = false
-        while pages.count < needed {
+        while pages.count < absent.count {
             if let p = budget.allocatePage(at: .pageCachePage) { pages.append(p); continue }
             // Memory is full of dirty pages the flusher has not reached: write them back here
             // once (they become reclaimable), then try again before reporting ENOMEM.
@@ -124,7 +128,30 @@ extension Filesystem {
             for p in pages { budget.freePage(p, for: .pageCachePage) }
             throw OutOfMemoryError(site: .pageCachePage, bytes: budget.pageSize, limit: budget.limit)
         }
-        return pages
+        // Whole blocks only (a partial one keeps bytes the lock's holder reads or zeroes), and not
+        // for an inline file, whose conversion writes its old bytes first.
+        let whole = absent.filter { $0 * bs >= offset && ($0 + 1) * bs <= offset + UInt64(count) }
+        guard !whole.isEmpty, let node = try? self.inode(inode), !node.hasInlineData else { return (pages, [:]) }
+        var ready: [UInt64: Page] = [:]
+        ready.reserveCapacity(whole.count)
+        var k = 0
+        do {
+            // One read of the source per run of neighbouring blocks.
+            while k < whole.count {
+                var e = k + 1
+                while e < whole.count && whole[e] == whole[e - 1] + 1 { e += 1 }
+                let run = whole[k..<e].map { b -> (UInt64, Page) in (b, pages.removeLast()) }
+                for (b, page) in run { ready[b] = page }
+                let from = Int(whole[k] * bs - offset)
+                try data.slice(from, from + (e - k) * blockSize).read(into: run.map { UnsafeMutableRawBufferPointer(rebasing: budget.bytes($0.1)[..<blockSize]) })
+                k = e
+            }
+        } catch {
+            for p in pages { budget.freePage(p, for: .pageCachePage) }
+            for p in ready.values { budget.freePage(p, for: .pageCachePage) }
+            throw error
+        }
+        return (pages, ready)
     }
 
     /// Writes `data` at byte `offset` of a regular file.

@@ -17,6 +17,9 @@ final class PendingChanges {
     var zeroing: [(inode: UInt32, index: UInt64, from: Int, to: Int, device: UInt64)] = []
     /// Pages taken before the write lock for this operation's data; what is left goes back.
     var spare: [Page] = []
+    /// Pages filled before the write lock with whole blocks of the operation's write, by block
+    /// (`Filesystem.pagesForWrite`); what is left goes back.
+    var ready: [UInt64: Page] = [:]
     /// Pages this operation holds in the page cache, per inode: published as dirty if it succeeds.
     var heldPages: [UInt32: [(index: UInt64, isNew: Bool)]] = [:]
     /// Logical block ranges whose blocks this operation freed: their pages go when it succeeds.

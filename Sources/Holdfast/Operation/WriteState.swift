@@ -109,11 +109,15 @@ extension Filesystem {
     /// before the operation when the operation could take it past the journal's bound, and after
     /// it when it holds a quarter of the memory budget or reaches the bound. An operation that
     /// finds no space while blocks freed since the last commit wait for it runs again after a
-    /// commit. `pages` were taken for the operation's file data before the lock (what it does not
-    /// use goes back).
-    func mutate<R>(credits: Int, pages: [Page] = [], _ body: (inout Operation) throws -> R) throws -> R {
+    /// commit. `pages` were taken for the operation's file data before the lock, and `ready` filled
+    /// there with whole blocks of a write, by block (what it does not use goes back).
+    func mutate<R>(credits: Int, pages: [Page] = [], ready: [UInt64: Page] = [:], _ body: (inout Operation) throws -> R) throws -> R {
+        let giveBack = {
+            for p in pages { self.budget.freePage(p, for: .pageCachePage) }
+            for p in ready.values { self.budget.freePage(p, for: .pageCachePage) }
+        }
         guard let writer else {
-            for p in pages { budget.freePage(p, for: .pageCachePage) }
+            giveBack()
             throw HoldfastError.readOnly(readOnlyReasons.isEmpty ? ["opened read-only"] : readOnlyReasons)
         }
         let asked = WriteLockCounters.now()
@@ -121,15 +125,15 @@ extension Filesystem {
             let got = WriteLockCounters.now()
             defer { writeLockCounters.operation(asked: asked, got: got, released: WriteLockCounters.now()) }
             guard !state.closed else {
-                for p in pages { budget.freePage(p, for: .pageCachePage) }
+                giveBack()
                 throw HoldfastError.invalidArgument("the filesystem is closed")
             }
             if let why = state.transaction.journal?.abortReason {
-                for p in pages { budget.freePage(p, for: .pageCachePage) }
+                giveBack()
                 throw HoldfastError.readOnly(["the journal was aborted after a failed write (\(why)); the next open recovers what it committed"])
             }
             if let why = writeFailures.readOnlyReason {
-                for p in pages { budget.freePage(p, for: .pageCachePage) }
+                giveBack()
                 throw HoldfastError.readOnly([why])
             }
             let transaction = state.transaction
@@ -140,7 +144,7 @@ extension Filesystem {
             }
             let result: R
             do {
-                result = try runOperation(state, credits: credits, pages: pages, body)
+                result = try runOperation(state, credits: credits, pages: pages, ready: ready, body)
             } catch HoldfastError.noSpace(let why) where state.space.freedUncommittedBlocks > 0 {
                 // Blocks freed since the last commit are not handed out before it: commit, as the
                 // kernel does, and try once more (the pages taken before the lock went back).
@@ -162,14 +166,20 @@ extension Filesystem {
     /// succeeds, and are rolled back, page cache included, if it throws.
     /// It runs in a `noFS` scope: reclaim started under the write lock drops only memory that
     /// needs no filesystem work to give back.
-    func runOperation<R>(_ state: WriteState, credits: Int, pages: [Page], _ body: (inout Operation) throws -> R) throws -> R {
-        try MemoryScope.noFS { () throws -> R in try runOperationLocked(state, credits: credits, pages: pages, body) }
+    func runOperation<R>(_ state: WriteState, credits: Int, pages: [Page], ready: [UInt64: Page] = [:],
+                         _ body: (inout Operation) throws -> R) throws -> R {
+        try MemoryScope.noFS { () throws -> R in try runOperationLocked(state, credits: credits, pages: pages, ready: ready, body) }
     }
 
-    private func runOperationLocked<R>(_ state: WriteState, credits: Int, pages: [Page], _ body: (inout Operation) throws -> R) throws -> R {
+    private func runOperationLocked<R>(_ state: WriteState, credits: Int, pages: [Page], ready: [UInt64: Page],
+                                       _ body: (inout Operation) throws -> R) throws -> R {
         let pending = PendingChanges()
         pending.spare = pages
-        defer { for p in pending.spare { budget.freePage(p, for: .pageCachePage) } }
+        pending.ready = ready
+        defer {
+            for p in pending.spare { budget.freePage(p, for: .pageCachePage) }
+            for p in pending.ready.values { budget.freePage(p, for: .pageCachePage) }
+        }
         let handle = state.transaction.begin(credits: credits)
         var ctx = Operation(fs: self, handle: handle, state: state, pending: pending)
         let result: R
