@@ -68,6 +68,30 @@ public enum DirectoryBlock {
         _ block: ArraySlice<UInt8>, blockSize: Int, inode: UInt32, blockNumber: UInt64?, structure: Structure = .directoryBlock
     ) throws(CorruptionError) -> [DirectoryEntry] {
         var result: [DirectoryEntry] = []
+        try walk(block, blockSize: blockSize, inode: inode, blockNumber: blockNumber, structure: structure) { ino, name, type in
+            result.append(DirectoryEntry(inode: ino, name: Array(block[name]), fileType: type))
+        }
+        return result
+    }
+
+    /// The inode of the entry named `name`, as `entries` would find it, without making the list:
+    /// a lookup copies no name. The whole block is validated, as `entries` does.
+    public static func find(
+        _ name: [UInt8], in block: ArraySlice<UInt8>, blockSize: Int, inode: UInt32, blockNumber: UInt64?, structure: Structure = .directoryBlock
+    ) throws(CorruptionError) -> UInt32? {
+        var found: UInt32?
+        try walk(block, blockSize: blockSize, inode: inode, blockNumber: blockNumber, structure: structure) { ino, range, _ in
+            if found == nil && range.count == name.count && block[range].elementsEqual(name) { found = ino }
+        }
+        return found
+    }
+
+    /// Calls `body` with each live entry's inode, the range of its name in `block`, and its file
+    /// type, in order; every record is checked first (rec_len, name_len).
+    private static func walk(
+        _ block: ArraySlice<UInt8>, blockSize: Int, inode: UInt32, blockNumber: UInt64?, structure: Structure,
+        _ body: (UInt32, Range<Int>, UInt8) -> Void
+    ) throws(CorruptionError) {
         var o = block.startIndex
         let end = block.endIndex
         while o < end {
@@ -86,11 +110,10 @@ public enum DirectoryBlock {
                 guard nameLength > 0, 8 + nameLength <= rec else {
                     throw CorruptionError(structure, inode: inode, block: blockNumber, .outOfRange(field: "name_len at offset \(o - block.startIndex)", value: UInt64(nameLength), limit: UInt64(rec - 8)))
                 }
-                result.append(DirectoryEntry(inode: ino, name: Array(block[(o + 8)..<(o + 8 + nameLength)]), fileType: type))
+                body(ino, (o + 8)..<(o + 8 + nameLength), type)
             }
             o += rec
         }
-        return result
     }
 }
 

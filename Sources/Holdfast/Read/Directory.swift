@@ -92,6 +92,20 @@ extension Filesystem {
         return try DirectoryBlock.entries(block[0..<usable], blockSize: blockSize, inode: dir.number, blockNumber: physical)
     }
 
+    /// The inode `name` names in one block of `dir`, checked as `leafEntries` checks it; a plain
+    /// leaf is searched in place, without copying its names.
+    private func leafFind(_ name: [UInt8], _ dir: Inode, block: [UInt8], logical: UInt64, physical: UInt64) throws -> UInt32? {
+        guard !isIndexed(dir) || (logical != 0 && !DirectoryBlock.isDxNode(block)) else {
+            return try leafEntries(dir, block: block, logical: logical, physical: physical).first { $0.name == name }?.inode
+        }
+        var usable = block.count
+        if superblock.hasMetadataChecksums {
+            try DirectoryBlock.verifyLeafChecksum(block, seed: dir.checksumSeed(superblock), inode: dir.number, blockNumber: physical)
+            usable -= DirectoryBlock.tailSize
+        }
+        return try DirectoryBlock.find(name, in: block[0..<usable], blockSize: blockSize, inode: dir.number, blockNumber: physical)
+    }
+
     /// Inline directories: the parent in the first 4 bytes of i_block, entries after it and in system.data.
     private func inlineDirectory(_ dir: Inode) throws -> [DirectoryEntry] {
         let data = try inlineData(dir)
@@ -122,7 +136,7 @@ extension Filesystem {
         if dir.hasInlineData { return try inlineDirectory(dir).first { $0.name == name }?.inode }
         var found: UInt32?
         try forEachDirectoryBlock(dir) { logical, physical, block in
-            found = try leafEntries(dir, block: block, logical: logical, physical: physical).first { $0.name == name }?.inode
+            found = try leafFind(name, dir, block: block, logical: logical, physical: physical)
             return found == nil
         }
         return found
@@ -183,9 +197,7 @@ extension Filesystem {
             if DirectoryBlock.isDxNode(leaf) {
                 throw CorruptionError(.htree, inode: dir.number, block: leafPhysical, .impossible("index points at an index node where a leaf belongs"))
             }
-            if let hit = try leafEntries(dir, block: leaf, logical: leafLogical, physical: leafPhysical).first(where: { $0.name == name }) {
-                return hit.inode
-            }
+            if let hit = try leafFind(name, dir, block: leaf, logical: leafLogical, physical: leafPhysical) { return hit }
             visited += 1
             guard visited <= Int(dirBlocks) else {
                 throw CorruptionError(.htree, inode: dir.number, .loop("collision chain longer than the directory"))
