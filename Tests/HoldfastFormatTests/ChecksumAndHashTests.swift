@@ -9,9 +9,15 @@ struct ChecksumAndHashTests {
     func crc32c() {
         #expect(CRC32C.standard(Array("123456789".utf8)) == 0xE306_9283)
         var rng = SystemRandomNumberGenerator()
-        for length in [0, 1, 7, 8, 9, 63, 64, 1000, 4096] {
+        // Around the three-lane stride (3 x 336 bytes) and its multiples, and the block sizes.
+        for length in [0, 1, 7, 8, 9, 63, 64, 1000, 1007, 1008, 1009, 1015, 1016, 1024, 2015, 2016, 2048, 3030, 4092, 4096, 65536] {
             let data = (0..<length).map { _ in UInt8.random(in: 0...255, using: &rng) }
-            #expect(CRC32C.update(~0, data) == CRC32C.portable(~0, data), "length \(length)")
+            for seed: UInt32 in [~0, 0, 0x1234_5678] {
+                #expect(CRC32C.update(seed, data) == CRC32C.portable(seed, data), "length \(length), seed \(seed)")
+            }
+            // A running crc over two pieces equals one over the whole.
+            let cut = length / 3
+            #expect(CRC32C.update(CRC32C.update(~0, Array(data[..<cut])), Array(data[cut...])) == CRC32C.update(~0, data), "length \(length) in two")
         }
     }
 
