@@ -96,9 +96,11 @@ static uint32_t crc32c_sse42(uint32_t crc, const void *data, size_t length) {
             length -= 3 * LANE;
         }
     }
-    c = crc32c_words(c, p, length / 8);
-    p += length & ~(size_t)7;
-    length &= 7;
+    if (length >= 8) {  /* an empty buffer may come as a null pointer: no arithmetic on it */
+        c = crc32c_words(c, p, length / 8);
+        p += length & ~(size_t)7;
+        length &= 7;
+    }
     uint32_t c32 = (uint32_t)c;
     while (length--) c32 = __builtin_ia32_crc32qi(c32, *p++);
     return c32;

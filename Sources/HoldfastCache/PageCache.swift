@@ -126,7 +126,7 @@ public final class PageCache: Sendable {
         public let isNew: Bool
         let page: Page
         /// A new page the writer filled before it was held (`hold`'s `ready`): it holds the block.
-        public var prefilled = false
+        public let prefilled: Bool
     }
 
     /// The bytes of `pages`, in order, for the length of `body`. The pages are held (by `hold`),
@@ -144,7 +144,18 @@ public final class PageCache: Sendable {
                      ready: inout [UInt64: Page]) throws(OutOfMemoryError) -> [HeldPage] {
         let range = first..<(first + count)
         while true {
-            let short = missing(inode, first: first, count: count, except: ready) - spare.count
+            var short = missing(inode, first: first, count: count, except: ready) - spare.count
+            if short > 0 && !ready.isEmpty {
+                // A filled page whose block another write or a read cached meanwhile is a blank
+                // one now (whoever takes it writes or zeroes all of it): it must not sit idle
+                // while this takes more at a site that cannot wait.
+                let cached = state.withLock { s -> [UInt64] in
+                    guard let file = s.files[inode] else { return [] }
+                    return ready.keys.filter { file.pages[$0] != nil }
+                }
+                for i in cached { spare.append(ready.removeValue(forKey: i)!) }
+                short = missing(inode, first: first, count: count, except: ready) - spare.count
+            }
             for _ in 0..<max(0, short) {
                 var page = budget.allocatePage(at: .pageCacheLocked)
                 if page == nil {
@@ -168,7 +179,7 @@ public final class PageCache: Sendable {
                 for i in range {
                     if file.pages[i] != nil {
                         file.pages[i]!.held = true
-                        out.append(HeldPage(index: i, isNew: false, page: file.pages[i]!.page))
+                        out.append(HeldPage(index: i, isNew: false, page: file.pages[i]!.page, prefilled: false))
                     } else {
                         let filled = ready.removeValue(forKey: i)
                         let page = filled ?? spare.removeLast()

@@ -290,6 +290,33 @@ extension PageCacheTests {
         #expect(budget.used == baseline)
     }
 
+    @Test("a filled page whose block was cached meanwhile serves as a blank one: no page is taken under the lock")
+    func filledPageOvertaken() throws {
+        let scratch = try Scratch()
+        let image = scratch.path("o.img")
+        try Images.make(image, blockSize: 4096, megabytes: 8)
+        // Pages under the lock always fail: the hold can only use what it was given.
+        let budget = MemoryBudget(limit: 1 << 20, faultPlan: FaultPlan(site: "pagecache.page-locked", persistent: true))
+        let cache = PageCache(device: try ImageFile(path: image, writable: true), budget: budget)
+        let baseline = budget.used
+        // Block 0 was filled for a write; then another write cached block 0 first.
+        let filled = try #require(budget.allocatePage(at: .pageCachePage))
+        var spare = [try #require(budget.allocatePage(at: .pageCachePage))]
+        var none: [UInt64: Page] = [:]
+        let other = try cache.hold(7, first: 0, count: 1, physical: 100, spare: &spare, ready: &none)
+        cache.publish(7, other.map(\.index))
+        // Blocks 0 (cached now) and 1 (absent): the filled page goes to block 1 as a blank page.
+        var ready: [UInt64: Page] = [0: filled]
+        let held = try cache.hold(7, first: 0, count: 2, physical: 100, spare: &spare, ready: &ready)
+        #expect(held.map(\.isNew) == [false, true] && held.allSatisfy { !$0.prefilled })
+        #expect(ready.isEmpty && spare.isEmpty)
+        #expect(budget.statistics(.pageCacheLocked).hits == 0)
+        cache.publish(7, held.map(\.index))
+        cache.flushAll()
+        cache.dropAllClean()
+        #expect(budget.used == baseline)
+    }
+
     @Test("writeback that finds the budget full and may not back off writes its run in one call on the reserve")
     func writebackOnTheReserve() throws {
         let scratch = try Scratch()

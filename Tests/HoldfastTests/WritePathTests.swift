@@ -279,8 +279,8 @@ struct WritePathTests {
         // Blocks 2 (in part) to 15 are cached, 16 to 39 new and whole, 40 new and in part: 24.
         try apply(fs, f, at: 2 * bs + 100, pattern(38 * bs - 93, 2))
         #expect(try prefilled(fs) == 40)
-        // A write that ends in the middle of one new block and starts inside another fills none.
-        try apply(fs, f, at: 60 * bs + 1, pattern(bs - 2, 3))
+        // A write that starts inside one new block and ends inside the next fills none.
+        try apply(fs, f, at: 60 * bs + 1, pattern(bs, 3))
         #expect(try prefilled(fs) == 40)
         // An inline file's first whole-block write converts it: its old bytes go to block 0 first.
         let g = try fs.create(path: "/g", kind: .regular, owner: Ownership(permissions: 0o644))
@@ -299,10 +299,14 @@ struct WritePathTests {
         // changes nothing; the next write of the same blocks lands.
         fs = try Images.openWritable(image, faults: try FaultPlan(parsing: "site=handle.undo,nth=1"))
         let before = try fs.read(try fs.inode(f), offset: 0, count: model.count)
+        // Blocks 61 and 69 in part, 62 to 68 whole and filled: the operation fails at its first
+        // undo copy (the inode's), after the pages were in place.
         #expect(throws: HoldfastError.self) { try fs.write(f, at: UInt64(model.count), pattern(8 * bs, 6)) }
+        #expect(try prefilled(fs) == 7)
         #expect(try fs.inode(f).size == UInt64(model.count), "the failed write grew the file")
         #expect(try fs.read(try fs.inode(f), offset: 0, count: model.count) == before)
         try apply(fs, f, at: 64 * bs, pattern(8 * bs, 7))
+        #expect(try prefilled(fs) == 15, "the failed write's pages should have gone with it")
         try fs.close()
         #expect(fs.budget.used == 0, "close gives back everything it charged (\(fs.budget.used) bytes left)")
         try Images.expectClean(image)

@@ -84,12 +84,15 @@ extension Filesystem {
             _ = try DxNode(block, offset: 8, inode: dir.number, blockNumber: physical, checksumSeed: csum ? seed : nil)
             return []
         }
-        var usable = block.count
-        if csum {
-            try DirectoryBlock.verifyLeafChecksum(block, seed: seed, inode: dir.number, blockNumber: physical)
-            usable -= DirectoryBlock.tailSize
-        }
-        return try DirectoryBlock.entries(block[0..<usable], blockSize: blockSize, inode: dir.number, blockNumber: physical)
+        return try DirectoryBlock.entries(try checkedRecords(dir, block: block, physical: physical), blockSize: blockSize,
+                                          inode: dir.number, blockNumber: physical)
+    }
+
+    /// A plain leaf's records: its checksum checked, the tail cut off.
+    private func checkedRecords(_ dir: Inode, block: [UInt8], physical: UInt64) throws -> ArraySlice<UInt8> {
+        guard superblock.hasMetadataChecksums else { return block[...] }
+        try DirectoryBlock.verifyLeafChecksum(block, seed: dir.checksumSeed(superblock), inode: dir.number, blockNumber: physical)
+        return block[0..<(block.count - DirectoryBlock.tailSize)]
     }
 
     /// The inode `name` names in one block of `dir`, checked as `leafEntries` checks it; a plain
@@ -98,12 +101,8 @@ extension Filesystem {
         guard !isIndexed(dir) || (logical != 0 && !DirectoryBlock.isDxNode(block)) else {
             return try leafEntries(dir, block: block, logical: logical, physical: physical).first { $0.name == name }?.inode
         }
-        var usable = block.count
-        if superblock.hasMetadataChecksums {
-            try DirectoryBlock.verifyLeafChecksum(block, seed: dir.checksumSeed(superblock), inode: dir.number, blockNumber: physical)
-            usable -= DirectoryBlock.tailSize
-        }
-        return try DirectoryBlock.find(name, in: block[0..<usable], blockSize: blockSize, inode: dir.number, blockNumber: physical)
+        return try DirectoryBlock.find(name, in: try checkedRecords(dir, block: block, physical: physical), blockSize: blockSize,
+                                       inode: dir.number, blockNumber: physical)
     }
 
     /// Inline directories: the parent in the first 4 bytes of i_block, entries after it and in system.data.
