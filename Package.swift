@@ -60,7 +60,7 @@ let package = Package(
         // Fixtures shared by the test targets: scratch folders, images, e2fsck, loop mounts, sweeps.
         .target(name: "HoldfastTestSupport", dependencies: ["Holdfast", "HoldfastHost", "HoldfastMemory", "HoldfastDevice"],
                 path: "Tests/HoldfastTestSupport"),
-        .testTarget(name: "HoldfastFormatTests", dependencies: ["HoldfastFormat", "HoldfastMemory", "HoldfastTestSupport"]),
+        .testTarget(name: "HoldfastFormatTests", dependencies: ["HoldfastFormat", "HoldfastTestSupport"]),
         .testTarget(name: "HoldfastMemoryTests", dependencies: ["HoldfastMemory"]),
         .testTarget(name: "HoldfastDeviceTests", dependencies: ["HoldfastDevice", "HoldfastMemory", "HoldfastTestSupport"]),
         .testTarget(name: "HoldfastCacheTests", dependencies: [
