@@ -253,10 +253,48 @@ struct WritePathTests {
     }
 
     /// `prefilled=` of the page cache's statistics line: pages a write filled before the write lock.
-    private func prefilled(_ fs: Filesystem) throws -> Int {
-        let line = try #require(fs.statistics.caches.first { $0.hasPrefix("pagecache ") })
-        let field = try #require(line.split(separator: " ").first { $0.hasPrefix("prefilled=") })
-        return try #require(Int(field.dropFirst("prefilled=".count)))
+    private func prefilled(_ fs: Filesystem) throws -> Int { try counter(fs, "pagecache", "prefilled") }
+
+    /// One counter of a `--stats` line (`line` its first word).
+    private func counter(_ fs: Filesystem, _ line: String, _ name: String) throws -> Int {
+        let found = try #require(fs.statistics.caches.first { $0.hasPrefix(line + " ") })
+        let field = try #require(found.split(separator: " ").first { $0.hasPrefix(name + "=") })
+        return try #require(Int(field.dropFirst(name.count + 1)))
+    }
+
+    @Test("fsync and sync write the data a commit needs before the write lock, and all of it reaches the image")
+    func orderedDataBeforeTheLock() throws {
+        let scratch = try Scratch()
+        let image = scratch.path("ordered.img")
+        try Images.make(image, blockSize: 4096, megabytes: 64)
+        let fs = try Images.openWritable(image)
+        func pattern(_ n: Int, _ seed: Int) -> [UInt8] { (0..<n).map { UInt8(truncatingIfNeeded: $0 &* 7 &+ seed) } }
+        let a = try fs.create(path: "/a", kind: .regular, owner: Ownership(permissions: 0o644))
+        let b = try fs.create(path: "/b", kind: .regular, owner: Ownership(permissions: 0o644))
+        // b: 1 MiB in delayed pages, then b gets its blocks (the flusher's way), so the running
+        // transaction needs its data; a: one block.
+        let bData = pattern(1 << 20, 1), aData = pattern(4096, 2)
+        try fs.write(b, at: 0, bData)
+        _ = fs.mapDelayedBlocks(of: b)
+        try fs.write(a, at: 0, aData)
+        try fs.fsync(a)
+        #expect(try counter(fs, "write-lock", "commit-data-pages") == 0,
+                "the fsync's commit wrote file data under the write lock")
+        #expect(try counter(fs, "pagecache", "dirty") == 0, "b's data, which the commit needs, is still dirty")
+        // More of both, in delayed pages this time, then sync.
+        let bMore = pattern(512 << 10, 3)
+        try fs.write(b, at: UInt64(bData.count), bMore)
+        try fs.write(a, at: 4096, aData)
+        try fs.sync()
+        #expect(try counter(fs, "write-lock", "commit-data-pages") == 0,
+                "sync's commit wrote file data under the write lock")
+        #expect(try counter(fs, "write-lock", "commits") >= 2)
+        try fs.close()
+        try Images.expectClean(image)
+        let reopened = try Images.openWritable(image)
+        #expect(try reopened.read(try reopened.inode(b), offset: 0, count: bData.count + bMore.count) == bData + bMore)
+        #expect(try reopened.read(try reopened.inode(a), offset: 0, count: 8192) == aData + aData)
+        try reopened.close()
     }
 
     @Test("whole new blocks are filled before the write lock; cached, partial and inline blocks under it", arguments: [1024, 4096])

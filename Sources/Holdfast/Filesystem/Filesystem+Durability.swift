@@ -15,6 +15,7 @@ extension Filesystem {
     public func sync() throws(HoldfastError) {
         let start = MonotonicClock.nanoseconds
         mapDelayedOutsideLock(nil)
+        pageCache?.writeBack(nil)
         try commitAll()
         guard let pageCache else { return }
         if let e = pageCache.checkAnyError() { throw HoldfastError.io(e) }
@@ -34,6 +35,22 @@ extension Filesystem {
             if waiting.isEmpty { return }
             if attempt > 0 { backoff.pause() }
             for n in waiting { _ = mapDelayedBlocks(of: n) }
+        }
+    }
+
+    /// Before a commit takes the write lock: the files the running transaction wrote get their
+    /// delayed blocks and their data is written, each file's mapping in a handle of its own. The
+    /// commit under the lock then maps and writes only what changed meanwhile, so other files'
+    /// writers wait for the commit's log writes, not for a file's worth of data (an fsync of one
+    /// file beside a large write to another, the timer's commit during one).
+    func writeOrderedDataOutsideLock() {
+        guard let writer, let pageCache else { return }
+        let files = writer.withLock { state in state.closed ? [] : state.orderedData.sorted() }
+        guard !files.isEmpty else { return }
+        let delayed = Set(pageCache.delayedInodes)
+        for n in files {
+            if delayed.contains(n) { _ = mapDelayedBlocks(of: n) }
+            pageCache.writeBack(n)
         }
     }
 
@@ -68,6 +85,7 @@ extension Filesystem {
         let start = MonotonicClock.nanoseconds
         mapDelayedOutsideLock(inode)
         pageCache?.writeBack(inode)
+        writeOrderedDataOutsideLock()
         try commitAll(file: inode)
         guard let pageCache else { return }
         let failure: DeviceError?

@@ -12,6 +12,7 @@ final class WriteLockCounters: Sendable {
     private let heldNanoseconds = Atomic<Int>(0)
     private let commits = Atomic<Int>(0)
     private let commitNanoseconds = Atomic<Int>(0)
+    private let commitDataPages = Atomic<Int>(0)
 
     /// A wait shorter than this is the lock's own cost, not contention.
     private static let contended = 2_000
@@ -32,15 +33,19 @@ final class WriteLockCounters: Sendable {
         heldNanoseconds.add(released - got, ordering: .relaxed)
     }
 
-    func commit(nanoseconds: Int) {
+    /// A commit held the lock `nanoseconds`, and wrote `dataPages` pages of file data in that time
+    /// (data=ordered; most of it is written before the lock where the caller can).
+    func commit(nanoseconds: Int, dataPages: Int) {
         commits.add(1, ordering: .relaxed)
         commitNanoseconds.add(nanoseconds, ordering: .relaxed)
+        commitDataPages.add(dataPages, ordering: .relaxed)
     }
 
     var line: String {
         let ms = { (a: borrowing Atomic<Int>) in a.load(ordering: .relaxed) / 1_000_000 }
         return "write-lock operations=\(operations.load(ordering: .relaxed)) waited=\(waited.load(ordering: .relaxed)) "
             + "wait-ms=\(ms(waitNanoseconds)) held-ms=\(ms(heldNanoseconds)) "
-            + "commits=\(commits.load(ordering: .relaxed)) commit-ms=\(ms(commitNanoseconds))"
+            + "commits=\(commits.load(ordering: .relaxed)) commit-ms=\(ms(commitNanoseconds)) "
+            + "commit-data-pages=\(commitDataPages.load(ordering: .relaxed))"
     }
 }

@@ -213,7 +213,11 @@ extension Filesystem {
     /// to the device. Nothing here allocates from the budget: a commit cannot fail for want of memory.
     func commitLocked(_ state: WriteState, force: Bool = false, flush: Bool = true, data: CommitData = .all) throws {
         let started = WriteLockCounters.now()
-        defer { writeLockCounters.commit(nanoseconds: WriteLockCounters.now() - started) }
+        let writtenBefore = pageCache?.statistics.pagesWritten ?? 0
+        defer {
+            let written = (pageCache?.statistics.pagesWritten ?? 0) - writtenBefore
+            writeLockCounters.commit(nanoseconds: WriteLockCounters.now() - started, dataPages: written)
+        }
         // Ordered data: file data goes to the device before the metadata that points at it. A page
         // whose write fails stays dirty and its error is the file's (fsync reports it). Delayed
         // pages get their blocks first.

@@ -104,6 +104,7 @@ extension Filesystem {
     /// The timer's commit: the running transaction and the data it needs, if it is still there.
     func commitDue() {
         guard let writer else { return }
+        writeOrderedDataOutsideLock()
         writer.withLock { state in
             guard !state.closed, state.transaction.dirtyBlocks > 0 else { return }
             // A failure is kept for the next sync, fsync or close to report.
