@@ -172,4 +172,32 @@ public struct Geometry: Sendable {
     public var descriptorBlockCount: UInt64 {
         (superblock.groupCount + UInt64(descriptorsPerBlock) - 1) / UInt64(descriptorsPerBlock)
     }
+
+    /// The blocks the filesystem's own structures take, which statfs leaves out of the size as the
+    /// kernel's ext4 does: s_overhead_clusters where mke2fs recorded it; else the blocks before the
+    /// first data block, each group's superblock backup with its descriptor blocks (meta_bg: the
+    /// copies in a meta group's first, second and last group), the reserved descriptor blocks,
+    /// both bitmaps and the inode table, and `journalBlocks` (an internal journal's length).
+    public func overheadBlocks(journalBlocks: UInt64) -> UInt64 {
+        let sb = superblock
+        if sb.overheadClusters != 0 { return UInt64(sb.overheadClusters) }
+        let bs = UInt64(sb.blockSize)
+        let tableBlocks = (UInt64(sb.inodesPerGroup) * UInt64(sb.inodeSize) + bs - 1) / bs
+        let perBlock = UInt64(descriptorsPerBlock)
+        let metaBG = sb.featureIncompat.contains(.metaBG)
+        // Descriptor blocks kept the classic way, after each superblock copy.
+        let classic = metaBG ? min(UInt64(sb.firstMetaBG), descriptorBlockCount) : descriptorBlockCount
+        var total = UInt64(sb.firstDataBlock)
+        for g in 0..<sb.groupCount {
+            total += 2 + tableBlocks
+            let backup: UInt64 = groupHasSuperblock(g) ? 1 : 0
+            if !metaBG || g < UInt64(sb.firstMetaBG) * perBlock {
+                if backup == 1 { total += 1 + classic + UInt64(sb.reservedGDTBlocks) }
+            } else {
+                let k = g % perBlock
+                total += backup + (k == 0 || k == 1 || k == perBlock - 1 ? 1 : 0)
+            }
+        }
+        return total + journalBlocks
+    }
 }

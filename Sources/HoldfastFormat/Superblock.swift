@@ -54,6 +54,7 @@ public struct Superblock: Sendable {
     public let checksumType: UInt8          // s_checksum_type
     public let kbytesWritten: UInt64        // s_kbytes_written
     public let errorCount: UInt32           // s_error_count
+    public let overheadClusters: UInt32     // s_overhead_clusters (0: not recorded)
     public let backupGroups: [UInt32]       // s_backup_bgs[2] (sparse_super2)
     public let checksumSeedField: UInt32    // s_checksum_seed
     public let orphanFileInode: UInt32      // s_orphan_file_inum
@@ -123,6 +124,7 @@ public struct Superblock: Sendable {
         checksumType = r.checksumType
         kbytesWritten = r.kbytesWritten
         errorCount = r.errorCount
+        overheadClusters = r.overheadClusters
         backupGroups = r.backupGroups
         checksumSeedField = r.checksumSeedField
         orphanFileInode = r.orphanFileInode

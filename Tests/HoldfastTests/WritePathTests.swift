@@ -262,6 +262,48 @@ struct WritePathTests {
         return try #require(Int(field.dropFirst(name.count + 1)))
     }
 
+    @Test("statfs reports what the kernel's ext4 reports: size without the filesystem's own blocks, its reserves left out", arguments: [
+        ["-b", "4096"], ["-b", "1024", "-E", "zero-overhead"], ["-b", "4096", "-O", "meta_bg,^resize_inode", "-E", "zero-overhead"],
+        ["-b", "2048", "-O", "^has_journal,^flex_bg,sparse_super2", "-E", "zero-overhead"], ["-t", "ext3", "-E", "zero-overhead"],
+    ])
+    func statfsAsTheKernel(options: [String]) throws {
+        try Support.requireLoopMount("the kernel's statfs")
+        let scratch = try Scratch()
+        let image = scratch.path("df.img")
+        // "zero-overhead": s_overhead_clusters cleared, so both count the structures themselves.
+        let mkfs = options.filter { $0 != "-E" && $0 != "zero-overhead" }
+        try Support.sh(["mkfs.ext4", "-q", "-F"] + mkfs + [image, "300M"])
+        if options.contains("zero-overhead") { try Support.sh(["debugfs", "-w", "-R", "ssv overhead_clusters 0", image]) }
+        func kernel() throws -> [UInt64] {
+            try Support.withLoopMount(image) { mnt in
+                var st = statvfs()
+                guard statvfs(mnt, &st) == 0 else { throw POSIXError(.EIO) }
+                return [UInt64(st.f_blocks), UInt64(st.f_bfree), UInt64(st.f_bavail), UInt64(st.f_files), UInt64(st.f_ffree)]
+            }
+        }
+        func ours(_ fs: Filesystem) throws -> [UInt64] {
+            let u = try fs.spaceUsage()
+            return [u.blocks, u.freeBlocks, u.availableBlocks, u.inodes, u.freeInodes]
+        }
+        let fresh = try kernel()
+        let readOnly = try Filesystem.open(path: image, options: OpenOptions(memoryBudget: 16 << 20))
+        #expect(try ours(readOnly) == fresh, "read-only open")
+        // meta_bg images open read-only (the feature is read, not maintained).
+        guard !options.contains(where: { $0.contains("meta_bg") }) else { return }
+        var fs = try Images.openWritable(image)
+        #expect(try ours(fs) == fresh, "writable open")
+        // Delayed pages count as used at once, as the kernel counts its dirty clusters.
+        let f = try fs.create(path: "/f", kind: .regular, owner: Ownership(permissions: 0o644))
+        try fs.write(f, at: 0, Patterns.random(1 << 20, seed: 9))
+        let blocks = UInt64((1 << 20) / fs.blockSize)
+        #expect(try ours(fs)[1] <= fresh[1] - blocks, "the delayed megabyte is still counted free")
+        try fs.close()
+        let written = try kernel()
+        fs = try Images.openWritable(image)
+        #expect(try ours(fs) == written, "after a 1 MiB file")
+        try fs.close()
+    }
+
     @Test("fsync and sync write the data a commit needs before the write lock, and all of it reaches the image")
     func orderedDataBeforeTheLock() throws {
         let scratch = try Scratch()

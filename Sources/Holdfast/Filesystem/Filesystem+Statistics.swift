@@ -108,20 +108,32 @@ public struct SpaceUsage: Sendable, Equatable {
 }
 
 extension Filesystem {
-    /// statfs: counts summed from the group descriptors, so they include uncommitted changes.
+    /// statfs, uncommitted changes included. A writable filesystem keeps the free counts exact as
+    /// operations end (one look under the write lock, however many groups); a read-only one sums
+    /// the group descriptors.
     public func spaceUsage() throws(HoldfastError) -> SpaceUsage {
         try guarded {
             var freeBlocks: UInt64 = 0, freeInodes: UInt64 = 0
-            for g in 0..<UInt32(superblock.groupCount) {
-                let gd = try descriptor(g)
-                freeBlocks += UInt64(gd.freeBlocksCount)
-                freeInodes += UInt64(gd.freeInodesCount)
+            if let writer {
+                (freeBlocks, freeInodes) = writer.withLock { state in
+                    // Blocks promised to delayed pages are as good as used.
+                    let space = state.space
+                    return (space.freeBlocks - min(space.freeBlocks, space.reservedBlocks), space.freeInodes)
+                }
+            } else {
+                for g in 0..<UInt32(superblock.groupCount) {
+                    let gd = try descriptor(g)
+                    freeBlocks += UInt64(gd.freeBlocksCount)
+                    freeInodes += UInt64(gd.freeInodesCount)
+                }
             }
-            // Blocks promised to delayed pages are as good as used.
-            freeBlocks -= min(freeBlocks, writer?.withLock { $0.space.reservedBlocks } ?? 0)
-            let reserved = superblock.reservedBlocksCount
+            // As the kernel's ext4 reports it (`df`): the size leaves out the filesystem's own
+            // structures, and what is available leaves out root's reserve and, with extents, the
+            // kernel's pool for metadata (2% of the blocks, at most 4096).
+            let pool = superblock.featureIncompat.contains(.extents) ? min(superblock.blocksCount / 50, 4096) : 0
+            let reserved = superblock.reservedBlocksCount + pool
             return SpaceUsage(
-                blockSize: blockSize, blocks: superblock.blocksCount, freeBlocks: freeBlocks,
+                blockSize: blockSize, blocks: superblock.blocksCount - min(overheadBlocks, superblock.blocksCount), freeBlocks: freeBlocks,
                 availableBlocks: freeBlocks > reserved ? freeBlocks - reserved : 0,
                 inodes: UInt64(superblock.inodesCount), freeInodes: freeInodes, maxNameLength: 255)
         }

@@ -48,6 +48,8 @@ public final class Filesystem: Sendable {
     public let device: any BlockDevice
     public let superblock: Superblock
     public let geometry: Geometry
+    /// Blocks the filesystem's own structures take (statfs leaves them out of the size).
+    let overheadBlocks: UInt64
     /// Why the image is open read-only (features read but not maintained, recovery done in memory).
     public let readOnlyReasons: [String]
     /// Set when the journal needed recovery and was replayed in memory.
@@ -279,6 +281,8 @@ public final class Filesystem: Sendable {
         self.journalReplay = replay
         self.journalSuperblock = journalSuperblock
         self.warnings = warnings
+        let internalJournal = superblock.featureCompat.contains(.hasJournal) && superblock.journalInode != 0
+        self.overheadBlocks = geometry.overheadBlocks(journalBlocks: internalJournal ? UInt64(journalSuperblock?.maxLength ?? 0) : 0)
     }
 
 
