@@ -173,14 +173,23 @@ public struct Geometry: Sendable {
         (superblock.groupCount + UInt64(descriptorsPerBlock) - 1) / UInt64(descriptorsPerBlock)
     }
 
+    /// Blocks per allocation cluster: 1 without bigalloc.
+    public var blocksPerCluster: UInt64 {
+        superblock.featureROCompat.contains(.bigalloc) ? UInt64(max(1, superblock.clusterSize / superblock.blockSize)) : 1
+    }
+
     /// The blocks the filesystem's own structures take, which statfs leaves out of the size as the
-    /// kernel's ext4 does: s_overhead_clusters where mke2fs recorded it; else the blocks before the
-    /// first data block, each group's superblock backup with its descriptor blocks (meta_bg: the
-    /// copies in a meta group's first, second and last group), the reserved descriptor blocks,
-    /// both bitmaps and the inode table, and `journalBlocks` (an internal journal's length).
+    /// kernel's ext4 does. As the kernel, s_overhead_clusters is taken only with bigalloc and only
+    /// when it fits the filesystem; otherwise the structures are counted: the blocks before the
+    /// first data block, each group's two bitmaps and inode table, the superblock backups with
+    /// their descriptor blocks and the reserved ones (meta_bg: a meta group's descriptor block in
+    /// its first, second and last group), and `journalBlocks` (an internal journal's length).
+    /// Counted, a bigalloc image's overhead is close to the kernel's, not exact (the kernel counts
+    /// the clusters these blocks touch).
     public func overheadBlocks(journalBlocks: UInt64) -> UInt64 {
         let sb = superblock
-        if sb.overheadClusters != 0 { return UInt64(sb.overheadClusters) }
+        let recorded = UInt64(sb.overheadClusters) * blocksPerCluster
+        if blocksPerCluster > 1, recorded > 0, recorded < sb.blocksCount { return recorded }
         let bs = UInt64(sb.blockSize)
         let tableBlocks = (UInt64(sb.inodesPerGroup) * UInt64(sb.inodeSize) + bs - 1) / bs
         let perBlock = UInt64(descriptorsPerBlock)
@@ -191,11 +200,12 @@ public struct Geometry: Sendable {
         for g in 0..<sb.groupCount {
             total += 2 + tableBlocks
             let backup: UInt64 = groupHasSuperblock(g) ? 1 : 0
+            total += backup * (1 + UInt64(sb.reservedGDTBlocks))
             if !metaBG || g < UInt64(sb.firstMetaBG) * perBlock {
-                if backup == 1 { total += 1 + classic + UInt64(sb.reservedGDTBlocks) }
+                total += backup * classic
             } else {
                 let k = g % perBlock
-                total += backup + (k == 0 || k == 1 || k == perBlock - 1 ? 1 : 0)
+                total += k == 0 || k == 1 || k == perBlock - 1 ? 1 : 0
             }
         }
         return total + journalBlocks

@@ -297,12 +297,12 @@ public struct SuperblockRecord: Sendable {
         get { raw.le32(0x194) }
         set { raw.setLE32(0x194, newValue) }
     }
-    /// s_backup_bgs[2] (sparse_super2)
     /// s_overhead_clusters: the clusters the filesystem's own structures take (0: not recorded)
     public var overheadClusters: UInt32 {
         get { raw.le32(0x248) }
         set { raw.setLE32(0x248, newValue) }
     }
+    /// s_backup_bgs[2] (sparse_super2)
     public var backupGroups: [UInt32] {
         get { [raw.le32(0x24C), raw.le32(0x250)] }
         set { for (i, v) in newValue.prefix(2).enumerated() { raw.setLE32(0x24C + 4 * i, v) } }

@@ -126,11 +126,14 @@ extension Filesystem {
                     freeBlocks += UInt64(gd.freeBlocksCount)
                     freeInodes += UInt64(gd.freeInodesCount)
                 }
+                // bigalloc (read-only): the descriptors count free clusters.
+                freeBlocks *= geometry.blocksPerCluster
             }
             // As the kernel's ext4 reports it (`df`): the size leaves out the filesystem's own
             // structures, and what is available leaves out root's reserve and, with extents, the
             // kernel's pool for metadata (2% of the blocks, at most 4096).
-            let pool = superblock.featureIncompat.contains(.extents) ? min(superblock.blocksCount / 50, 4096) : 0
+            let cluster = geometry.blocksPerCluster
+            let pool = superblock.featureIncompat.contains(.extents) ? min(superblock.blocksCount / cluster / 50, 4096) * cluster : 0
             let reserved = superblock.reservedBlocksCount + pool
             return SpaceUsage(
                 blockSize: blockSize, blocks: superblock.blocksCount - min(overheadBlocks, superblock.blocksCount), freeBlocks: freeBlocks,

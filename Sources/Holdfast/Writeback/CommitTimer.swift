@@ -102,13 +102,17 @@ final class CommitTimer: Sendable {
 
 extension Filesystem {
     /// The timer's commit: the running transaction and the data it needs, if it is still there.
-    func commitDue() {
+    package func commitDue() {
         guard let writer else { return }
-        writeOrderedDataOutsideLock()
+        // The data first, outside the lock, unless no commit can follow it.
+        let healthy = writer.withLock { state in !state.closed && state.transaction.journal?.abortReason == nil }
+        if healthy && writeFailures.readOnlyReason == nil { writeOrderedDataOutsideLock() }
         writer.withLock { state in
             guard !state.closed, state.transaction.dirtyBlocks > 0 else { return }
-            // A failure is kept for the next sync, fsync or close to report.
-            try? commitLocked(state, data: .ordered(file: nil))
+            // A failure is kept for the next sync, fsync or close to report. The mapping above
+            // armed the timer again, with a deadline already past: a commit that failed waits
+            // for the next change, not for the timer to fire at once, again and again.
+            do { try commitLocked(state, data: .ordered(file: nil)) } catch { commitTimer.disarm() }
         }
     }
 }
