@@ -165,6 +165,23 @@ struct PageCacheTests {
         try Images.expectClean(scratch.path("e.img"))
     }
 
+    @Test("a timer commit that fails leaves nothing due: the timer waits for the next change instead of firing again at once")
+    func failedTimerCommitDisarms() throws {
+        let scratch = try Scratch()
+        let (fs, device, f, _) = try Self.failingSetup(scratch)
+        try fs.write(f, at: 64 << 10, Patterns.random(64 << 10, seed: 4))  // delayed pages: mapping arms the timer
+        device.fail(0..<UInt64.max)
+        fs.commitDue()
+        #expect(!fs.commitIsDue, "the failed commit left the timer due, so it would fire again at once")
+        #expect(throws: HoldfastError.self, "the failure is kept for the next sync") { try fs.sync() }
+        device.heal()
+        // The journal was aborted: the next open recovers what it committed, and the image is clean.
+        _ = try? fs.close()
+        let again = try Images.openWritable(scratch.path("e.img"))
+        try again.close()
+        try Images.expectClean(scratch.path("e.img"))
+    }
+
     @Test("the anonymous fsync hears of an error once too (generic/441 at the API)")
     func anonymousFsync() throws {
         let scratch = try Scratch()

@@ -306,7 +306,7 @@ struct WritePathTests {
         try fs.close()
     }
 
-    @Test("fsync and sync write the data a commit needs before the write lock, and all of it reaches the image")
+    @Test("fsync, sync and the timer's commit write the data a commit needs before the write lock, and all of it reaches the image")
     func orderedDataBeforeTheLock() throws {
         let scratch = try Scratch()
         let image = scratch.path("ordered.img")

@@ -30,6 +30,9 @@ final class CommitTimer: Sendable {
     /// Periodic commits the timer made.
     var commits: Int { state.withLock { $0.commits } }
 
+    /// Is a commit due (a transaction running that nobody committed yet)?
+    var isArmed: Bool { state.withLock { $0.due != nil } }
+
     /// A transaction began at `start`: commit it `intervalNanoseconds` later unless someone does first.
     func arm(startedAt start: UInt64) {
         state.withLock { s in if s.due == nil { s.due = start + Self.intervalNanoseconds } }
@@ -101,6 +104,9 @@ final class CommitTimer: Sendable {
 }
 
 extension Filesystem {
+    /// Is the timer's commit due? (For tests: a failed commit must not leave it due at once.)
+    package var commitIsDue: Bool { commitTimer.isArmed }
+
     /// The timer's commit: the running transaction and the data it needs, if it is still there.
     package func commitDue() {
         guard let writer else { return }
