@@ -29,6 +29,9 @@ public final class MountSession {
     private let retained: Unmanaged<MountServer>
     public let directory: String
     private var mounted = true
+    /// `init` got through: until then its failure paths undo what they did, and `deinit` (which
+    /// Swift runs for an init that throws once every property is set) must not undo it again.
+    private var started = false
     /// Bytes charged to `fuse.request-buffers` for the session's life.
     private let requestBuffers: Int
 
@@ -87,6 +90,7 @@ public final class MountSession {
             abandon()
             throw MountError("cannot set up the FUSE device I/O (errno \(-installed))")
         }
+        started = true
     }
 
     /// The kernel reads ahead 128 KiB on a FUSE mount, and the server cannot ask for more in its
@@ -181,6 +185,7 @@ public final class MountSession {
     }
 
     deinit {
+        guard started else { return }
         finish()
         fuse_session_destroy(session)
         retained.release()

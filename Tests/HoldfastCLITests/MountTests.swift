@@ -184,6 +184,31 @@ struct MountTests {
         try Images.expectClean(image)
     }
 
+    @Test("a user who may not open /dev/fuse gets an error that says so, exit status 1, no crash, and a clean image")
+    func deviceRefused() throws {
+        try FuseMount.require("the refused-device test")
+        var st = stat()
+        guard stat("/dev/fuse", &st) == 0, st.st_mode & 0o006 == 0, FileManager.default.isExecutableFile(atPath: "/usr/bin/setpriv") else {
+            print("SKIPPED (/dev/fuse is open to other users here, or setpriv is missing): the refused-device test")
+            return
+        }
+        let s = try Scratch()
+        let image = s.path("n.img")
+        try Images.make(image, blockSize: 4096, megabytes: 32)
+        let dir = s.path("mnt")
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        for path in [s.root, image, dir] { _ = chown(path, 65534, 65534) }
+        // Once MountSession's init had set every property, its failure paths undid the session
+        // and deinit undid it again: a double free, and a crash instead of the message.
+        for extra in [["-f"], []] {
+            let r = try Support.run(["/usr/bin/setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups",
+                                     Support.holdfast, "mount"] + extra + [image, dir])
+            #expect(r.status == 1, "exit status \(r.status): \(r.stderr)")
+            #expect(r.stderr.contains("cannot mount at \(dir)") && !r.stderr.contains("crashed"), "\(r.stderr)")
+        }
+        try Images.expectClean(image)
+    }
+
     @Test("slow requests do not hold up the others: lookups are answered while two large copy_file_range calls run")
     func slowRequestBeside() throws {
         let s = try Scratch()
