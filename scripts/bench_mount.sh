@@ -4,12 +4,14 @@ set -euo pipefail
 
 usage() {
     cat <<'USAGE'
-Usage: scripts/bench_mount.sh [--holdfast PATH] [--memory SIZE] [--workdir DIR] [--only NAMES] [--rows NAMES]
+Usage: scripts/bench_mount.sh [--holdfast PATH] [--memory SIZE] [--holdfast-options "ARGS"] [--workdir DIR] [--only NAMES]
 
 Benchmark (not a test) of the same workload on three mounts of a fresh 4 GiB ext4 image each:
   holdfast  HOLDFAST mount --memory SIZE IMG DIR          (FUSE, journaled)
   fuse2fs   fuse2fs IMG DIR                              (FUSE, e2fsprogs; no journal writes)
   kernel    mount -o loop IMG DIR                        (the kernel's ext4)
+(holdfast's server, run as root, asks the kernel for a CPU-latency target of 0 while requests
+come: idle CPUs poll rather than sleep. --holdfast-options "--cpu-latency off" measures it without.)
 Rows, in order, each on the same mount unless it says remount:
   cp        cp -a of a 20,000-file tree (~700 MiB, on tmpfs), then unmount until the image is final
   ls        ls -lR after a remount
@@ -29,6 +31,7 @@ fuse2fs/holdfast (> 1: holdfast is faster) and holdfast/kernel (seconds) or kern
 Options:
   --holdfast PATH  holdfast binary (default: .build/release/holdfast here)
   --memory SIZE    holdfast's budget (default: 256M)
+  --holdfast-options "ARGS"  more arguments for holdfast mount (e.g. "--cpu-latency off")
   --workdir DIR    images, tree and mount points (default: /dev/shm/holdfast-mount-bench; ~6 GiB)
   --only NAMES     comma list of mounts to run (default: holdfast,fuse2fs,kernel)
 USAGE
@@ -37,12 +40,14 @@ USAGE
 HERE="$(cd "$(dirname "$0")" && pwd)"
 HOLDFAST="$HERE/../.build/release/holdfast"
 MEMORY=256M
+HOLDFAST_OPTIONS=""
 WORK=/dev/shm/holdfast-mount-bench
 ONLY="holdfast,fuse2fs,kernel"
 while [ $# -gt 0 ]; do
     case "$1" in
         --holdfast) HOLDFAST="$2"; shift 2 ;;
         --memory) MEMORY="$2"; shift 2 ;;
+        --holdfast-options) HOLDFAST_OPTIONS="$2"; shift 2 ;;
         --workdir) WORK="$2"; shift 2 ;;
         --only) ONLY="$2"; shift 2 ;;
         -h|--help) usage; exit 0 ;;
@@ -69,7 +74,7 @@ elapsed() { python3 -c "print(f'{$(now) - $1:.2f}')"; }
 # mount_fs NAME IMG / unmount_fs NAME IMG: unmount returns when the image is final.
 mount_fs() {
     case "$1" in
-        holdfast) "$HOLDFAST" mount --memory "$MEMORY" "$2" "$MNT" ;;
+        holdfast) "$HOLDFAST" mount --memory "$MEMORY" $HOLDFAST_OPTIONS "$2" "$MNT" ;;
         fuse2fs) fuse2fs "$2" "$MNT" >/dev/null ;;
         kernel) mount -o loop "$2" "$MNT" ;;
     esac
@@ -116,7 +121,7 @@ peak_rss() {
     rm -f "$img" "$out"
     mkfs.ext4 -q -F "$img" 4G
     case "$fs" in
-        holdfast) /usr/bin/time -f %M -o "$out" "$HOLDFAST" mount -f --memory 32M "$img" "$MNT" & ;;
+        holdfast) /usr/bin/time -f %M -o "$out" "$HOLDFAST" mount -f --memory 32M $HOLDFAST_OPTIONS "$img" "$MNT" & ;;
         fuse2fs) /usr/bin/time -f %M -o "$out" fuse2fs -f "$img" "$MNT" >/dev/null & ;;
         *) return ;;
     esac

@@ -15,11 +15,15 @@ Usage:
   mount_checks.py spliced-read DIR   reads DIR/s whole and in odd pieces against s.expected; then
                                   overwrites pieces, drops the kernel's copy of the file and
                                   reads it again (the server holds the new bytes, maybe dirty)
+  mount_checks.py cpu-latency DIR    the kernel's CPU-latency target (/dev/cpu_dma_latency, in
+                                  microseconds) right after 300 lookups in DIR, and again after
+                                  200 ms without a request: "busy=N idle=M"
 """
 import errno
 import hashlib
 import os
 import random
+import struct
 import subprocess
 import sys
 import threading
@@ -234,6 +238,24 @@ def spliced_read(d):
     print('ok')
 
 
+def latency_target():
+    """The CPU-latency QoS target every request to the kernel adds up to (reading opens a request
+    of its own, which asks for nothing)."""
+    with open('/dev/cpu_dma_latency', 'rb') as f:
+        return struct.unpack('i', f.read(4))[0]
+
+
+def cpu_latency(d):
+    for i in range(300):  # each a LOOKUP of a name the kernel has not seen
+        try:
+            os.stat(os.path.join(d, 'missing-%d' % i))
+        except FileNotFoundError:
+            pass
+    busy = latency_target()
+    time.sleep(0.2)
+    print('busy=%d idle=%d' % (busy, latency_target()))
+
+
 if __name__ == '__main__':
     command, args = (sys.argv[1], sys.argv[2:]) if len(sys.argv) > 1 else ('', [])
     if command == 'fsynced' and len(args) == 1:
@@ -250,6 +272,8 @@ if __name__ == '__main__':
         spliced_write(args[0])
     elif command == 'spliced-read' and len(args) == 1:
         spliced_read(args[0])
+    elif command == 'cpu-latency' and len(args) == 1:
+        cpu_latency(args[0])
     elif command == 'pwrites' and len(args) == 2:
         pwrites(args[0], int(args[1]))
     else:

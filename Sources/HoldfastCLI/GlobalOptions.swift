@@ -80,7 +80,13 @@ enum MemoryReport {
     /// Set by `--stats`, before the command opens anything.
     static let enabled = Atomic<Bool>(false)
 
-    static func lines() -> [String] { enabled.load(ordering: .relaxed) ? shared.statistics?.lines ?? [] : [] }
+    static func lines() -> [String] {
+        enabled.load(ordering: .relaxed) ? (shared.statistics?.lines ?? []) + added.withLock { $0 } : []
+    }
+
+    /// A line of the command's own for the report (the mount's CPU-latency request).
+    static func add(_ line: String) { added.withLock { $0.append(line) } }
+    private static let added = Mutex<[String]>([])
 
     /// Opens `path` as every command does: warnings to standard error, and the `--stats` report
     /// kept from the moment the budget exists.

@@ -34,6 +34,8 @@ public final class MountSession {
     private var started = false
     /// Bytes charged to `fuse.request-buffers` for the session's life.
     private let requestBuffers: Int
+    /// What `run`'s loop did with the CPU-latency request (`MountOptions.cpuLatencyMilliseconds`).
+    public private(set) var cpuLatency = CPULatencyReport()
 
     public init(_ fs: Filesystem, image: String, at directory: String, options: MountOptions) throws(MountError) {
         // libfuse's request buffers, one a worker thread, each max_write and a page of headers.
@@ -150,7 +152,11 @@ public final class MountSession {
         let threads = UInt32(max(1, server.options.threads))
         // The polling loop (shim.h): a worker spins for the next request before it sleeps, and a
         // request that keeps it busy past a millisecond hands the device to another worker.
-        let result = hf_fuse_loop_poll(session, threads, server.options.spinMicroseconds * 1000, Self.rescueNanoseconds)
+        var stats = hf_loop_stats()
+        let result = hf_fuse_loop_poll(session, threads, server.options.spinMicroseconds * 1000, Self.rescueNanoseconds,
+                                       server.options.cpuLatencyMilliseconds * 1_000_000, &stats)
+        cpuLatency = CPULatencyReport(requested: server.options.cpuLatencyMilliseconds > 0, openErrno: stats.latency_errno,
+                                      holds: Int(stats.latency_holds), heldNanoseconds: Int64(stats.latency_held_ns))
         // A refused FUSE_INIT ends the session at once: that is the error, as libfuse's loop says.
         return result == 0 ? hf_init_error() : result
     }
@@ -298,5 +304,30 @@ extension MountSession {
         }
         ops.lseek = { req, node, offset, whence, _ in serverOf(req).lseek(req, node, offset, whence) }
         return ops
+    }
+}
+
+/// The CPU-latency request of a session (`MountOptions.cpuLatencyMilliseconds`), for `--stats`.
+public struct CPULatencyReport: Sendable {
+    public var requested = false
+    /// Why /dev/cpu_dma_latency could not be opened (EACCES for a user other than root), or 0.
+    public var openErrno: Int32 = 0
+    /// How many times the loop asked for polling CPUs, and how long it held them in all.
+    public var holds = 0
+    public var heldNanoseconds: Int64 = 0
+
+    /// One line: `cpu-latency holds=3 held-ms=4120`, or why there were none.
+    public var line: String {
+        if !requested { return "cpu-latency off (--cpu-latency off)" }
+        if openErrno != 0 { return "cpu-latency off (/dev/cpu_dma_latency: \(String(cString: strerror(openErrno))))" }
+        return "cpu-latency holds=\(holds) held-ms=\(heldNanoseconds / 1_000_000)"
+    }
+
+    public init() {}
+    init(requested: Bool, openErrno: Int32, holds: Int, heldNanoseconds: Int64) {
+        self.requested = requested
+        self.openErrno = openErrno
+        self.holds = holds
+        self.heldNanoseconds = heldNanoseconds
     }
 }

@@ -184,6 +184,45 @@ struct MountTests {
         try Images.expectClean(image)
     }
 
+    @Test("while requests come, idle CPUs are asked to poll (CPU-latency QoS 0); 10 ms after the last, the request is withdrawn; --cpu-latency off never asks")
+    func cpuLatencyWhileBusy() throws {
+        let s = try Scratch()
+        try FuseMount.require("the CPU-latency test")
+        let target = "/dev/cpu_dma_latency"
+        guard access(target, R_OK | W_OK) == 0 else {
+            print("SKIPPED (\(target) is not open to this user): the CPU-latency test")
+            return
+        }
+        // Another holder of the target (tuned, a benchmark) would hide the mount's own request.
+        let idle = try Support.sh(["python3", "-c", "import struct; print(struct.unpack('i', open('\(target)', 'rb').read(4))[0])"])
+        guard let before = Int(idle.trimmingCharacters(in: .whitespacesAndNewlines)), before > 0 else {
+            print("SKIPPED (another process holds the CPU-latency target at \(idle)): the CPU-latency test")
+            return
+        }
+        let values = { (out: String) -> (busy: Int, idle: Int) in
+            let fields = Dictionary(uniqueKeysWithValues: out.split(whereSeparator: \.isWhitespace).compactMap { word -> (String, Int)? in
+                let kv = word.split(separator: "=")
+                return kv.count == 2 ? (String(kv[0]), Int(kv[1]) ?? -1) : nil
+            })
+            return (fields["busy"] ?? -1, fields["idle"] ?? -1)
+        }
+        var mount = try FuseMount.fresh("the CPU-latency test", s, name: "q.img", blockSize: 4096, megabytes: 32, extra: ["--stats"])
+        let image = mount.image
+        var seen = values(try Support.sh(["python3", checks, "cpu-latency", mount.directory]))
+        #expect(seen.busy == 0, "the target while requests came: \(seen.busy)")
+        #expect(seen.idle == before, "the target 200 ms after the last request: \(seen.idle), before the mount \(before)")
+        #expect(try mount.unmount() == 0)
+        let line = mount.log.split(separator: "\n").first { $0.hasPrefix("cpu-latency ") }.map(String.init) ?? "(no line)"
+        let holds = line.split(separator: " ").first { $0.hasPrefix("holds=") }.flatMap { Int($0.dropFirst(6)) } ?? 0
+        #expect(holds >= 1, "the report counts the requests made: \(line)")
+        mount = try FuseMount(image: image, scratch: s, extra: ["--stats", "--cpu-latency", "off"])
+        seen = values(try Support.sh(["python3", checks, "cpu-latency", mount.directory]))
+        #expect(seen.busy == before, "--cpu-latency off: the target while requests came: \(seen.busy)")
+        #expect(try mount.unmount() == 0)
+        #expect(mount.log.contains("cpu-latency off (--cpu-latency off)"), "\(mount.log)")
+        try Images.expectClean(image)
+    }
+
     @Test("a user who may not open /dev/fuse gets an error that says so, exit status 1, no crash, and a clean image")
     func deviceRefused() throws {
         try FuseMount.require("the refused-device test")
