@@ -16,8 +16,13 @@ Usage:
                                   overwrites pieces, drops the kernel's copy of the file and
                                   reads it again (the server holds the new bytes, maybe dirty)
   mount_checks.py cpu-latency DIR    the kernel's CPU-latency target (/dev/cpu_dma_latency, in
-                                  microseconds) right after 300 lookups in DIR, and again after
-                                  200 ms without a request: "busy=N idle=M"
+                                  microseconds): its least value while 12 lookups in DIR trickle
+                                  in 25 ms apart, its least while a thread looks up new names
+                                  for 0.4 s, and its value 200 ms after that: "trickle=N busy=N idle=N"
+  mount_checks.py cpu-latency-slow DIR  the target at the end of a stream of lookups, then 100 ms
+                                  into a copy_file_range of 256 MiB sent right after it (one
+                                  request, which keeps a server of one worker busy):
+                                  "streamed=N during=N running=0|1"
 """
 import errno
 import hashlib
@@ -246,14 +251,70 @@ def latency_target():
 
 
 def cpu_latency(d):
-    for i in range(300):  # each a LOOKUP of a name the kernel has not seen
+    least = latency_target()
+    for i in range(12):  # a request now and then: no stream, no request for polling CPUs
         try:
-            os.stat(os.path.join(d, 'missing-%d' % i))
+            os.stat(os.path.join(d, 'trickle-%d' % i))
         except FileNotFoundError:
             pass
+        least = min(least, latency_target())
+        time.sleep(0.025)
+    trickle = least
+    stop = threading.Event()
+
+    def lookups():  # a stream: each a LOOKUP of a name the kernel has not seen
+        i = 0
+        while not stop.is_set():
+            try:
+                os.stat(os.path.join(d, 'missing-%d' % i))
+            except FileNotFoundError:
+                pass
+            i += 1
+
+    worker = threading.Thread(target=lookups)
+    worker.start()
     busy = latency_target()
+    end = time.monotonic() + 0.4
+    while time.monotonic() < end:
+        busy = min(busy, latency_target())
+        time.sleep(0.005)
+    stop.set()
+    worker.join()
     time.sleep(0.2)
-    print('busy=%d idle=%d' % (busy, latency_target()))
+    print('trickle=%d busy=%d idle=%d' % (trickle, busy, latency_target()))
+
+def cpu_latency_slow(d):
+    src = os.path.join(d, 'src')
+    with open(src, 'wb') as f:
+        chunk = os.urandom(1 << 20)
+        for _ in range(256):
+            f.write(chunk)
+    time.sleep(0.2)
+    end = time.monotonic() + 0.2
+    i = 0
+    while time.monotonic() < end:  # a stream: each a LOOKUP of a name the kernel has not seen
+        assert not os.path.exists(os.path.join(d, 'missing-%d' % i))
+        i += 1
+    streamed = latency_target()
+    finished = threading.Event()
+
+    def copy():
+        fin = os.open(src, os.O_RDONLY)
+        fout = os.open(os.path.join(d, 'dst'), os.O_WRONLY | os.O_CREAT, 0o644)
+        left = 256 << 20
+        while left > 0:
+            left -= os.copy_file_range(fin, fout, left)
+        finished.set()
+        os.close(fin)
+        os.close(fout)
+
+    worker = threading.Thread(target=copy)
+    worker.start()
+    time.sleep(0.1)
+    during = latency_target()
+    running = not finished.is_set()
+    worker.join()
+    print('streamed=%d during=%d running=%d' % (streamed, during, running))
 
 
 if __name__ == '__main__':
@@ -274,6 +335,8 @@ if __name__ == '__main__':
         spliced_read(args[0])
     elif command == 'cpu-latency' and len(args) == 1:
         cpu_latency(args[0])
+    elif command == 'cpu-latency-slow' and len(args) == 1:
+        cpu_latency_slow(args[0])
     elif command == 'pwrites' and len(args) == 2:
         pwrites(args[0], int(args[1]))
     else:

@@ -10,8 +10,10 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdint.h>
+#include <string.h>
 #include <time.h>
 #include <stdlib.h>
 #include <sys/types.h>
@@ -31,11 +33,14 @@
 // The client's side of a request has a wake-up too: the reply wakes the process that waits for
 // it, on its own CPU, which is idle in the meantime. An idle CPU that sleeps (HLT; on a virtual
 // machine, an exit to the host) takes about 15 microseconds to wake, more than the request
-// itself. With `latency_ns` > 0 the loop asks the kernel's CPU-latency QoS
-// (/dev/cpu_dma_latency, root only) for a wake-up latency of 0 from the first request on, so
-// idle CPUs poll rather than sleep and a wake-up takes a memory write; and withdraws the request
-// after `latency_ns` without a request. An idle mount leaves the CPUs alone; the kernel drops
-// the request itself when the process ends.
+// itself. With `latency_ns` > 0, once a stream of requests comes (HF_LATENCY_STREAK of them
+// without the reader falling asleep between two), the loop asks the kernel's CPU-latency QoS
+// (/dev/cpu_dma_latency) for a wake-up latency of 0, so idle CPUs poll rather than sleep and a
+// wake-up takes a memory write. The watchdog withdraws the request `latency_ns` after the last
+// request, whether or not a worker is free to read. The request is the whole machine's, so the
+// loop makes none where it could do nothing (no cpuidle driver) or where the process may run on
+// only some of the CPUs (a confined tenant asks nothing of the others); and the kernel drops it
+// when the process ends, by a crash too. Requests that trickle in leave the CPUs alone.
 
 struct hf_poll_loop {
     struct fuse_session *se;
@@ -52,14 +57,24 @@ struct hf_poll_loop {
     int error;                 /* the negative errno that ended it, or 0 */
     long latency_ns;           /* the CPU-latency request's idle timeout; 0: never made */
     int latency_fd;            /* /dev/cpu_dma_latency, or -1 */
-    int latency_held;          /* the request for 0 stands (the reader's to change) */
-    struct timespec held_since;
+    /* Under `lock`: */
+    int latency_held;          /* the request for 0 stands */
+    unsigned streak;           /* requests since the reader last fell asleep */
+    struct timespec last_request, held_since;
     struct hf_loop_stats *stats;
 };
 
+/// Requests in a row, none after a sleep of the reader, before the CPU-latency request is made.
+#define HF_LATENCY_STREAK 16
+
+/// Why the loop made no CPU-latency request.
+enum { HF_LATENCY_READY = 0, HF_LATENCY_NOT_ASKED, HF_LATENCY_NO_DEVICE, HF_LATENCY_NO_CPUIDLE, HF_LATENCY_CONFINED };
+
 /// What the loop did, for `--stats`.
 struct hf_loop_stats {
-    int latency_errno;         /* why /dev/cpu_dma_latency could not be opened, or 0 */
+    int latency_state;         /* HF_LATENCY_* */
+    int latency_errno;         /* HF_LATENCY_NO_DEVICE: why /dev/cpu_dma_latency did not open */
+    long allowed_cpus, online_cpus;  /* HF_LATENCY_CONFINED: where the process may run, of how many */
     unsigned long latency_holds;  /* times the CPU-latency request was made */
     long long latency_held_ns;    /* how long it stood in all */
 };
@@ -70,8 +85,9 @@ static inline long hf_ns_since(const struct timespec *start) {
     return (now.tv_sec - start->tv_sec) * 1000000000L + (now.tv_nsec - start->tv_nsec);
 }
 
-/// The reader's CPU-latency request: 0 (idle CPUs poll) while requests come, the default after
-/// `latency_ns` without one. A write that fails changes nothing but the loop's speed.
+/// The CPU-latency request, with `lock` held: 0 (idle CPUs poll) while requests come, the
+/// default (-1, PM_QOS_DEFAULT_VALUE) after `latency_ns` without one. A write that fails
+/// changes nothing but the loop's speed.
 static inline void hf_latency_hold(struct hf_poll_loop *l, int hold) {
     if (l->latency_fd < 0 || l->latency_held == hold) return;
     int32_t value = hold ? 0 : -1;  /* -1: PM_QOS_DEFAULT_VALUE, no constraint */
@@ -94,22 +110,14 @@ static inline int hf_poll_receive(struct hf_poll_loop *l, struct fuse_buf *buf) 
     for (;;) {
         if (fuse_session_exited(l->se)) return 0;
         int res = fuse_session_receive_buf(l->se, buf);
-        if (res != -EAGAIN && res != -EINTR) {
-            if (res > 0) hf_latency_hold(l, 1);
-            return res;
-        }
+        if (res != -EAGAIN && res != -EINTR) return res;
         if (hf_ns_since(&start) < l->spin_ns) continue;
         pthread_mutex_lock(&l->lock);
         l->asleep = 1;
+        l->streak = 0;  /* requests that trickle in make no CPU-latency request */
         pthread_mutex_unlock(&l->lock);
         struct pollfd p = { .fd = fuse_session_fd(l->se), .events = POLLIN };
-        if (l->latency_held) {
-            /* The first sleep after a request: as long as the CPU-latency request outlives it. */
-            int ms = (int)((l->latency_ns + 999999) / 1000000);
-            if (poll(&p, 1, ms) == 0) hf_latency_hold(l, 0);
-        } else {
-            poll(&p, 1, 200);
-        }
+        poll(&p, 1, 200);
         pthread_mutex_lock(&l->lock);
         l->asleep = 0;
         pthread_cond_signal(&l->watchdog);
@@ -140,6 +148,8 @@ static void *hf_poll_worker(void *arg) {
             }
             l->busy = 1;
             clock_gettime(CLOCK_MONOTONIC, &l->busy_since);
+            l->last_request = l->busy_since;
+            if (++l->streak >= HF_LATENCY_STREAK) hf_latency_hold(l, 1);
             pthread_mutex_unlock(&l->lock);
             fuse_session_process_buf(l->se, &buf);
             pthread_mutex_lock(&l->lock);
@@ -164,18 +174,65 @@ static void *hf_poll_watchdog(void *arg) {
             l->generation++;
             pthread_cond_signal(&l->followers);
         }
-        if (l->asleep || !l->leading) {
+        /* The CPU-latency request ends `latency_ns` after the last request, even while no
+           worker is free to read (all in slow requests, or one worker). */
+        long left = -1;  /* until the request is withdrawn; -1: none stands */
+        if (l->latency_held) {
+            left = l->latency_ns - hf_ns_since(&l->last_request);
+            if (left <= 0) {
+                hf_latency_hold(l, 0);
+                left = -1;
+            }
+        }
+        long wait_ns = l->asleep || !l->leading ? -1 : l->rescue_ns / 2;
+        if (left >= 0 && (wait_ns < 0 || left < wait_ns)) wait_ns = left;
+        if (wait_ns < 0) {
             pthread_cond_wait(&l->watchdog, &l->lock);
         } else {
             struct timespec until;
             clock_gettime(CLOCK_MONOTONIC, &until);
-            until.tv_nsec += l->rescue_ns / 2;
+            until.tv_sec += wait_ns / 1000000000L;
+            until.tv_nsec += wait_ns % 1000000000L;
             while (until.tv_nsec >= 1000000000L) { until.tv_sec++; until.tv_nsec -= 1000000000L; }
             pthread_cond_timedwait(&l->watchdog, &l->lock, &until);
         }
     }
     pthread_mutex_unlock(&l->lock);
     return NULL;
+}
+
+/// /dev/cpu_dma_latency, opened, where a CPU-latency request can do something and concerns only
+/// CPUs this process may run on; else -1, and `stats` says why.
+static inline int hf_latency_open(struct hf_loop_stats *stats) {
+    /* Without a cpuidle driver ("none", or none at all) idle CPUs halt whatever is asked. */
+    char driver[32] = { 0 };
+    int d = open("/sys/devices/system/cpu/cpuidle/current_driver", O_RDONLY | O_CLOEXEC);
+    ssize_t n = d >= 0 ? read(d, driver, sizeof(driver) - 1) : -1;
+    if (d >= 0) close(d);
+    if (n <= 0 || strncmp(driver, "none", 4) == 0) {
+        stats->latency_state = HF_LATENCY_NO_CPUIDLE;
+        return -1;
+    }
+    cpu_set_t allowed;
+    long online = sysconf(_SC_NPROCESSORS_ONLN), count = 0;
+    if (sched_getaffinity(0, sizeof(allowed), &allowed) == 0) {
+        const unsigned long *words = (const unsigned long *)&allowed;
+        for (size_t i = 0; i < sizeof(allowed) / sizeof(unsigned long); i++) count += __builtin_popcountl(words[i]);
+    }
+    if (count < online) {
+        stats->latency_state = HF_LATENCY_CONFINED;
+        stats->allowed_cpus = count;
+        stats->online_cpus = online;
+        return -1;
+    }
+    int fd = open("/dev/cpu_dma_latency", O_WRONLY | O_CLOEXEC);
+    if (fd < 0) {
+        stats->latency_state = HF_LATENCY_NO_DEVICE;
+        stats->latency_errno = errno;
+        return -1;
+    }
+    stats->latency_state = HF_LATENCY_READY;
+    return fd;
 }
 
 /// Serves the session on up to `threads` workers, as described above. Returns 0 after an
@@ -185,13 +242,10 @@ static inline int hf_fuse_loop_poll(struct fuse_session *se, unsigned threads, l
     int fd = fuse_session_fd(se);
     int flags = fcntl(fd, F_GETFL);
     if (flags < 0 || fcntl(fd, F_SETFL, flags | O_NONBLOCK) != 0) return -errno;
-    *stats = (struct hf_loop_stats){ 0 };
+    *stats = (struct hf_loop_stats){ .latency_state = HF_LATENCY_NOT_ASKED };
     struct hf_poll_loop l = { .se = se, .spin_ns = spin_ns, .rescue_ns = rescue_ns, .latency_ns = latency_ns,
                               .latency_fd = -1, .stats = stats };
-    if (latency_ns > 0) {
-        l.latency_fd = open("/dev/cpu_dma_latency", O_WRONLY | O_CLOEXEC);
-        if (l.latency_fd < 0) stats->latency_errno = errno;
-    }
+    if (latency_ns > 0) l.latency_fd = hf_latency_open(stats);
     pthread_mutex_init(&l.lock, NULL);
     pthread_cond_init(&l.followers, NULL);
     /* The watchdog's timed waits on the monotonic clock: a step of the wall clock cannot stall it. */

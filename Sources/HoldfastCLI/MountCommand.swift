@@ -56,7 +56,7 @@ struct MountCommand: ParsableCommand {
         valueName: "microseconds"))
     var spin = 150
     @Option(name: .customLong("cpu-latency"), help: ArgumentHelp(
-        "auto: while requests come (and for 10 ms after the last), ask the kernel to keep idle CPUs polling rather than asleep (its CPU-latency QoS, /dev/cpu_dma_latency; root only, else nothing happens), so a reply wakes the waiting process at once; a sleeping virtual CPU takes about 15 µs to wake, more than most requests take to answer. The CPUs then spin while the mount is busy. off: never.",
+        "auto: during a stream of requests (16 in a row) and until 10 ms after the last, ask the kernel to keep idle CPUs polling rather than asleep (its CPU-latency QoS, /dev/cpu_dma_latency), so a reply wakes the waiting process at once; a sleeping virtual CPU takes about 15 µs to wake, more than most requests take to answer. The request is the whole machine's: every idle CPU spins while it stands. Not made where it could not help (no cpuidle driver), where this process may run on only some of the CPUs, or where the device will not open (other users than root); --stats says which. off: never.",
         valueName: "auto|off"))
     var cpuLatency = "auto"
     @Option(help: ArgumentHelp("Without -f: the file the server appends its warnings and errors to (else errors go to the system log).", valueName: "file"))

@@ -24,11 +24,11 @@ public struct MountOptions: Sendable {
     /// in poll(2) (microseconds; 0: at once). A stream of requests then finds it awake, which
     /// saves a server thread's wake-up per request; an idle mount wakes once every 200 ms.
     public var spinMicroseconds = 150
-    /// While requests come, ask the kernel (its CPU-latency QoS, /dev/cpu_dma_latency, which
-    /// only root may open) to keep idle CPUs polling rather than asleep, so a reply wakes the
-    /// process waiting for it at once: a sleeping CPU takes about 15 µs to wake on a virtual
-    /// machine, more than most requests take to answer. The request is withdrawn after this many
-    /// milliseconds without a request (0: never made).
+    /// During a stream of requests, ask the kernel (its CPU-latency QoS, /dev/cpu_dma_latency)
+    /// to keep idle CPUs polling rather than asleep, so a reply wakes the process waiting for it
+    /// at once: a sleeping CPU takes about 15 µs to wake on a virtual machine, more than most
+    /// requests take to answer. The request is withdrawn this many milliseconds after the last
+    /// request (0: never made); see `hf_fuse_loop_poll` for where it is not made at all.
     public var cpuLatencyMilliseconds = 10
     /// Reads of 32 KiB and more move the image's bytes into the reply with splice(2), not
     /// through a buffer of this process (`Filesystem.readSpliced`); false: always through one.

@@ -155,8 +155,7 @@ public final class MountSession {
         var stats = hf_loop_stats()
         let result = hf_fuse_loop_poll(session, threads, server.options.spinMicroseconds * 1000, Self.rescueNanoseconds,
                                        server.options.cpuLatencyMilliseconds * 1_000_000, &stats)
-        cpuLatency = CPULatencyReport(requested: server.options.cpuLatencyMilliseconds > 0, openErrno: stats.latency_errno,
-                                      holds: Int(stats.latency_holds), heldNanoseconds: Int64(stats.latency_held_ns))
+        cpuLatency = CPULatencyReport(stats)
         // A refused FUSE_INIT ends the session at once: that is the error, as libfuse's loop says.
         return result == 0 ? hf_init_error() : result
     }
@@ -309,25 +308,31 @@ extension MountSession {
 
 /// The CPU-latency request of a session (`MountOptions.cpuLatencyMilliseconds`), for `--stats`.
 public struct CPULatencyReport: Sendable {
-    public var requested = false
-    /// Why /dev/cpu_dma_latency could not be opened (EACCES for a user other than root), or 0.
-    public var openErrno: Int32 = 0
+    /// Why none could be made, or nil: the loop could make one.
+    public var unavailable: String? = "--cpu-latency off"
     /// How many times the loop asked for polling CPUs, and how long it held them in all.
     public var holds = 0
     public var heldNanoseconds: Int64 = 0
 
     /// One line: `cpu-latency holds=3 held-ms=4120`, or why there were none.
     public var line: String {
-        if !requested { return "cpu-latency off (--cpu-latency off)" }
-        if openErrno != 0 { return "cpu-latency off (/dev/cpu_dma_latency: \(String(cString: strerror(openErrno))))" }
+        if let unavailable { return "cpu-latency off (\(unavailable))" }
         return "cpu-latency holds=\(holds) held-ms=\(heldNanoseconds / 1_000_000)"
     }
 
     public init() {}
-    init(requested: Bool, openErrno: Int32, holds: Int, heldNanoseconds: Int64) {
-        self.requested = requested
-        self.openErrno = openErrno
-        self.holds = holds
-        self.heldNanoseconds = heldNanoseconds
+
+    init(_ stats: hf_loop_stats) {
+        holds = Int(stats.latency_holds)
+        heldNanoseconds = Int64(stats.latency_held_ns)
+        switch Int(stats.latency_state) {
+        case Int(HF_LATENCY_READY): unavailable = nil
+        case Int(HF_LATENCY_NO_DEVICE):
+            unavailable = "/dev/cpu_dma_latency: \(String(cString: strerror(stats.latency_errno)))"
+        case Int(HF_LATENCY_NO_CPUIDLE): unavailable = "no cpuidle driver: idle CPUs halt whatever is asked"
+        case Int(HF_LATENCY_CONFINED):
+            unavailable = "this process may run on \(stats.allowed_cpus) of the \(stats.online_cpus) CPUs; the request would concern them all"
+        default: unavailable = "--cpu-latency off"
+        }
     }
 }
