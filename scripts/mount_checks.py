@@ -129,6 +129,19 @@ def pwrites(path, n):
     os.close(fd)
 
 
+def copy_whole(src, dst, finished):
+    """copy_file_range of all 256 MiB of src into dst (the server does each call in one go);
+    sets `finished` when done."""
+    fin = os.open(src, os.O_RDONLY)
+    fout = os.open(dst, os.O_WRONLY | os.O_CREAT, 0o644)
+    left = 256 << 20
+    while left > 0:
+        left -= os.copy_file_range(fin, fout, left)
+    finished.set()
+    os.close(fin)
+    os.close(fout)
+
+
 def beside(d):
     """Two slow requests (copy_file_range calls the server does in one go, each of 256 MiB), the
     second sent while the first runs, and beside them a stream of lookups of names that exist
@@ -142,16 +155,6 @@ def beside(d):
     stop = threading.Event()
     looked = [0]
 
-    def copy(k):
-        fin = os.open(src, os.O_RDONLY)
-        fout = os.open(os.path.join(d, f'dst{k}'), os.O_WRONLY | os.O_CREAT, 0o644)
-        left = 256 << 20
-        while left > 0:
-            left -= os.copy_file_range(fin, fout, left)
-        finished.set()
-        os.close(fin)
-        os.close(fout)
-
     def lookups():
         i = 0
         while not stop.is_set():
@@ -162,7 +165,7 @@ def beside(d):
     looker = threading.Thread(target=lookups)
     looker.start()
     time.sleep(0.05)
-    copies = [threading.Thread(target=copy, args=(k,)) for k in (0, 1)]
+    copies = [threading.Thread(target=copy_whole, args=(src, os.path.join(d, f'dst{k}'), finished)) for k in (0, 1)]
     copies[0].start()
     time.sleep(0.1)  # the first copy holds a worker; another reads the lookups
     copies[1].start()
@@ -298,17 +301,7 @@ def cpu_latency_slow(d):
     streamed = latency_target()
     finished = threading.Event()
 
-    def copy():
-        fin = os.open(src, os.O_RDONLY)
-        fout = os.open(os.path.join(d, 'dst'), os.O_WRONLY | os.O_CREAT, 0o644)
-        left = 256 << 20
-        while left > 0:
-            left -= os.copy_file_range(fin, fout, left)
-        finished.set()
-        os.close(fin)
-        os.close(fout)
-
-    worker = threading.Thread(target=copy)
+    worker = threading.Thread(target=copy_whole, args=(src, os.path.join(d, 'dst'), finished))
     worker.start()
     time.sleep(0.1)
     during = latency_target()
