@@ -239,10 +239,10 @@ static inline int hf_latency_open(struct hf_loop_stats *stats) {
 /// unmount or fuse_session_exit, else a negative errno.
 static inline int hf_fuse_loop_poll(struct fuse_session *se, unsigned threads, long spin_ns, long rescue_ns,
                                     long latency_ns, struct hf_loop_stats *stats) {
+    *stats = (struct hf_loop_stats){ .latency_state = HF_LATENCY_NOT_ASKED };
     int fd = fuse_session_fd(se);
     int flags = fcntl(fd, F_GETFL);
     if (flags < 0 || fcntl(fd, F_SETFL, flags | O_NONBLOCK) != 0) return -errno;
-    *stats = (struct hf_loop_stats){ .latency_state = HF_LATENCY_NOT_ASKED };
     struct hf_poll_loop l = { .se = se, .spin_ns = spin_ns, .rescue_ns = rescue_ns, .latency_ns = latency_ns,
                               .latency_fd = -1, .stats = stats };
     if (latency_ns > 0) l.latency_fd = hf_latency_open(stats);
@@ -263,6 +263,11 @@ static inline int hf_fuse_loop_poll(struct fuse_session *se, unsigned threads, l
     sigfillset(&all);
     pthread_sigmask(SIG_BLOCK, &all, &kept);
     int watching = pthread_create(&watchdog, NULL, hf_poll_watchdog, &l) == 0;
+    if (!watching && l.latency_fd >= 0) {  /* nobody would withdraw a CPU-latency request */
+        close(l.latency_fd);
+        l.latency_fd = -1;
+        stats->latency_state = HF_LATENCY_NOT_ASKED;
+    }
     while (watching && started + 1 < threads && pthread_create(&ids[started], NULL, hf_poll_worker, &l) == 0) started++;
     pthread_sigmask(SIG_SETMASK, &kept, NULL);
     hf_poll_worker(&l);  /* the calling thread serves too */
