@@ -68,7 +68,8 @@ struct hf_poll_loop {
 #define HF_LATENCY_STREAK 16
 
 /// Why the loop made no CPU-latency request.
-enum { HF_LATENCY_READY = 0, HF_LATENCY_NOT_ASKED, HF_LATENCY_NO_DEVICE, HF_LATENCY_NO_CPUIDLE, HF_LATENCY_CONFINED };
+enum { HF_LATENCY_READY = 0, HF_LATENCY_NOT_ASKED, HF_LATENCY_NO_DEVICE, HF_LATENCY_NO_CPUIDLE, HF_LATENCY_CONFINED,
+       HF_LATENCY_NO_WATCHDOG };
 
 /// What the loop did, for `--stats`.
 struct hf_loop_stats {
@@ -266,7 +267,7 @@ static inline int hf_fuse_loop_poll(struct fuse_session *se, unsigned threads, l
     if (!watching && l.latency_fd >= 0) {  /* nobody would withdraw a CPU-latency request */
         close(l.latency_fd);
         l.latency_fd = -1;
-        stats->latency_state = HF_LATENCY_NOT_ASKED;
+        stats->latency_state = HF_LATENCY_NO_WATCHDOG;
     }
     while (watching && started + 1 < threads && pthread_create(&ids[started], NULL, hf_poll_worker, &l) == 0) started++;
     pthread_sigmask(SIG_SETMASK, &kept, NULL);

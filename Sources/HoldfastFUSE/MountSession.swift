@@ -332,6 +332,7 @@ public struct CPULatencyReport: Sendable {
         case Int(HF_LATENCY_NO_CPUIDLE): unavailable = "no cpuidle driver: idle CPUs halt whatever is asked"
         case Int(HF_LATENCY_CONFINED):
             unavailable = "this process may run on \(stats.allowed_cpus) of the \(stats.online_cpus) CPUs; the request would concern them all"
+        case Int(HF_LATENCY_NO_WATCHDOG): unavailable = "the loop's watchdog, which withdraws it, did not start"
         default: unavailable = "--cpu-latency off"
         }
     }
