@@ -4,7 +4,7 @@ set -euo pipefail
 
 usage() {
     cat <<'USAGE'
-Usage: scripts/bench_mount.sh [--holdfast PATH] [--memory SIZE] [--holdfast-options "ARGS"] [--workdir DIR] [--only NAMES]
+Usage: scripts/bench_mount.sh [--holdfast PATH] [--memory SIZE] [--holdfast-options "ARGS"] [--rounds N] [--workdir DIR] [--only NAMES]
 
 Benchmark (not a test) of the same workload on three mounts of a fresh 4 GiB ext4 image each:
   holdfast  HOLDFAST mount --memory SIZE IMG DIR          (FUSE, journaled)
@@ -24,14 +24,18 @@ And the peak RSS (KiB) of the server, holdfast at --memory 32M and fuse2fs, unde
 eight processes at once (two cp -a of subtrees, two dd writers, two fio randrw jobs, ls -lR,
 rm -rf); the goal for holdfast is the budget + 48 MiB (81,920 KiB).
 Images and the tree live on tmpfs (--workdir) so the noisy disk stays out of it; e2fsck -fn
-checks every image at the end. Prints seconds (or IOPS) per row and mount, and the ratios
-fuse2fs/holdfast (> 1: holdfast is faster) and holdfast/kernel (seconds) or kernel/holdfast (IOPS).
+checks every image at the end. The rows run in rounds (--rounds, default 3), the mounts in a
+different order each round, so that a slow hour of the machine falls on all three alike. Prints
+the median seconds (or IOPS) per row and mount over the rounds, and the ratios of the medians
+fuse2fs/holdfast (> 1: holdfast is faster) and holdfast/kernel (seconds) or kernel/holdfast
+(IOPS), each with the lowest and highest of the rounds' own ratios in brackets.
 "Unmount until final" waits for the FUSE server to exit (holdfast: `flock IMG true`).
 
 Options:
   --holdfast PATH  holdfast binary (default: .build/release/holdfast here)
   --memory SIZE    holdfast's budget (default: 256M)
   --holdfast-options "ARGS"  more arguments for holdfast mount (e.g. "--cpu-latency off")
+  --rounds N       rounds of the rows (default: 3; about 4 minutes each)
   --workdir DIR    images, tree and mount points (default: /dev/shm/holdfast-mount-bench; ~6 GiB)
   --only NAMES     comma list of mounts to run (default: holdfast,fuse2fs,kernel)
 USAGE
@@ -43,6 +47,7 @@ MEMORY=256M
 HOLDFAST_OPTIONS=""
 WORK=/dev/shm/holdfast-mount-bench
 ONLY="holdfast,fuse2fs,kernel"
+ROUNDS=3
 while [ $# -gt 0 ]; do
     case "$1" in
         --holdfast) HOLDFAST="$2"; shift 2 ;;
@@ -50,10 +55,12 @@ while [ $# -gt 0 ]; do
         --holdfast-options) HOLDFAST_OPTIONS="$2"; shift 2 ;;
         --workdir) WORK="$2"; shift 2 ;;
         --only) ONLY="$2"; shift 2 ;;
+        --rounds) ROUNDS="$2"; shift 2 ;;
         -h|--help) usage; exit 0 ;;
         *) echo "bench_mount.sh: unknown option $1" >&2; usage >&2; exit 2 ;;
     esac
 done
+[[ "$ROUNDS" =~ ^[1-9][0-9]*$ ]] || { echo "bench_mount.sh: --rounds: give a count of 1 or more" >&2; exit 2; }
 for tool in fio fuse2fs mkfs.ext4 e2fsck flock; do
     command -v "$tool" >/dev/null || { echo "bench_mount.sh: $tool is missing (make deps)" >&2; exit 1; }
 done
@@ -94,25 +101,30 @@ fio_iops() {  # fio_iops RW FILE SIZE
         awk -F';' -v rw="$1" '{ print (rw == "randread") ? $8 : $49 }'
 }
 
-declare -A RESULT
+# record NAME ROW VALUE: one figure of this round, into $RESULTS (round, mount, row, value).
+RESULTS="$WORK/results.tsv"
+: >"$RESULTS"
+ROUND=0
+record() { printf '%s\t%s\t%s\t%s\n' "$ROUND" "$1" "$2" "$3" >>"$RESULTS"; }
+
 run_mount() {
     local fs="$1" img="$WORK/$1.img" t
     rm -f "$img"
     mkfs.ext4 -q -F "$img" 4G
     sync
     mount_fs "$fs" "$img"
-    t=$(now); cp -a "$TREE" "$MNT/t"; unmount_fs "$fs" "$img"; RESULT[$fs,cp]=$(elapsed "$t")
+    t=$(now); cp -a "$TREE" "$MNT/t"; unmount_fs "$fs" "$img"; record "$fs" cp "$(elapsed "$t")"
     mount_fs "$fs" "$img"
-    t=$(now); ls -lR "$MNT" >/dev/null; RESULT[$fs,ls]=$(elapsed "$t")
-    t=$(now); dd if=/dev/zero of="$MNT/big" bs=1M count=2048 conv=fsync status=none; RESULT[$fs,write]=$(elapsed "$t")
+    t=$(now); ls -lR "$MNT" >/dev/null; record "$fs" ls "$(elapsed "$t")"
+    t=$(now); dd if=/dev/zero of="$MNT/big" bs=1M count=2048 conv=fsync status=none; record "$fs" write "$(elapsed "$t")"
     unmount_fs "$fs" "$img"; mount_fs "$fs" "$img"
-    t=$(now); dd if="$MNT/big" of=/dev/null bs=1M status=none; RESULT[$fs,read]=$(elapsed "$t")
-    RESULT[$fs,randread]=$(fio_iops randread "$MNT/big" 2g)
-    RESULT[$fs,randwrite]=$(fio_iops randwrite "$MNT/small" 512m)
-    t=$(now); rm -rf "$MNT/t"; unmount_fs "$fs" "$img"; RESULT[$fs,rm]=$(elapsed "$t")
-    if e2fsck -fn "$img" >/dev/null 2>&1; then RESULT[$fs,fsck]=clean; else RESULT[$fs,fsck]=PROBLEMS; fi
+    t=$(now); dd if="$MNT/big" of=/dev/null bs=1M status=none; record "$fs" read "$(elapsed "$t")"
+    record "$fs" randread "$(fio_iops randread "$MNT/big" 2g)"
+    record "$fs" randwrite "$(fio_iops randwrite "$MNT/small" 512m)"
+    t=$(now); rm -rf "$MNT/t"; unmount_fs "$fs" "$img"; record "$fs" rm "$(elapsed "$t")"
+    if e2fsck -fn "$img" >/dev/null 2>&1; then record "$fs" fsck clean; else record "$fs" fsck PROBLEMS; fi
     rm -f "$img"
-    echo "$fs done" >&2
+    echo "round $ROUND: $fs done" >&2
 }
 
 # peak_rss NAME: the server in the foreground under /usr/bin/time, eight processes at once.
@@ -134,27 +146,56 @@ peak_rss() {
     fio --name=stress --directory="$MNT" --rw=randrw --bs=4k --size=64m --numjobs=2 --runtime=20 \
         --time_based --ioengine=psync >/dev/null & stress+=($!)
     (for _ in 1 2 3; do ls -lR "$MNT" >/dev/null; done) & stress+=($!)
-    (sleep 5; rm -rf "$MNT/a") & stress+=($!)
+    (sleep 5; rm -rf "$MNT/a" 2>/dev/null) & stress+=($!)  # races the cp -a into it: may leave some
     for pid in "${stress[@]}"; do wait "$pid" || true; done
     umount "$MNT"
     wait "$server" || true
-    RESULT[$fs,rss]=$(cat "$out")
+    record "$fs" rss "$(cat "$out")"
     rm -f "$img"
 }
 
 IFS=',' read -r -a MOUNTS <<<"$ONLY"
-for fs in "${MOUNTS[@]}"; do run_mount "$fs"; done
+# Round r starts with mount r (mod the count), so no mount always runs first or last.
+for ((ROUND = 1; ROUND <= ROUNDS; ROUND++)); do
+    for ((i = 0; i < ${#MOUNTS[@]}; i++)); do run_mount "${MOUNTS[(i + ROUND - 1) % ${#MOUNTS[@]}]}"; done
+done
 for fs in "${MOUNTS[@]}"; do peak_rss "$fs"; done
 
-ratio() { python3 -c "a, b = '$1', '$2'; print(f'{float(a) / float(b):.2f}x' if a and b and float(b) > 0 else '-')"; }
-printf '%-10s %12s %12s %12s %16s %16s\n' row holdfast fuse2fs kernel fuse2fs/holdfast holdfast/kernel
-for row in cp ls write read randread randwrite rm; do
-    h=${RESULT[holdfast,$row]:-} f=${RESULT[fuse2fs,$row]:-} k=${RESULT[kernel,$row]:-}
-    if [ "$row" = randread ] || [ "$row" = randwrite ]; then
-        printf '%-10s %12s %12s %12s %16s %16s\n' "$row(iops)" "$h" "$f" "$k" "$(ratio "$h" "$f")" "$(ratio "$k" "$h")"
-    else
-        printf '%-10s %12s %12s %12s %16s %16s\n' "$row(s)" "$h" "$f" "$k" "$(ratio "$f" "$h")" "$(ratio "$h" "$k")"
-    fi
-done
-printf '%-10s %12s %12s %12s\n' "rss(KiB)" "${RESULT[holdfast,rss]:--}" "${RESULT[fuse2fs,rss]:--}" "-"
-printf '%-10s %12s %12s %12s\n' e2fsck "${RESULT[holdfast,fsck]:--}" "${RESULT[fuse2fs,fsck]:--}" "${RESULT[kernel,fsck]:--}"
+python3 - "$RESULTS" "$ROUNDS" <<'PY'
+import statistics, sys
+rows = {}
+for line in open(sys.argv[1]):
+    r, fs, row, value = line.rstrip("\n").split("\t")
+    rows.setdefault((fs, row), {})[int(r)] = value
+rounds = int(sys.argv[2])
+def numbers(fs, row):
+    return {r: float(v) for r, v in rows.get((fs, row), {}).items() if v}
+def ratio(a, b):
+    # a/b of the medians, then the lowest and highest of the rounds' own a/b.
+    if not a or not b: return "-"
+    each = [a[r] / b[r] for r in a if r in b and b[r] > 0]
+    text = f"{statistics.median(a.values()) / statistics.median(b.values()):.2f}x"
+    return text + (f" ({min(each):.2f}-{max(each):.2f})" if len(each) > 1 else "")
+def median(fs, row):
+    n = numbers(fs, row)
+    if not n: return "-"
+    m = statistics.median(n.values())
+    return f"{m:.0f}" if row in ("randread", "randwrite") else f"{m:.2f}"
+print(f"median of {rounds} round{'s' if rounds > 1 else ''}; the ratios' range over the rounds in brackets")
+print(f"{'row':<16}{'holdfast':>13}{'fuse2fs':>13}{'kernel':>13}  {'fuse2fs/holdfast':<22}{'holdfast/kernel':<22}")
+for row in ("cp", "ls", "write", "read", "randread", "randwrite", "rm"):
+    h, f, k = numbers("holdfast", row), numbers("fuse2fs", row), numbers("kernel", row)
+    iops = row in ("randread", "randwrite")
+    versus_fuse2fs = ratio(h, f) if iops else ratio(f, h)
+    versus_kernel = ratio(k, h) if iops else ratio(h, k)
+    label = f"{row}({'iops' if iops else 's'})"
+    print(f"{label:<16}{median('holdfast', row):>13}{median('fuse2fs', row):>13}{median('kernel', row):>13}  {versus_fuse2fs:<22}{versus_kernel:<22}")
+rss = lambda fs: next(iter(rows.get((fs, "rss"), {}).values()), "-")
+print(f"{'rss(KiB)':<16}{rss('holdfast'):>13}{rss('fuse2fs'):>13}{'-':>13}")
+def fsck(fs):
+    seen = list(rows.get((fs, "fsck"), {}).values())
+    if not seen: return "-"
+    bad = seen.count("PROBLEMS")
+    return "clean" if not bad else f"PROBLEMS {bad}/{len(seen)}"
+print(f"{'e2fsck':<16}{fsck('holdfast'):>13}{fsck('fuse2fs'):>13}{fsck('kernel'):>13}")
+PY
